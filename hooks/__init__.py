@@ -1,0 +1,34 @@
+"""The soundspan hook contract: every way a plugin meets the host or another plugin.
+
+Read `hookspecs.py` top to bottom for the hooks, `types.py` for what they carry.
+Plugins import only this package, never each other.
+"""
+
+from soundspan_hooks.hookspecs import hookimpl, hookspec
+from soundspan_hooks.types import (
+    HOST,
+    AnalyzerInfo,
+    HostContext,
+    LibraryEvent,
+    LibraryEventKind,
+    PluginSettings,
+    SettingsSection,
+    TextEmbedding,
+    TrackFile,
+    legacy_env,
+)
+
+__all__ = [
+    "HOST",
+    "AnalyzerInfo",
+    "HostContext",
+    "LibraryEvent",
+    "LibraryEventKind",
+    "PluginSettings",
+    "SettingsSection",
+    "TextEmbedding",
+    "TrackFile",
+    "hookimpl",
+    "hookspec",
+    "legacy_env",
+]

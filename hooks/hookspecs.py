@@ -1,0 +1,99 @@
+"""The hook specifications: a table of contents of the system.
+
+A file event walks forward through these hooks exactly once:
+watcher -> soundspan_library_event -> host queue -> soundspan_analyze_track -> database row
+-> soundspan_result_stored -> the API reads it.
+
+Hooks may answer with an awaitable; the host awaits it. Plugins never import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pluggy
+from aiohttp import web
+
+from soundspan_hooks.types import (
+    AnalyzerInfo,
+    HostContext,
+    LibraryEvent,
+    SettingsSection,
+    TextEmbedding,
+    TrackFile,
+)
+
+hookspec = pluggy.HookspecMarker("soundspan")
+hookimpl = pluggy.HookimplMarker("soundspan")
+
+
+# --- Configuration and lifetime ------------------------------------------------------------
+
+
+@hookspec
+def soundspan_settings() -> SettingsSection:
+    """Declare this plugin's settings section (name, defaults, types); called before start-up.
+
+    A typo or a bad value in that section stops start-up with one line that names it.
+    """
+
+
+@hookspec
+def soundspan_migrations() -> Path | None:
+    """Return a folder of alembic revisions for this plugin's tables, applied at start-up."""
+
+
+@hookspec
+def soundspan_lifespan(host: HostContext) -> AbstractAsyncContextManager[None] | None:
+    """Return a context entered once the database is ready and exited at shut-down.
+
+    Open pools, observers and caches here; contexts exit in reverse order of entry.
+    """
+
+
+@hookspec
+def soundspan_routes() -> web.RouteTableDef | None:
+    """Return the HTTP routes this plugin adds; handlers find the host at `request.app[HOST]`."""
+
+
+# --- The music library ---------------------------------------------------------------------
+
+
+@hookspec
+def soundspan_library_event(host: HostContext, event: LibraryEvent) -> Awaitable[None] | None:
+    """A music file appeared, changed, moved or vanished under the music dir.
+
+    Ingest plugins call it; the host answers it by updating tracks and queueing analysis.
+    """
+
+
+# --- Analyzers -----------------------------------------------------------------------------
+
+
+@hookspec
+def soundspan_analyzer(host: HostContext) -> AnalyzerInfo | None:
+    """Describe the analyzer this plugin provides: name, model, trained or not, dimension."""
+
+
+@hookspec(firstresult=True)
+def soundspan_analyze_track(
+    host: HostContext, analyzer: str, track: TrackFile
+) -> Awaitable[None] | None:
+    """Analyze one track and store its result; only the plugin whose analyzer is `analyzer` answers.
+
+    Raise an exception whose message tells the user what is wrong with the file to fail the job.
+    """
+
+
+@hookspec
+def soundspan_result_stored(
+    host: HostContext, analyzer: str, track_id: str
+) -> Awaitable[None] | None:
+    """An analyzer has stored a fresh result for a track (caches and maps may refresh)."""
+
+
+@hookspec(firstresult=True)
+def soundspan_embed_text(host: HostContext, text: str) -> Awaitable[TextEmbedding] | None:
+    """Embed a text query for search; answered by the first analyzer that can embed text."""

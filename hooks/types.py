@@ -1,0 +1,107 @@
+"""Small, frozen types carried by the hooks. No behaviour lives here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pluggy
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+class PluginSettings(BaseModel):
+    """Base of every plugin's settings section: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Load this plugin at start-up.")
+
+
+def legacy_env(name: str, default: Any, description: str, **constraints: Any) -> Any:
+    """A setting that an older, unprefixed environment variable (e.g. `CLAP_WORKERS`) also sets.
+
+    The prefixed form (`SOUNDSPAN_CLAP__WORKERS`) wins when both are present.
+    """
+    return Field(default, description=description, json_schema_extra={"env": name}, **constraints)
+
+
+@dataclass(frozen=True)
+class SettingsSection:
+    """A plugin's own section of settings.toml: its name, and the model typing it."""
+
+    name: str
+    model: type[PluginSettings]
+
+
+class LibraryEventKind(enum.StrEnum):
+    APPEARED = "appeared"
+    CHANGED = "changed"
+    MOVED = "moved"
+    VANISHED = "vanished"
+
+
+@dataclass(frozen=True)
+class LibraryEvent:
+    """Something happened to a music file. Paths are relative to the music dir."""
+
+    kind: LibraryEventKind
+    path: str
+    old_path: str | None = None  # set for MOVED only
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    """A track handed to an analyzer: its stable id and where its audio is right now."""
+
+    track_id: str
+    path: Path  # absolute
+    relative_path: str
+
+
+@dataclass(frozen=True)
+class AnalyzerInfo:
+    """How an analyzer describes itself to the host, the status API and the queue."""
+
+    name: str  # e.g. "musicnn", the queue and the API use it
+    version: str  # changes when stored results would change; old results get re-queued
+    model_id: str  # e.g. "MSD_musicnn" or "laion/larger_clap_music"
+    trained: bool  # False for random or test weights: never reported as a trained model
+    dimension: int  # length of the stored embedding
+    device: str  # "cpu" or "cuda"
+    state: Literal["ready", "loading", "unavailable"] = "ready"
+    reason: str | None = None  # why it is unavailable, and what to set
+    embeds_text: bool = False  # answers soundspan_embed_text
+
+
+@dataclass(frozen=True)
+class TextEmbedding:
+    """A text query embedded into one analyzer's vector space."""
+
+    analyzer: str
+    vector: tuple[float, ...]
+
+
+class HostContext(Protocol):
+    """What the host offers plugins: settings, the database and the hooks. Nothing about audio."""
+
+    music_dir: Path
+    data_dir: Path
+    engine: AsyncEngine
+    hook: pluggy.HookRelay
+
+    def section(self, name: str) -> PluginSettings:
+        """The validated settings section of the plugin called `name`."""
+        ...
+
+    def call(self, hook_name: str, **kwargs: Any) -> Awaitable[list[Any]]:
+        """Call a hook on every plugin, awaiting any awaitable answers."""
+        ...
+
+
+HOST = web.AppKey("soundspan_host", HostContext)
+"""Where a request handler finds the host: `request.app[HOST]`."""

@@ -1,0 +1,3 @@
+from soundspan_host.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""The `soundspan-host` command. Bad configuration ends it with one line and exit code 2."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from aiohttp import web
+
+from soundspan_host.app import create_app
+from soundspan_host.errors import ConfigError
+from soundspan_host.plugins import load_plugins
+from soundspan_host.settings import read_settings
+
+cli = typer.Typer(
+    help="Keeps a neural vibe index of a music folder and serves it over REST.",
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+SettingsOption = Annotated[
+    Path | None,
+    typer.Option("--settings", help="settings.toml to read (default: ./settings.toml)."),
+]
+
+
+@cli.callback(invoke_without_command=True)
+def default(ctx: typer.Context, settings: SettingsOption = None) -> None:
+    """Serve (the default when no command is given)."""
+    if ctx.invoked_subcommand is None:
+        serve(settings)
+
+
+@cli.command()
+def serve(settings: SettingsOption = None) -> None:
+    """Start the host: database, plugins and the HTTP API, until Ctrl-C or SIGTERM."""
+    plugins = load_plugins(read_settings(settings))
+    host_settings = plugins.settings.host
+    logging.basicConfig(
+        level=host_settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve_until_stopped(create_app(plugins), host_settings.host, host_settings.port))
+
+
+async def serve_until_stopped(app: web.Application, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, then always run the app's clean-up to its end.
+
+    aiohttp's run_app cancels its main task on a signal, which can cut the clean-up short
+    and leave the embedded PostgreSQL running; here nothing cancels the clean-up.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        logging.getLogger("soundspan_host").info("serving on http://%s:%s", host, port)
+        await stop.wait()
+        logging.getLogger("soundspan_host").info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli(standalone_mode=True)
+    except ConfigError as error:
+        print(f"soundspan-host: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The database: an external PostgreSQL URL, or the embedded server; pgvector; migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from soundspan_host.database.embedded import EmbeddedPostgres
+from soundspan_host.database.migrations import upgrade_to_head
+from soundspan_host.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def async_url(url: str) -> str:
+    """Accept the usual postgres:// and postgresql:// URLs; SQLAlchemy needs the asyncpg driver."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise ConfigError(f"database_url {url!r} is not a database URL") from error
+    if parsed.get_backend_name() not in ("postgres", "postgresql"):
+        raise ConfigError(f"database_url must be a PostgreSQL URL, not {parsed.drivername}://")
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def shown_url(url: str) -> str:
+    """A URL fit for logs and error messages: as a user writes it, the password masked."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=True)
+
+
+@asynccontextmanager
+async def open_database(
+    database_url: str | None,
+    data_dir: Path,
+    *,
+    embedded_port: int = 0,
+    plugin_migrations: Sequence[Path] = (),
+) -> AsyncIterator[AsyncEngine]:
+    """Connect (starting the embedded server if no URL is set), migrate, and clean up after."""
+    embedded = None
+    if database_url is None:
+        embedded = EmbeddedPostgres(data_dir, port=embedded_port)
+        url = await asyncio.to_thread(embedded.start)
+    else:
+        url = async_url(database_url)
+    engine = create_async_engine(
+        url, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS}
+    )
+    try:
+        await prepare_schema(engine, plugin_migrations)
+        yield engine
+    finally:
+        try:
+            await engine.dispose()
+        finally:
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+
+async def prepare_schema(engine: AsyncEngine, plugin_migrations: Sequence[Path] = ()) -> None:
+    """Check the server answers, create the vector extension, apply every migration."""
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+            await connection.run_sync(upgrade_to_head, plugin_migrations)
+    except (OSError, TimeoutError, DBAPIError) as error:
+        raise ConfigError(
+            f"cannot use the database at {shown_url(str(engine.url))}: {_reason(error)}; "
+            "check SOUNDSPAN_DATABASE_URL (or unset it to use the embedded database)"
+        ) from error
+    except SQLAlchemyError as error:
+        raise ConfigError(f"database migration failed: {error}") from error
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        return str(error.orig).splitlines()[0] or type(error.orig).__name__
+    return str(error) or type(error).__name__

@@ -1,0 +1,161 @@
+"""Settings: settings.toml, then SOUNDSPAN_* environment variables, validated against schemas.
+
+The host's own keys sit at the top level of settings.toml; each plugin owns one `[section]`
+and declares its defaults and types beside its code (soundspan_settings hook). Anything
+unknown or mistyped stops start-up with one line that names it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynaconf import Dynaconf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from soundspan_hooks import PluginSettings, SettingsSection
+from soundspan_host.errors import ConfigError
+
+ENV_PREFIX = "SOUNDSPAN"
+SETTINGS_FILE_ENV = "SOUNDSPAN_SETTINGS_FILE"
+
+
+class HostSettings(BaseModel):
+    """The host's own settings: where things live and where it listens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(3030, ge=0, le=65535, description="Port of the HTTP API.")
+    music_dir: Path = Field(Path("music"), description="The music library to index.")
+    data_dir: Path = Field(
+        Path("data"), description="Embedded database, model cache and other state."
+    )
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL URL (with pgvector). Unset: an embedded server under data_dir.",
+    )
+    embedded_database_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port the embedded PostgreSQL listens on at 127.0.0.1; 0 picks a free one.",
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    settings_file: Path | None = Field(
+        None, description="The settings.toml that was read (SOUNDSPAN_SETTINGS_FILE)."
+    )
+
+
+@dataclass(frozen=True)
+class RawSettings:
+    """Settings as read, before any schema: host keys and one dict per plugin section."""
+
+    host: dict[str, Any]
+    sections: dict[str, dict[str, Any]]
+    source: Path | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings: the host's, and each known plugin's section."""
+
+    host: HostSettings
+    sections: Mapping[str, PluginSettings] = field(default_factory=dict)
+
+    def section(self, name: str) -> PluginSettings:
+        return self.sections[name]
+
+
+def default_settings_file() -> Path | None:
+    """settings.toml from SOUNDSPAN_SETTINGS_FILE, the working dir, or the source checkout."""
+    if explicit := os.environ.get(SETTINGS_FILE_ENV):
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"settings file {path} ({SETTINGS_FILE_ENV}) does not exist")
+        return path
+    for candidate in (Path.cwd() / "settings.toml", Path(__file__).parent.parent / "settings.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_settings(settings_file: Path | None = None) -> RawSettings:
+    """Merge settings.toml with SOUNDSPAN_* env vars (nested with `__`, values parsed as TOML)."""
+    source = settings_file or default_settings_file()
+    try:
+        loaded = Dynaconf(
+            envvar_prefix=ENV_PREFIX,
+            settings_files=[str(source)] if source else [],
+            environments=False,
+            merge_enabled=True,
+        ).as_dict()
+    except Exception as error:  # dynaconf raises toml and parse errors of many kinds
+        raise ConfigError(f"cannot read settings ({source or 'environment'}): {error}") from error
+    host: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in _lowercase_keys(loaded).items():
+        if isinstance(value, dict):
+            sections[key] = value
+        else:
+            host[key] = value
+    host.pop("settings_file", None)
+    return RawSettings(host=host, sections=sections, source=source)
+
+
+def validate_settings(raw: RawSettings, declared: list[SettingsSection]) -> Settings:
+    """Check every key against the host's and the plugins' schemas; ConfigError if one is off."""
+    by_name = {section.name: section for section in declared}
+    unknown = sorted(set(raw.sections) - set(by_name))
+    if unknown:
+        known = ", ".join(sorted(by_name)) or "none"
+        raise ConfigError(f"unknown plugin [{unknown[0]}] in settings (known plugins: {known})")
+    host = _validated(HostSettings, {**raw.host, "settings_file": raw.source}, where="")
+    sections = {
+        name: _validated(
+            section.model,
+            {**raw.sections.get(name, {}), **legacy_env_values(section)},
+            where=name,
+        )
+        for name, section in by_name.items()
+    }
+    return Settings(host=host, sections=sections)
+
+
+def legacy_env_values(section: SettingsSection) -> dict[str, str]:
+    """Values set through a field's unprefixed env var, e.g. CLAP_WORKERS for [clap] workers.
+
+    They beat settings.toml and lose to the prefixed variable (SOUNDSPAN_CLAP__WORKERS).
+    """
+    values = {}
+    for name, info in section.model.model_fields.items():
+        extra = info.json_schema_extra
+        env_name = extra.get("env") if isinstance(extra, dict) else None
+        prefixed = f"{ENV_PREFIX}_{section.name}__{name}".upper()
+        if env_name and env_name in os.environ and prefixed not in os.environ:
+            values[name] = os.environ[env_name]
+    return values
+
+
+def _validated(model: type[BaseModel], values: dict[str, Any], where: str) -> Any:
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            key = ".".join(str(part) for part in problem["loc"])
+            shown = f"[{where}] {key}" if where else key
+            if problem["type"] == "extra_forbidden":
+                problems.append(f"unknown setting {shown}")
+            else:
+                problems.append(f"bad setting {shown} = {problem['input']!r}: {problem['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def _lowercase_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key).lower(): _lowercase_keys(item) for key, item in value.items()}
+    return value
