@@ -13,8 +13,11 @@ from soundspan_hooks.types import (
     LibraryEventKind,
     PluginSettings,
     SettingsSection,
+    StoreResult,
     TextEmbedding,
+    TrackFacts,
     TrackFile,
+    UnreadableTrack,
     legacy_env,
 )
 
@@ -26,8 +29,11 @@ __all__ = [
     "LibraryEventKind",
     "PluginSettings",
     "SettingsSection",
+    "StoreResult",
     "TextEmbedding",
+    "TrackFacts",
     "TrackFile",
+    "UnreadableTrack",
     "hookimpl",
     "hookspec",
     "legacy_env",

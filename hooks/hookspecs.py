@@ -21,6 +21,7 @@ from soundspan_hooks.types import (
     HostContext,
     LibraryEvent,
     SettingsSection,
+    StoreResult,
     TextEmbedding,
     TrackFile,
 )
@@ -80,18 +81,20 @@ def soundspan_analyzer(host: HostContext) -> AnalyzerInfo | None:
 @hookspec(firstresult=True)
 def soundspan_analyze_track(
     host: HostContext, analyzer: str, track: TrackFile
-) -> Awaitable[None] | None:
-    """Analyze one track and store its result; only the plugin whose analyzer is `analyzer` answers.
+) -> Awaitable[StoreResult] | None:
+    """Analyze one track; only the plugin whose analyzer is `analyzer` answers.
 
-    Raise an exception whose message tells the user what is wrong with the file to fail the job.
+    Resolve to a StoreResult that writes the result; the host runs it in the transaction that
+    completes the job. Raise an exception whose message tells the user what is wrong with the
+    file to fail the attempt.
     """
 
 
 @hookspec
 def soundspan_result_stored(
-    host: HostContext, analyzer: str, track_id: str
+    host: HostContext, analyzer: str, content_id: str
 ) -> Awaitable[None] | None:
-    """An analyzer has stored a fresh result for a track (caches and maps may refresh)."""
+    """An analyzer's fresh result for a content is stored (caches and maps may refresh)."""
 
 
 @hookspec(firstresult=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 import pluggy
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class PluginSettings(BaseModel):
@@ -46,21 +46,43 @@ class LibraryEventKind(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class TrackFacts:
+    """What ingest read from a file: its content identity, stat and tags."""
+
+    fingerprint: str  # identity of the content, not the path: moves keep it, edits change it
+    size: int
+    mtime: float
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    duration: float | None = None  # seconds
+
+
+@dataclass(frozen=True)
 class LibraryEvent:
-    """Something happened to a music file. Paths are relative to the music dir."""
+    """Something happened to a music file. Paths are relative to the music dir.
+
+    A VANISHED path may be a folder: every track under it vanished.
+    """
 
     kind: LibraryEventKind
     path: str
     old_path: str | None = None  # set for MOVED only
+    facts: TrackFacts | None = None  # set for APPEARED and CHANGED
 
 
 @dataclass(frozen=True)
 class TrackFile:
-    """A track handed to an analyzer: its stable id and where its audio is right now."""
+    """A track handed to an analyzer: the content its result is stored under, and its file now."""
 
-    track_id: str
+    content_id: str  # key of the analyzer's result rows; duplicates and moves share it
     path: Path  # absolute
     relative_path: str
+
+
+StoreResult = Callable[[AsyncConnection], Awaitable[None]]
+"""What an analysis returns: it writes the result on the connection the host hands it,
+in the same transaction that marks the job done, so a result is stored exactly once."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,15 @@ class AnalyzerInfo:
     state: Literal["ready", "loading", "unavailable"] = "ready"
     reason: str | None = None  # why it is unavailable, and what to set
     embeds_text: bool = False  # answers soundspan_embed_text
+    workers: int = 1  # tracks it can analyze at once (its pool size); 0: remote workers only
+    poll_interval: float = 5.0  # seconds between looks at the queue for work other hosts added
+
+
+class UnreadableTrack(Exception):
+    """Raised by an analyzer for a file that will never analyze (corrupt, truncated, not audio).
+
+    The job fails at once with this message as its reason; any other exception is retried.
+    """
 
 
 @dataclass(frozen=True)
@@ -93,6 +124,7 @@ class HostContext(Protocol):
     data_dir: Path
     engine: AsyncEngine
     hook: pluggy.HookRelay
+    app: web.Application  # keep per-host plugin state here, under the plugin's own AppKey
 
     def section(self, name: str) -> PluginSettings:
         """The validated settings section of the plugin called `name`."""
@@ -100,6 +132,10 @@ class HostContext(Protocol):
 
     def call(self, hook_name: str, **kwargs: Any) -> Awaitable[list[Any]]:
         """Call a hook on every plugin, awaiting any awaitable answers."""
+        ...
+
+    def tracks_on_record(self) -> Awaitable[dict[str, tuple[int, float]]]:
+        """Present tracks' relative paths with the size and mtime last seen (for a reconcile)."""
         ...
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +18,20 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from soundspan_hooks import HOST, PluginSettings
+from soundspan_hooks import HOST, AnalyzerInfo, PluginSettings
 from soundspan_host import __version__
+from soundspan_host.catalog import Catalog
 from soundspan_host.database import open_database
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import Plugins
+from soundspan_host.queue import AnalysisQueue
+from soundspan_host.settings import HostSettings
+from soundspan_host.workers import DATABASE_ERRORS, AnalyzerWorker
 
 log = logging.getLogger(__name__)
 
 PLUGINS = web.AppKey("soundspan_plugins", Plugins)
+CATALOG_PLUGIN = "soundspan-catalog"
 routes = web.RouteTableDef()
 
 
@@ -36,6 +43,8 @@ class Host:
     engine: AsyncEngine
     music_dir: Path
     data_dir: Path
+    app: web.Application
+    catalog: Catalog | None = None  # the host's; a bare analysis worker has none
     hook: pluggy.HookRelay = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,6 +57,13 @@ class Host:
         """Call a hook on every plugin and await whatever awaitables come back."""
         answers = getattr(self.hook, hook_name)(**kwargs)
         return [await answer if inspect.isawaitable(answer) else answer for answer in answers]
+
+    async def tracks_on_record(self) -> dict[str, tuple[int, float]]:
+        assert self.catalog is not None, "only a host keeps the catalogue"
+        return await self.catalog.tracks_on_record()
+
+    async def describe_analyzers(self) -> list[AnalyzerInfo]:
+        return [info for info in await self.call("soundspan_analyzer", host=self) if info]
 
 
 def create_app(plugins: Plugins) -> web.Application:
@@ -65,33 +81,122 @@ def create_app(plugins: Plugins) -> web.Application:
 async def host_lifetime(app: web.Application) -> AsyncIterator[None]:
     """Start the database, then each plugin; stop them in reverse, however the host stops."""
     plugins = app[PLUGINS]
-    settings = plugins.settings.host
-    music_dir = settings.music_dir.resolve()
-    if not music_dir.is_dir():
-        raise ConfigError(
-            f"music dir {music_dir} does not exist; create it or set SOUNDSPAN_MUSIC_DIR"
-        )
-    migrations = [path for path in plugins.manager.hook.soundspan_migrations() if path]
     async with AsyncExitStack() as stack:
-        engine = await stack.enter_async_context(
-            open_database(
-                settings.database_url,
-                settings.data_dir,
-                embedded_port=settings.embedded_database_port,
-                plugin_migrations=migrations,
-            )
+        host = await open_host(stack, app, plugins)
+        analyzers = await host.describe_analyzers()
+        queue = AnalysisQueue(host.engine, plugins.settings.host.queue_policy)
+        workers: list[AnalyzerWorker] = []
+        host.catalog = Catalog(
+            host.engine,
+            {analyzer.name: analyzer.version for analyzer in analyzers},
+            jobs_added=lambda: [worker.jobs_added() for worker in workers],
         )
-        host = Host(plugins=plugins, engine=engine, music_dir=music_dir, data_dir=settings.data_dir)
-        app[HOST] = host
-        for lifespan in plugins.manager.hook.soundspan_lifespan(host=host):
-            if lifespan is not None:
-                await stack.enter_async_context(lifespan)
+        plugins.manager.register(host.catalog, name=CATALOG_PLUGIN)
+        stack.callback(plugins.manager.unregister, name=CATALOG_PLUGIN)
+        await start_plugins(stack, host)
+        await queue.requeue_outdated({analyzer.name: analyzer.version for analyzer in analyzers})
+        for analyzer in await host.describe_analyzers():
+            if analyzer.state == "unavailable":
+                log.warning("%s is unavailable: %s", analyzer.name, analyzer.reason)
+                continue
+            if analyzer.workers == 0:
+                log.info("%s: no local workers; analysis is left to remote ones", analyzer.name)
+                continue
+            workers.append(AnalyzerWorker(host, queue, analyzer))
+        background = [asyncio.create_task(worker.run()) for worker in workers]
+        background.append(
+            asyncio.create_task(purge_missing_tracks(host.catalog, plugins.settings.host))
+        )
+        stack.push_async_callback(stop_tasks, background)
         log.info(
             "soundspan host %s ready; plugins: %s",
             __version__,
             ", ".join(plugin.name for plugin in plugins.enabled) or "none",
         )
         yield
+
+
+async def run_analysis_worker(plugins: Plugins, analyzer_name: str) -> None:
+    """Analyze from the shared queue with one analyzer and nothing else, until cancelled.
+
+    For extra machines (or processes) beside a host: no HTTP, no watcher, the same database.
+    """
+    if plugins.settings.host.database_url is None:
+        raise ConfigError(
+            "a worker needs SOUNDSPAN_DATABASE_URL: the database of the host it works for"
+        )
+    if not plugins.manager.has_plugin(analyzer_name):
+        raise ConfigError(f"no enabled plugin called {analyzer_name!r} to work as an analyzer")
+    for name, _ in plugins.manager.list_name_plugin():
+        if name != analyzer_name:
+            plugins.manager.unregister(name=name)
+    async with AsyncExitStack() as stack:
+        host = await open_host(stack, web.Application(), plugins)
+        await start_plugins(stack, host)
+        analyzer = next(
+            (info for info in await host.describe_analyzers() if info.name == analyzer_name),
+            None,
+        )
+        if analyzer is None or analyzer.state == "unavailable":
+            reason = analyzer.reason if analyzer else "it provides no analyzer"
+            raise ConfigError(f"cannot work as {analyzer_name!r}: {reason}")
+        if analyzer.workers == 0:
+            raise ConfigError(f"[{analyzer_name}] workers = 0 leaves this worker nothing to do")
+        queue = AnalysisQueue(host.engine, plugins.settings.host.queue_policy)
+        log.info("worker %s analyzing with %s", queue.owner, analyzer_name)
+        await AnalyzerWorker(host, queue, analyzer).run()
+
+
+async def open_host(stack: AsyncExitStack, app: web.Application, plugins: Plugins) -> Host:
+    """Check the music dir, open (and migrate) the database, and make the plugins' Host."""
+    settings = plugins.settings.host
+    music_dir = settings.music_dir.resolve()
+    if not music_dir.is_dir():
+        raise ConfigError(
+            f"music dir {music_dir} does not exist; create it or set SOUNDSPAN_MUSIC_DIR"
+        )
+    engine = await stack.enter_async_context(
+        open_database(
+            settings.database_url,
+            settings.data_dir,
+            embedded_port=settings.embedded_database_port,
+            plugin_migrations=plugin_migrations(plugins),
+        )
+    )
+    host = Host(
+        plugins=plugins, engine=engine, music_dir=music_dir, data_dir=settings.data_dir, app=app
+    )
+    app[HOST] = host
+    return host
+
+
+def plugin_migrations(plugins: Plugins) -> list[Path]:
+    return [path for path in plugins.manager.hook.soundspan_migrations() if path]
+
+
+async def start_plugins(stack: AsyncExitStack, host: Host) -> None:
+    """Enter each plugin's lifespan; the stack exits them in reverse order."""
+    for lifespan in host.plugins.manager.hook.soundspan_lifespan(host=host):
+        if lifespan is not None:
+            await stack.enter_async_context(lifespan)
+
+
+async def purge_missing_tracks(catalog: Catalog, settings: HostSettings) -> None:
+    """Forget tracks whose files have been gone longer than the grace period, hourly."""
+    grace = timedelta(days=settings.missing_track_grace_days)
+    while True:
+        try:
+            if purged := await catalog.purge_missing(grace):
+                log.info("forgot %d tracks missing for over %s", purged, grace)
+        except DATABASE_ERRORS as error:
+            log.warning("could not purge missing tracks: %s", error)
+        await asyncio.sleep(3600)
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @routes.get("/healthz")

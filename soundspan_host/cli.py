@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from aiohttp import web
 
-from soundspan_host.app import create_app
+from soundspan_host.app import create_app, run_analysis_worker
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import load_plugins
-from soundspan_host.settings import read_settings
+from soundspan_host.settings import HostSettings, read_settings
 
 cli = typer.Typer(
     help="Keeps a neural vibe index of a music folder and serves it over REST.",
@@ -41,11 +43,15 @@ def serve(settings: SettingsOption = None) -> None:
     """Start the host: database, plugins and the HTTP API, until Ctrl-C or SIGTERM."""
     plugins = load_plugins(read_settings(settings))
     host_settings = plugins.settings.host
+    configure_logging(host_settings)
+    asyncio.run(serve_until_stopped(create_app(plugins), host_settings.host, host_settings.port))
+
+
+def configure_logging(settings: HostSettings) -> None:
     logging.basicConfig(
-        level=host_settings.log_level.upper(),
+        level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve_until_stopped(create_app(plugins), host_settings.host, host_settings.port))
 
 
 async def serve_until_stopped(app: web.Application, host: str, port: int) -> None:
@@ -68,6 +74,27 @@ async def serve_until_stopped(app: web.Application, host: str, port: int) -> Non
         logging.getLogger("soundspan_host").info("stopping")
     finally:
         await runner.cleanup()
+
+
+@cli.command()
+def worker(
+    analyzer: Annotated[str, typer.Option(help="The analyzer to run, e.g. musicnn or clap.")],
+    settings: SettingsOption = None,
+) -> None:
+    """Analyze from a host's queue on this machine (needs SOUNDSPAN_DATABASE_URL)."""
+    plugins = load_plugins(read_settings(settings))
+    configure_logging(plugins.settings.host)
+    asyncio.run(until_stopped(run_analysis_worker(plugins, analyzer)))
+
+
+async def until_stopped(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` until SIGINT or SIGTERM, then cancel it and let its clean-up finish."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from soundspan_host.settings import RawSettings, Settings, validate_settings
 
 ENTRY_POINT_GROUP = "soundspan_host.plugins"
 
-BUILTIN_PLUGINS: dict[str, str] = {
-    # name in settings.toml -> module
+BUILTIN_PLUGINS: dict[str, str] = {  # name in settings.toml -> module
+    "watcher": "soundspan_plugins.watcher",
 }
 
 

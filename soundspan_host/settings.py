@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from soundspan_hooks import PluginSettings, SettingsSection
 from soundspan_host.errors import ConfigError
+from soundspan_host.queue import QueuePolicy
 
 ENV_PREFIX = "SOUNDSPAN"
 SETTINGS_FILE_ENV = "SOUNDSPAN_SETTINGS_FILE"
@@ -45,9 +46,33 @@ class HostSettings(BaseModel):
         description="Port the embedded PostgreSQL listens on at 127.0.0.1; 0 picks a free one.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    analysis_max_attempts: int = Field(
+        3, ge=1, description="Attempts at analyzing a track before its job is marked failed."
+    )
+    analysis_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A job whose worker has not renewed it for this long is taken over.",
+    )
+    analysis_retry_delay_seconds: float = Field(
+        30.0, ge=0, description="Pause before a failed attempt is retried; doubles each time."
+    )
+    missing_track_grace_days: float = Field(
+        30.0,
+        ge=0,
+        description="A track whose file is gone this long is forgotten with its analyses.",
+    )
     settings_file: Path | None = Field(
         None, description="The settings.toml that was read (SOUNDSPAN_SETTINGS_FILE)."
     )
+
+    @property
+    def queue_policy(self) -> QueuePolicy:
+        return QueuePolicy(
+            lease_seconds=self.analysis_lease_seconds,
+            max_attempts=self.analysis_max_attempts,
+            retry_delay_seconds=self.analysis_retry_delay_seconds,
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from soundspan_host.database.embedded import EmbeddedPostgres
 from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import read_settings
 
-ECHO_PLUGIN = Path(__file__).parent / "echo_plugin"
+TESTS = Path(__file__).parent
 
 
 @pytest.fixture(autouse=True)
@@ -54,24 +54,42 @@ async def database_url(postgres_server: EmbeddedPostgres) -> str:
         await admin.close()
 
 
-@pytest.fixture
-def echo_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Install the echo plugin as a real distribution with an entry point; returns its site dir."""
-    site = tmp_path / "site"
-    site.mkdir()
-    shutil.copy(ECHO_PLUGIN / "soundspan_test_echo.py", site)
-    shutil.copytree(ECHO_PLUGIN / "migrations", site / "soundspan_test_echo_migrations")
-    dist_info = site / "soundspan_test_echo-1.2.3.dist-info"
+def install_plugin(site: Path, source: Path, module: str, name: str, version: str) -> None:
+    """Install a test plugin as a real distribution with an entry point, into `site`."""
+    site.mkdir(exist_ok=True)
+    shutil.copy(source / f"{module}.py", site)
+    shutil.copytree(source / "migrations", site / f"{module}_migrations")
+    dist_info = site / f"{module}-{version}.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: soundspan-test-echo\nVersion: 1.2.3\n"
+        f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: {version}\n"
     )
-    (dist_info / "entry_points.txt").write_text(
-        "[soundspan_host.plugins]\necho = soundspan_test_echo\n"
-    )
+    (dist_info / "entry_points.txt").write_text(f"[soundspan_host.plugins]\n{name} = {module}\n")
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on sys.path for test plugins; their modules are forgotten afterwards."""
+    site = tmp_path / "site"
+    site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     yield site
-    sys.modules.pop("soundspan_test_echo", None)
+    for module in ("soundspan_test_echo", "soundspan_test_toy"):
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def echo_plugin(plugin_site: Path) -> Path:
+    """The echo plugin (settings, migration, lifespan, route), installed by entry point."""
+    install_plugin(plugin_site, TESTS / "echo_plugin", "soundspan_test_echo", "echo", "1.2.3")
+    return plugin_site
+
+
+@pytest.fixture
+def toy_analyzer(plugin_site: Path) -> Path:
+    """The toy WAV analyzer, installed by entry point."""
+    install_plugin(plugin_site, TESTS / "toy_analyzer", "soundspan_test_toy", "toy", "0.1.0")
+    return plugin_site
 
 
 @pytest.fixture

@@ -2,11 +2,6 @@
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -14,6 +9,7 @@ import pytest
 
 from soundspan_host.database.embedded import EmbeddedPostgres
 from soundspan_host.errors import ConfigError
+from tests.processes import start_host_process, wait_healthy
 
 
 def postgres_processes(pgdata: Path) -> list[psutil.Process]:
@@ -69,51 +65,15 @@ def test_a_second_host_on_the_same_data_dir_is_refused(tmp_path):
         first.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_host(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "soundspan_host", "serve"],
-        env={
-            **os.environ,
-            "SOUNDSPAN_PORT": str(port),
-            "SOUNDSPAN_DATA_DIR": str(tmp_path / "data"),
-            "SOUNDSPAN_MUSIC_DIR": str(tmp_path),
-            **env,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return process, port
-
-
-def wait_healthy(process: subprocess.Popen, port: int, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-                return answer.status
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("host never became healthy")
-
-
 def test_restart_after_sigkill_then_a_clean_stop_leaves_no_postgres(tmp_path):
     pgdata = tmp_path / "data" / "postgres"
-    killed, port = start_host(tmp_path)
+    killed, port = start_host_process(tmp_path, tmp_path)
     assert wait_healthy(killed, port) == 200
     killed.kill()
     killed.wait()
     assert postgres_processes(pgdata), "the orphaned server is what the next start must handle"
 
-    restarted, port = start_host(tmp_path)
+    restarted, port = start_host_process(tmp_path, tmp_path)
     assert wait_healthy(restarted, port) == 200
     restarted.send_signal(signal.SIGINT)  # what Ctrl-C sends
     output, _ = restarted.communicate(timeout=60)
@@ -139,7 +99,7 @@ def test_restart_after_sigkill_then_a_clean_stop_leaves_no_postgres(tmp_path):
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(tmp_path, env, message):
-    process, _ = start_host(tmp_path, **env)
+    process, _ = start_host_process(tmp_path, tmp_path, **env)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 2
     errors = [line for line in output.splitlines() if line.startswith("soundspan-host: error:")]

@@ -5,6 +5,7 @@ from aiohttp import web
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
+from soundspan_host import __version__
 from soundspan_host.app import create_app
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import load_plugins
@@ -19,22 +20,26 @@ async def start_and_stop(app: web.Application) -> None:
         await runner.cleanup()
 
 
-async def test_health_and_plugin_list_with_no_plugins(aiohttp_client, write_settings):
+WATCHER = {"name": "watcher", "version": __version__, "builtin": True, "enabled": True}
+
+
+async def test_health_and_the_built_in_plugins(aiohttp_client, write_settings):
     client = await aiohttp_client(create_app(write_settings()))
     health = await client.get("/healthz")
     assert health.status == 200
     assert (await health.json())["database"] == "ok"
     listing = await (await client.get("/api/plugins")).json()
-    assert listing == {"plugins": []}
+    assert listing == {"plugins": [WATCHER]}
 
 
 async def test_core_schema_and_pgvector_are_ready(aiohttp_client, write_settings):
     client = await aiohttp_client(create_app(write_settings()))
     async with client.app[HOST].engine.begin() as connection:
+        await connection.execute(text("INSERT INTO contents (id, size) VALUES ('fp', 10)"))
         await connection.execute(
             text(
-                "INSERT INTO tracks (id, path, size, mtime, fingerprint, title, duration)"
-                " VALUES ('t1', 'a/b.flac', 10, 1.5, 'fp', 'Song', 201.5)"
+                "INSERT INTO tracks (id, raw_path, path, content_id, size, mtime, title, duration)"
+                " VALUES ('t1', 'a/b.flac', 'a/b.flac', 'fp', 10, 1.5, 'Song', 201.5)"
             )
         )
         row = (await connection.execute(text("SELECT path, title, duration FROM tracks"))).one()
@@ -52,7 +57,8 @@ async def test_third_party_plugin_loads_by_entry_point(aiohttp_client, write_set
     )
     listing = await (await client.get("/api/plugins")).json()
     assert listing["plugins"] == [
-        {"name": "echo", "version": "1.2.3", "builtin": False, "enabled": True}
+        WATCHER,
+        {"name": "echo", "version": "1.2.3", "builtin": False, "enabled": True},
     ]
     answer = await client.get("/api/echo")
     assert answer.status == 200
@@ -71,7 +77,7 @@ async def test_plugin_disabled_in_settings_file_never_runs(
         create_app(write_settings(f'[echo]\nenabled = false\nevents_file = "{events}"\n'))
     )
     listing = await (await client.get("/api/plugins")).json()
-    assert listing["plugins"][0]["enabled"] is False
+    assert listing["plugins"][1] == {**listing["plugins"][1], "name": "echo", "enabled": False}
     assert (await client.get("/api/echo")).status == 404
     assert not events.exists()
 

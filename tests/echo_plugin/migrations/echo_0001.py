@@ -10,7 +10,7 @@ from alembic import op
 revision = "echo_0001"
 down_revision = None
 branch_labels = ("echo",)
-depends_on = "0001_tracks"
+depends_on = "0001_library"
 
 
 def upgrade() -> None:

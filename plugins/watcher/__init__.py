@@ -1,0 +1,189 @@
+"""Ingest: the library follows the music dir by itself, and a reconcile catches up after downtime.
+
+Emits `soundspan_library_event` for every file that appears, changes, moves or vanishes; it
+never talks to an analyzer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+
+from aiohttp import web
+from pydantic import Field
+
+from soundspan_hooks import (
+    HostContext,
+    LibraryEvent,
+    LibraryEventKind,
+    PluginSettings,
+    SettingsSection,
+    hookimpl,
+)
+from soundspan_plugins.watcher.files import AudioFiles, read_facts
+from soundspan_plugins.watcher.watching import LibraryWatcher
+
+log = logging.getLogger(__name__)
+
+RESCAN_DELAY_SECONDS = 5.0
+
+AUDIO_EXTENSIONS = [
+    "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "aac", "alac", "wav", "aif", "aiff",
+    "aifc", "wma", "ape", "wv", "mpc", "dsf", "dff",
+]  # fmt: skip
+
+
+class WatcherSettings(PluginSettings):
+    extensions: list[str] = Field(AUDIO_EXTENSIONS, description="File extensions that are music.")
+    debounce_seconds: float = Field(
+        1.0, ge=0, description="Quiet time before a new or rewritten file is read."
+    )
+    poll_interval: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds between polls of the music dir; 0 uses inotify. Set it for "
+        "network shares, where inotify sees nothing.",
+    )
+    ignore: list[str] = Field(
+        [], description="Folders under the music dir to leave alone (e.g. playlists)."
+    )
+    reconcile_on_start: bool = Field(
+        True, description="Compare the disk with the database at start-up."
+    )
+
+
+@dataclass(frozen=True)
+class ReconcileCounts:
+    appeared: int = 0
+    changed: int = 0
+    vanished: int = 0
+    unreadable: int = 0
+
+
+class Ingest:
+    """The watcher and the reconcile of one host."""
+
+    def __init__(self, host: HostContext, settings: WatcherSettings) -> None:
+        self.host = host
+        self.files = AudioFiles(host.music_dir, settings.extensions, settings.ignore)
+        self.watcher = LibraryWatcher(
+            self.files,
+            self.emit,
+            self.rescan_soon,
+            settings.debounce_seconds,
+            settings.poll_interval,
+        )
+        self._reconciling = asyncio.Lock()
+        self._scan_task: asyncio.Task[ReconcileCounts | None] | None = None
+        self._rescan_task: asyncio.Task[None] | None = None
+
+    def rescan_soon(self) -> None:
+        """A change could not be recorded (the database was away): reconcile until one succeeds."""
+        if self._rescan_task is None or self._rescan_task.done():
+            self._rescan_task = asyncio.create_task(self._rescan_until_recorded())
+
+    async def _rescan_until_recorded(self) -> None:
+        while True:
+            await asyncio.sleep(RESCAN_DELAY_SECONDS)
+            if await self.reconcile() is not None:
+                return
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        tasks = [task for task in (self._scan_task, self._rescan_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def emit(self, event: LibraryEvent) -> None:
+        await self.host.call("soundspan_library_event", host=self.host, event=event)
+
+    def scan_in_background(self) -> bool:
+        """Start a reconcile unless one is running; True if this call started it."""
+        if self._scan_task is not None and not self._scan_task.done():
+            return False
+        self._scan_task = asyncio.create_task(self.reconcile())
+        return True
+
+    async def reconcile(self) -> ReconcileCounts | None:
+        """Bring the database in line with the disk; None if the database could not be reached."""
+        try:
+            return await self._reconcile()
+        except Exception:  # the database is away: the next rescan catches up
+            log.exception("reconcile of %s failed", self.files.music_dir)
+            return None
+
+    async def _reconcile(self) -> ReconcileCounts:
+        async with self._reconciling:
+            on_record = await self.host.tracks_on_record()
+            on_disk = {
+                relative: (size, mtime)
+                for relative, size, mtime in await asyncio.to_thread(list, self.files.walk())
+            }
+            vanished = sorted(set(on_record) - set(on_disk))
+            # vanished first: a file moved while we were down is then matched by its content
+            for relative in vanished:
+                await self.emit(LibraryEvent(LibraryEventKind.VANISHED, relative))
+            appeared = changed = unreadable = 0
+            for relative, stat in sorted(on_disk.items()):
+                if on_record.get(relative) == stat:
+                    continue
+                kind = (
+                    LibraryEventKind.CHANGED if relative in on_record else LibraryEventKind.APPEARED
+                )
+                try:
+                    facts = await asyncio.to_thread(read_facts, self.files.music_dir / relative)
+                except OSError as error:
+                    log.warning("reconcile: cannot read %s (%s); skipped", relative, error)
+                    unreadable += 1
+                    continue
+                await self.emit(LibraryEvent(kind, relative, facts=facts))
+                appeared += kind is LibraryEventKind.APPEARED
+                changed += kind is LibraryEventKind.CHANGED
+        counts = ReconcileCounts(appeared, changed, len(vanished), unreadable)
+        log.info("reconcile of %s: %s", self.files.music_dir, asdict(counts))
+        return counts
+
+
+INGEST = web.AppKey("soundspan_ingest", Ingest)
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/library/scan")
+async def scan(request: web.Request) -> web.Response:
+    """Compare the music dir with the database now, in the background."""
+    started = request.app[INGEST].scan_in_background()
+    return web.json_response({"scan": "started" if started else "already running"}, status=202)
+
+
+@hookimpl
+def soundspan_settings() -> SettingsSection:
+    return SettingsSection("watcher", WatcherSettings)
+
+
+@hookimpl
+def soundspan_routes() -> web.RouteTableDef:
+    return routes
+
+
+@hookimpl
+def soundspan_lifespan(host: HostContext):
+    return _watching(host)
+
+
+@asynccontextmanager
+async def _watching(host: HostContext) -> AsyncIterator[None]:
+    settings = host.section("watcher")
+    assert isinstance(settings, WatcherSettings)
+    ingest = Ingest(host, settings)
+    host.app[INGEST] = ingest
+    await ingest.watcher.start()  # watch first: nothing changed during the reconcile is lost
+    if settings.reconcile_on_start:
+        ingest.scan_in_background()
+    try:
+        yield
+    finally:
+        await ingest.stop()

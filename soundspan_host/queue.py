@@ -1,0 +1,190 @@
+"""The durable analysis queue in PostgreSQL: one job per (content, analyzer), leases, retries.
+
+A worker claims jobs with FOR UPDATE SKIP LOCKED and holds each under a lease it renews while
+it works. A job whose worker died (kill -9, out of memory, power cut) is claimed again once
+its lease runs out. A result is stored in the same transaction that marks its job done, and
+only while the worker still holds the lease, so each result is stored exactly once.
+
+We keep this queue ourselves rather than use procrastinate: procrastinate needs psycopg beside
+asyncpg, keeps its schema outside our migrations, stops its worker on a lost connection, and
+cannot complete a job in the transaction that stores the result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from soundspan_hooks import StoreResult
+from soundspan_host.catalog import PRIORITY_REANALYSIS
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (our lease ran out); our result must not be stored."""
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    lease_seconds: float = 60.0
+    max_attempts: int = 3
+    retry_delay_seconds: float = 30.0  # doubled after each failed attempt
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job: which content, analyzed by whom, found at which path."""
+
+    content_id: str
+    analyzer: str
+    version: str
+    attempts: int
+    relative_path: str
+
+
+class AnalysisQueue:
+    """Claims, renews, completes and fails analysis jobs for one worker identity."""
+
+    def __init__(self, engine: AsyncEngine, policy: QueuePolicy, owner: str | None = None) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
+
+    async def requeue_outdated(self, analyzer_versions: Mapping[str, str]) -> int:
+        """Queue every present content an analyzer lacks or analyzed with an older version.
+
+        These jobs rank behind new files, so fresh additions are analyzed first.
+        """
+        queued = 0
+        async with self.engine.begin() as connection:
+            for analyzer, version in analyzer_versions.items():
+                outdated = await connection.execute(
+                    text(
+                        "UPDATE analysis_jobs SET version = :version, state = 'pending',"
+                        " attempts = 0, error = NULL, not_before = now(), priority = :priority,"
+                        " lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL"
+                        " WHERE analyzer = :analyzer AND version <> :version"
+                    ),
+                    {"analyzer": analyzer, "version": version, "priority": PRIORITY_REANALYSIS},
+                )
+                missing = await connection.execute(
+                    text(
+                        "INSERT INTO analysis_jobs (content_id, analyzer, version, priority)"
+                        " SELECT c.id, :analyzer, :version, :priority FROM contents c"
+                        " ON CONFLICT DO NOTHING"
+                    ),
+                    {"analyzer": analyzer, "version": version, "priority": PRIORITY_REANALYSIS},
+                )
+                queued += outdated.rowcount + missing.rowcount
+        return queued
+
+    async def claim(self, analyzer: str, limit: int) -> list[Job]:
+        """Take up to `limit` ready jobs (pending, or running under an expired lease)."""
+        async with self.engine.begin() as connection:
+            # a job whose worker died on every attempt would kill the next one too
+            await connection.execute(
+                text(
+                    "UPDATE analysis_jobs SET state = 'failed', finished_at = now(),"
+                    " lease_owner = NULL, lease_expires_at = NULL, error = 'the analysis worker"
+                    " stopped (killed or out of memory) during each of ' || attempts || ' attempts'"
+                    " WHERE analyzer = :analyzer AND state = 'running'"
+                    " AND lease_expires_at < now() AND attempts >= :max_attempts"
+                ),
+                {"analyzer": analyzer, "max_attempts": self.policy.max_attempts},
+            )
+            rows = await connection.execute(
+                text(
+                    "WITH ready AS ("
+                    " SELECT j.content_id FROM analysis_jobs j"
+                    " WHERE j.analyzer = :analyzer"
+                    " AND ((j.state = 'pending' AND j.not_before <= now())"
+                    "  OR (j.state = 'running' AND j.lease_expires_at < now()))"
+                    " AND EXISTS (SELECT 1 FROM tracks t"
+                    "  WHERE t.content_id = j.content_id AND t.missing_since IS NULL)"
+                    " ORDER BY j.priority DESC, j.created_at LIMIT :limit"
+                    " FOR UPDATE OF j SKIP LOCKED)"
+                    " UPDATE analysis_jobs j SET state = 'running', attempts = j.attempts + 1,"
+                    " lease_owner = :owner,"
+                    " lease_expires_at = now() + make_interval(secs => :lease)"
+                    " FROM ready WHERE j.content_id = ready.content_id AND j.analyzer = :analyzer"
+                    " RETURNING j.content_id, j.version, j.attempts,"
+                    " (SELECT t.raw_path FROM tracks t WHERE t.content_id = j.content_id"
+                    "  AND t.missing_since IS NULL ORDER BY t.added_at LIMIT 1) AS raw_path"
+                ),
+                {
+                    "analyzer": analyzer,
+                    "limit": limit,
+                    "owner": self.owner,
+                    "lease": self.policy.lease_seconds,
+                },
+            )
+            return [
+                Job(
+                    content_id=row.content_id,
+                    analyzer=analyzer,
+                    version=row.version,
+                    attempts=row.attempts,
+                    relative_path=os.fsdecode(row.raw_path),
+                )
+                for row in rows
+            ]
+
+    async def renew(self, job: Job) -> bool:
+        """Extend our lease on a job we are still working on; False if it is no longer ours."""
+        async with self.engine.begin() as connection:
+            renewed = await connection.execute(
+                text(
+                    "UPDATE analysis_jobs"
+                    " SET lease_expires_at = now() + make_interval(secs => :lease)"
+                    " WHERE content_id = :content_id AND analyzer = :analyzer"
+                    " AND lease_owner = :owner AND state = 'running'"
+                ),
+                {**self._key(job), "lease": self.policy.lease_seconds},
+            )
+        return renewed.rowcount == 1
+
+    async def complete(self, job: Job, store: StoreResult) -> None:
+        """Store the result and mark the job done in one transaction, if the job is still ours."""
+        async with self.engine.begin() as connection:
+            done = await connection.execute(
+                text(
+                    "UPDATE analysis_jobs SET state = 'done', finished_at = now(), error = NULL,"
+                    " lease_owner = NULL, lease_expires_at = NULL"
+                    " WHERE content_id = :content_id AND analyzer = :analyzer"
+                    " AND lease_owner = :owner AND state = 'running' AND version = :version"
+                ),
+                {**self._key(job), "version": job.version},
+            )
+            if done.rowcount != 1:
+                raise LeaseLost(f"{job.analyzer} job for {job.relative_path} was taken over")
+            await store(connection)
+
+    async def fail(self, job: Job, reason: str, *, permanent: bool) -> bool:
+        """Record a failed attempt: retry later with back-off, or fail for good; True if failed."""
+        final = permanent or job.attempts >= self.policy.max_attempts
+        delay = self.policy.retry_delay_seconds * 2 ** (job.attempts - 1)
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE analysis_jobs SET state = :state, error = :reason,"
+                    " not_before = now() + make_interval(secs => :delay),"
+                    " finished_at = CASE WHEN :final THEN now() END,"
+                    " lease_owner = NULL, lease_expires_at = NULL"
+                    " WHERE content_id = :content_id AND analyzer = :analyzer"
+                    " AND lease_owner = :owner AND state = 'running'"
+                ),
+                {
+                    **self._key(job),
+                    "state": "failed" if final else "pending",
+                    "reason": reason,
+                    "delay": 0.0 if final else delay,
+                    "final": final,
+                },
+            )
+        return final
+
+    def _key(self, job: Job) -> dict[str, str]:
+        return {"content_id": job.content_id, "analyzer": job.analyzer, "owner": self.owner}

@@ -1,0 +1,98 @@
+"""Helpers for tests that drive a real host over a real music folder."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import struct
+import time
+import wave
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+SAMPLE_RATE = 16000
+
+
+def write_wav(path: Path, frequency: float = 440.0, seconds: float = 0.1) -> Path:
+    """A mono 16-bit WAV tone; each frequency is a different content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = int(SAMPLE_RATE * seconds)
+    samples = (
+        int(12000 * math.sin(2 * math.pi * frequency * index / SAMPLE_RATE))
+        for index in range(frames)
+    )
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(SAMPLE_RATE)
+        audio.writeframes(struct.pack(f"<{frames}h", *samples))
+    return path
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Wait until `check` holds; the host works in the background."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def rows(engine: AsyncEngine, sql: str, **params: object) -> list:
+    async with engine.connect() as connection:
+        return list(await connection.execute(text(sql), params))
+
+
+async def scalar(engine: AsyncEngine, sql: str, **params: object):
+    async with engine.connect() as connection:
+        return (await connection.execute(text(sql), params)).scalar()
+
+
+async def tracks(engine: AsyncEngine) -> dict[str, tuple[str, str, bool]]:
+    """path -> (track id, content id, missing)."""
+    return {
+        row.path: (row.id, row.content_id, row.missing_since is not None)
+        for row in await rows(engine, "SELECT id, path, content_id, missing_since FROM tracks")
+    }
+
+
+async def jobs(engine: AsyncEngine, analyzer: str = "toy") -> dict[str, tuple[str, str | None]]:
+    """content id -> (state, error)."""
+    return {
+        row.content_id: (row.state, row.error)
+        for row in await rows(
+            engine,
+            "SELECT content_id, state, error FROM analysis_jobs WHERE analyzer = :analyzer",
+            analyzer=analyzer,
+        )
+    }
+
+
+async def settled(engine: AsyncEngine, count: int) -> bool:
+    """`count` present tracks, and no job left pending or running."""
+    present = await scalar(engine, "SELECT count(*) FROM tracks WHERE missing_since IS NULL")
+    busy = await scalar(
+        engine, "SELECT count(*) FROM analysis_jobs WHERE state IN ('pending', 'running')"
+    )
+    return present == count and busy == 0
+
+
+async def stores_per_content(engine: AsyncEngine) -> dict[str, int]:
+    return {
+        row.content_id: row.stores
+        for row in await rows(
+            engine, "SELECT content_id, count(*) AS stores FROM toy_stores GROUP BY content_id"
+        )
+    }
+
+
+async def present_paths(engine: AsyncEngine, paths: set[str]) -> bool:
+    """Exactly these paths are present tracks."""
+    present = {path for path, (_, _, missing) in (await tracks(engine)).items() if not missing}
+    return present == paths

@@ -1,0 +1,207 @@
+"""The queue under faults: downtime, a killed worker process, a restarted database, a new
+model version. Real processes, a real PostgreSQL, the toy analyzer."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from soundspan_hooks import HOST
+from soundspan_host.app import create_app
+from soundspan_host.database import async_url
+from soundspan_host.database.embedded import EmbeddedPostgres
+from soundspan_host.errors import ConfigError
+from soundspan_host.plugins import load_plugins
+from soundspan_host.settings import read_settings
+from tests.library import (
+    eventually,
+    jobs,
+    present_paths,
+    rows,
+    settled,
+    stores_per_content,
+    tracks,
+    write_wav,
+)
+
+FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
+
+
+async def test_changes_made_while_the_host_was_down_are_found(
+    write_settings, toy_analyzer, aiohttp_client, music_dir
+):
+    client = await aiohttp_client(create_app(write_settings(FAST)))
+    engine = client.app[HOST].engine
+    for name, frequency in [("keep", 100), ("move", 200), ("delete", 300), ("edit", 400)]:
+        write_wav(music_dir / f"{name}.wav", frequency)
+    await eventually(lambda: settled(engine, 4))
+    before = await tracks(engine)
+    await client.close()
+
+    os.rename(music_dir / "move.wav", music_dir / "moved.wav")
+    (music_dir / "delete.wav").unlink()
+    write_wav(music_dir / "edit.wav", 450, seconds=0.3)
+    write_wav(music_dir / "new.wav", 500)
+
+    client = await aiohttp_client(create_app(write_settings(FAST)))
+    engine = client.app[HOST].engine
+    expected = {"keep.wav", "moved.wav", "edit.wav", "new.wav"}
+    await eventually(lambda: present_paths(engine, expected), what="the reconcile")
+    await eventually(lambda: settled(engine, 4))
+    after = await tracks(engine)
+    assert after["keep.wav"] == before["keep.wav"]
+    assert after["moved.wav"] == before["move.wav"]  # same id, same content: no re-analysis
+    assert after["delete.wav"][2] is True  # marked gone, kept for the grace period
+    assert after["edit.wav"][0] == before["edit.wav"][0]
+    assert after["edit.wav"][1] != before["edit.wav"][1]
+    assert set((await stores_per_content(engine)).values()) == {1}
+    assert len(await stores_per_content(engine)) == 6  # the first four, the edit, the new one
+
+
+async def test_scan_on_demand_over_http(write_settings, toy_analyzer, aiohttp_client, music_dir):
+    write_wav(music_dir / "before.wav", 600)  # present before start, never notified
+    client = await aiohttp_client(
+        create_app(
+            write_settings(FAST.replace("[watcher]\n", "[watcher]\nreconcile_on_start = false\n"))
+        )
+    )
+    engine = client.app[HOST].engine
+    await asyncio.sleep(0.5)
+    assert await tracks(engine) == {}
+    answer = await client.post("/api/library/scan")
+    assert answer.status == 202
+    assert await answer.json() in ({"scan": "started"}, {"scan": "already running"})
+    await eventually(lambda: settled(engine, 1), what="the scan")
+
+
+async def test_a_new_model_version_requeues_with_new_files_first(
+    write_settings, toy_analyzer, aiohttp_client, music_dir
+):
+    client = await aiohttp_client(create_app(write_settings(FAST)))
+    engine = client.app[HOST].engine
+    for number in range(6):
+        write_wav(music_dir / f"old{number}.wav", 700 + number)
+    await eventually(lambda: settled(engine, 6))
+    await client.close()
+
+    slow = FAST.replace("[toy]\n", '[toy]\nversion = "2"\nworkers = 1\ndelay_seconds = 0.3\n')
+    client = await aiohttp_client(create_app(write_settings(slow)))
+    engine = client.app[HOST].engine
+    write_wav(music_dir / "new.wav", 800)
+    await eventually(lambda: settled(engine, 7), timeout=60)
+
+    order = [
+        row.content_id
+        for row in await rows(engine, "SELECT content_id FROM toy_stores ORDER BY id")
+    ]
+    new_content = (await tracks(engine))["new.wav"][1]
+    versions = {row.version for row in await rows(engine, "SELECT version FROM toy_results")}
+    assert versions == {"2"}
+    assert len(order) == 13  # six analyzed twice, the new one once
+    assert order[6:].index(new_content) <= 1  # at most one re-analysis was already under way
+
+
+def start_worker(database_url: str, music_dir, site, **settings: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "SOUNDSPAN_DATABASE_URL": database_url,
+        "SOUNDSPAN_MUSIC_DIR": str(music_dir),
+        "SOUNDSPAN_ANALYSIS_LEASE_SECONDS": "1.5",
+        "SOUNDSPAN_TOY__WORKERS": "1",
+        **{f"SOUNDSPAN_TOY__{key.upper()}": value for key, value in settings.items()},
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "soundspan_host", "worker", "--analyzer", "toy"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def test_a_worker_killed_mid_job_loses_nothing_and_runs_it_once(
+    write_settings, toy_analyzer, aiohttp_client, music_dir, database_url
+):
+    # this host only catalogues; worker processes analyze
+    client = await aiohttp_client(create_app(write_settings(FAST + "workers = 0\n")))
+    engine = client.app[HOST].engine
+    doomed = start_worker(database_url, music_dir, toy_analyzer, delay_seconds="30")
+    survivor = None
+    try:
+        write_wav(music_dir / "victim.wav", 900)
+        await eventually(lambda: _running_in(engine, doomed.pid), timeout=60, what="a claim")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        survivor = start_worker(database_url, music_dir, toy_analyzer, delay_seconds="0")
+        await eventually(lambda: settled(engine, 1), timeout=60, what="the takeover")
+    finally:
+        for process in (doomed, survivor):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.communicate(timeout=30)
+    [content_id] = (await jobs(engine)).keys()
+    assert await stores_per_content(engine) == {content_id: 1}
+    [stored] = await rows(engine, "SELECT worker_pid FROM toy_results")
+    assert stored.worker_pid == survivor.pid
+    [job] = await rows(engine, "SELECT attempts, state FROM analysis_jobs")
+    assert (job.attempts, job.state) == (2, "done")
+    assert survivor.returncode == 0  # SIGTERM is a clean stop
+
+
+async def _running_in(engine, pid):
+    owners = await rows(engine, "SELECT lease_owner FROM analysis_jobs WHERE state = 'running'")
+    return any(f":{pid}:" in (row.lease_owner or "") for row in owners)
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    server = EmbeddedPostgres(tmp_path / "own-db", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_a_restarted_database_loses_and_duplicates_nothing(
+    own_server, toy_analyzer, aiohttp_client, music_dir, tmp_path
+):
+    settings_file = tmp_path / "restart.toml"
+    settings_file.write_text(
+        f'music_dir = "{music_dir}"\ndatabase_url = "{own_server.url}"\n'
+        "analysis_retry_delay_seconds = 0.2\nanalysis_lease_seconds = 2\n"
+        + FAST
+        + "delay_seconds = 0.1\nworkers = 2\n"
+    )
+    client = await aiohttp_client(create_app(load_plugins(read_settings(settings_file))))
+    engine = client.app[HOST].engine
+    for number in range(20):
+        write_wav(music_dir / f"{number:02}.wav", 1000 + number)
+    await eventually(lambda: _queued(engine, 20), what="20 queued jobs")
+
+    port = own_server.port
+    await asyncio.to_thread(own_server.stop)
+    await asyncio.sleep(1.0)  # workers, heartbeats and the watcher meet a dead database
+    write_wav(music_dir / "during.wav", 2000)  # a change while the database is away
+    own_server.requested_port = port
+    await asyncio.to_thread(own_server.start)
+
+    await eventually(lambda: settled(engine, 21), timeout=90, what="recovery")
+    counts = await stores_per_content(engine)
+    assert len(counts) == 21 and set(counts.values()) == {1}
+    assert {state for state, _ in (await jobs(engine)).values()} == {"done"}
+
+
+async def _queued(engine, count):
+    return len(await jobs(engine)) == count
+
+
+def test_database_urls_in_the_usual_spellings_and_bad_ones():
+    assert async_url("postgres://u:p@h/d") == "postgresql+asyncpg://u:p@h/d"
+    assert async_url("postgresql://h/d") == "postgresql+asyncpg://h/d"
+    with pytest.raises(ConfigError, match="must be a PostgreSQL URL"):
+        async_url("mysql://h/d")
+    with pytest.raises(ConfigError, match="is not a database URL"):
+        async_url("just some words")

@@ -1,0 +1,120 @@
+"""A small, real analyzer for the queue and ingest tests, installed by entry point.
+
+It reads WAV files with the standard library (so corrupt, truncated and non-audio files fail
+as they would in a real analyzer), embeds each as [mean, spread, length] and records every
+result it stores, so tests can prove each content was analyzed exactly once.
+"""
+
+import array
+import asyncio
+import os
+import statistics
+import time
+import wave
+from pathlib import Path
+
+from pydantic import Field
+from sqlalchemy import text
+
+from soundspan_hooks import (
+    AnalyzerInfo,
+    PluginSettings,
+    SettingsSection,
+    UnreadableTrack,
+    hookimpl,
+)
+
+
+class ToySettings(PluginSettings):
+    version: str = Field("1", description="Bump to make stored results outdated.")
+    workers: int = Field(2, ge=0, description="Tracks analyzed at once.")
+    delay_seconds: float = Field(0.0, ge=0, description="Extra time each analysis takes.")
+    poll_interval: float = Field(0.2, gt=0, description="Queue poll interval.")
+    trained: bool = Field(False, description="Toy weights are never trained.")
+
+
+def read_wave(path: Path) -> array.array:
+    if path.stat().st_size == 0:
+        raise UnreadableTrack(f"{path.name}: the file is empty")
+    try:
+        with wave.open(str(path), "rb") as audio:
+            frames = audio.getnframes()
+            data = audio.readframes(frames)
+            expected = frames * audio.getsampwidth() * audio.getnchannels()
+    except (wave.Error, EOFError) as error:
+        raise UnreadableTrack(f"{path.name}: not a readable WAV file ({error})") from None
+    if len(data) < expected:
+        raise UnreadableTrack(f"{path.name}: truncated ({len(data)} of {expected} bytes)")
+    return array.array("h", data)
+
+
+def analyze(path: Path, delay: float) -> list[float]:
+    time.sleep(delay)  # before reading, so a test can delete or kill in between
+    samples = read_wave(path)
+    if not samples:
+        raise UnreadableTrack(f"{path.name}: no audio frames")
+    scale = 32768.0
+    return [
+        statistics.fmean(samples) / scale,
+        statistics.pstdev(samples) / scale,
+        len(samples) / 16000.0,
+    ]
+
+
+@hookimpl
+def soundspan_settings():
+    return SettingsSection("toy", ToySettings)
+
+
+@hookimpl
+def soundspan_migrations():
+    return Path(__file__).parent / "soundspan_test_toy_migrations"
+
+
+@hookimpl
+def soundspan_analyzer(host):
+    settings = host.section("toy")
+    return AnalyzerInfo(
+        name="toy",
+        version=settings.version,
+        model_id="toy-wave-stats",
+        trained=False,
+        dimension=3,
+        device="cpu",
+        workers=settings.workers,
+        poll_interval=settings.poll_interval,
+    )
+
+
+@hookimpl
+def soundspan_analyze_track(host, analyzer, track):
+    if analyzer != "toy":
+        return None
+    return _analyze(host, track)
+
+
+async def _analyze(host, track):
+    settings = host.section("toy")
+    embedding = await asyncio.to_thread(analyze, track.path, settings.delay_seconds)
+
+    async def store(connection):
+        await connection.execute(
+            text(
+                "INSERT INTO toy_results (content_id, embedding, version, worker_pid)"
+                " VALUES (:content_id, :embedding, :version, :pid)"
+                " ON CONFLICT (content_id) DO UPDATE SET embedding = excluded.embedding,"
+                " version = excluded.version, worker_pid = excluded.worker_pid"
+            ),
+            {
+                "content_id": track.content_id,
+                "embedding": str(embedding),
+                "version": settings.version,
+                "pid": os.getpid(),
+            },
+        )
+        await connection.execute(
+            text("INSERT INTO toy_stores (content_id, worker_pid) VALUES (:content_id, :pid)"),
+            {"content_id": track.content_id, "pid": os.getpid()},
+        )
+
+    return store
