@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -95,6 +98,26 @@ async def until_stopped(work: Coroutine[Any, Any, None]) -> None:
         loop.add_signal_handler(signal_number, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+@cli.command()
+def scan(settings: SettingsOption = None) -> None:
+    """Ask the running host to compare the music dir with its database now."""
+    host_settings = load_plugins(read_settings(settings)).settings.host
+    url = f"http://{host_settings.host}:{host_settings.port}/api/library/scan"
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, method="POST"), timeout=30
+        ) as answer:
+            outcome = json.load(answer)["scan"]
+    except urllib.error.HTTPError as error:
+        raise ConfigError(f"the host at {url} refused the scan: HTTP {error.code}") from None
+    except OSError as error:
+        raise ConfigError(
+            f"no host answers at {url} ({error}); start it with `soundspan-host serve`, "
+            "which also scans at start-up"
+        ) from None
+    typer.echo(f"scan {outcome}: the index follows in the background")
 
 
 def main() -> None:

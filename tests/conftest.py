@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +30,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("session-db"))
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """One server for the session, outside pytest's temp root: another pytest run on the
+    machine resets that root to mode 0700, which would lock the server's own user out."""
+    data_dir = Path(tempfile.mkdtemp(prefix="soundspan-tests-"))
+    server = EmbeddedPostgres(data_dir)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ analyzer and a real PostgreSQL. Nobody presses "scan"."""
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -209,3 +211,39 @@ async def test_a_file_nobody_may_read_is_skipped_with_a_warning(tmp_path, music_
         process.terminate()
         output, _ = process.communicate(timeout=30)
     assert "cannot read locked.wav ([Errno 13] Permission denied" in output, output
+
+
+async def test_scan_command_asks_the_running_host(tmp_path, music_dir, database_url):
+    write_wav(music_dir / "waiting.wav", 1400)
+    env = {
+        "SOUNDSPAN_DATABASE_URL": database_url,
+        "SOUNDSPAN_WATCHER__RECONCILE_ON_START": "false",
+    }
+    process, port = start_host_process(tmp_path, music_dir, **env)
+    engine = create_async_engine(async_url(database_url))
+    try:
+        wait_healthy(process, port)
+        scan = subprocess.run(
+            [sys.executable, "-m", "soundspan_host", "scan"],
+            env={**os.environ, **env, "SOUNDSPAN_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert scan.returncode == 0, scan.stderr
+        assert "scan started" in scan.stdout
+        await eventually(lambda: present_paths(engine, {"waiting.wav"}), what="the scan")
+    finally:
+        await engine.dispose()
+        process.terminate()
+        process.communicate(timeout=30)
+
+    nobody = subprocess.run(
+        [sys.executable, "-m", "soundspan_host", "scan"],
+        env={**os.environ, "SOUNDSPAN_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nobody.returncode == 2
+    assert "no host answers at" in nobody.stderr

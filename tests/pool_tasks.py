@@ -1,0 +1,22 @@
+"""Functions the model-pool tests run in worker processes (spawned workers import them)."""
+
+import os
+
+LOADS: list[str] = []
+
+
+def load_model(name: str) -> dict:
+    LOADS.append(name)
+    return {
+        "name": name,
+        "loads_in_this_process": len(LOADS),
+        "threads": os.environ["OMP_NUM_THREADS"],
+    }
+
+
+def describe(model: dict, suffix: str) -> tuple[int, str, int, str]:
+    return os.getpid(), model["name"] + suffix, model["loads_in_this_process"], model["threads"]
+
+
+def broken_load() -> None:
+    raise RuntimeError("weights are corrupt")
