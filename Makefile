@@ -22,12 +22,18 @@ $(VENV)/.created:
 	$(PIP) install --quiet --upgrade "pip>=24.2"
 	touch $@
 
+# musicnn ships the MusiCNN authors' trained checkpoints; its code (and its pins on TensorFlow
+# and an ancient numpy) is never used, so it is installed without its dependencies.
+MUSICNN_WEIGHTS := musicnn==0.1.0
+
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
 	$(PIP) install --quiet -e .
+	$(PIP) install --quiet --no-deps $(MUSICNN_WEIGHTS)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
 	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-deps $(MUSICNN_WEIGHTS)
 	touch $@ $(VENV)/.installed
 
 clean:

@@ -27,6 +27,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith(("SOUNDSPAN_", "CLAP_", "MUSICNN_", "ECHO_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    # real analyzers cost seconds to start: tests that need one switch it back on
+    monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

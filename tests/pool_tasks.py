@@ -20,3 +20,9 @@ def describe(model: dict, suffix: str) -> tuple[int, str, int, str]:
 
 def broken_load() -> None:
     raise RuntimeError("weights are corrupt")
+
+
+def refuse(model: dict, path: str) -> None:
+    from soundspan_plugins.shared.audio import UnreadableAudio
+
+    raise UnreadableAudio(path, "the file is empty (0 bytes).")

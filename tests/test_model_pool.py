@@ -5,8 +5,9 @@ import signal
 
 import pytest
 
+from soundspan_plugins.shared.audio import UnreadableAudio
 from soundspan_plugins.shared.pool import ModelPool, WorkerCrashed
-from tests.pool_tasks import describe, load_model
+from tests.pool_tasks import describe, load_model, refuse
 
 
 async def test_each_worker_loads_the_model_once():
@@ -34,3 +35,16 @@ async def test_a_killed_worker_is_replaced_and_the_call_says_so():
     finally:
         await pool.close()
     assert successor != victim and name == "tiny" and loads == 1
+
+
+async def test_an_analysis_error_comes_back_whole_and_the_pool_lives_on():
+    pool = ModelPool("test", workers=1, load=load_model, load_args=("tiny",))
+    try:
+        with pytest.raises(UnreadableAudio) as caught:
+            await pool.run(refuse, "/music/empty.mp3")
+        _, name, _, _ = await pool.run(describe, "")
+    finally:
+        await pool.close()
+    assert caught.value.reason == "the file is empty (0 bytes)."
+    assert str(caught.value.path) == "/music/empty.mp3"
+    assert name == "tiny"

@@ -18,6 +18,12 @@ class WorkerSettings(PluginSettings):
 CLAP_LIKE = [SettingsSection("clap", WorkerSettings)]
 
 
+@pytest.fixture(autouse=True)
+def only_these_schemas(monkeypatch):
+    """These tests validate against schemas of their own; no built-in plugin's env applies."""
+    monkeypatch.delenv("SOUNDSPAN_MUSICNN__ENABLED")
+
+
 def settings_from(tmp_path: Path, text: str = "", sections=CLAP_LIKE):
     path = tmp_path / "custom.toml"
     path.write_text(text)

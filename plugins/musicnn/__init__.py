@@ -1,0 +1,237 @@
+"""MusiCNN analyzer: the authors' trained MSD/MTT weights on onnxruntime, in its own process pool.
+
+Every track gets the mean probability of each of the model's 50 tags (genres, moods,
+instruments), its top tags, and a 200-d embedding (the penultimate layer) for similarity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+from pydantic import Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from soundspan_hooks import (
+    AnalyzerInfo,
+    HostContext,
+    PluginSettings,
+    SettingsSection,
+    TrackFile,
+    UnreadableTrack,
+    hookimpl,
+    legacy_env,
+)
+from soundspan_plugins.musicnn.checkpoint import CheckpointError
+from soundspan_plugins.musicnn.inference import cuda_available
+from soundspan_plugins.musicnn.model_cache import CONVERTER_VERSION, ensure_onnx
+from soundspan_plugins.musicnn.network import (
+    EMBEDDING_DIM,
+    ModelCard,
+    ModelNotAvailable,
+    checkpoint_index,
+    checkpoint_sha256,
+)
+from soundspan_plugins.musicnn.worker import TrackTags, analyze_file, load_tagger
+from soundspan_plugins.shared.audio import UnreadableAudio
+from soundspan_plugins.shared.pool import ModelPool
+
+log = logging.getLogger(__name__)
+
+NAME = "musicnn"
+FRONTEND_VERSION = 1  # bump when the front end's output changes
+
+
+class MusicnnSettings(PluginSettings):
+    model: Literal["MSD_musicnn", "MTT_musicnn"] = Field(
+        "MSD_musicnn", description="Trained weights: MSD (50 tags incl. genres) or MTT."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where inference runs; auto takes CUDA when onnxruntime-gpu can."
+    )
+    workers: int = legacy_env(
+        "MUSICNN_WORKERS", 2, "Worker processes (0: leave MusiCNN to remote workers).", ge=0
+    )
+    threads_per_worker: int = legacy_env(
+        "MUSICNN_THREADS_PER_WORKER", 1, "CPU threads each worker process uses.", ge=1
+    )
+    sleep_interval: float = legacy_env(
+        "MUSICNN_SLEEP_INTERVAL", 5.0, "Seconds between looks at the queue.", gt=0
+    )
+    batch_size: int = Field(16, ge=1, description="3-s patches per inference batch.")
+    top_tags: int = Field(5, ge=1, le=50, description="How many top tags a track keeps.")
+
+
+@dataclass
+class MusicnnRuntime:
+    """This host's MusiCNN: the converted model, its pool, or why there is none."""
+
+    settings: MusicnnSettings
+    device: str
+    card: ModelCard | None = None
+    pool: ModelPool | None = None
+    reason: str | None = None
+
+
+RUNTIME = web.AppKey("soundspan_musicnn", MusicnnRuntime)
+
+
+@hookimpl
+def soundspan_settings() -> SettingsSection:
+    return SettingsSection(NAME, MusicnnSettings)
+
+
+@hookimpl
+def soundspan_migrations() -> Path:
+    return Path(__file__).parent / "migrations"
+
+
+@hookimpl
+def soundspan_analyzer(host: HostContext) -> AnalyzerInfo:
+    settings = _settings(host)
+    runtime = host.app.get(RUNTIME)
+    try:
+        version = model_version(settings.model)
+    except (ModelNotAvailable, OSError) as error:
+        return _describe(settings, f"{settings.model}-missing", "unavailable", str(error), runtime)
+    if runtime is None:
+        return _describe(settings, version, "loading", None, runtime)
+    if runtime.pool is None:
+        return _describe(settings, version, "unavailable", runtime.reason, runtime)
+    return _describe(settings, version, "ready", None, runtime)
+
+
+def _describe(settings, version, state, reason, runtime) -> AnalyzerInfo:
+    return AnalyzerInfo(
+        name=NAME,
+        version=version,
+        model_id=settings.model,
+        trained=True,  # the authors' published checkpoints, read from the musicnn wheel
+        dimension=EMBEDDING_DIM,
+        device=runtime.device if runtime else settings.device,
+        state=state,
+        reason=reason,
+        workers=settings.workers,
+        poll_interval=settings.sleep_interval,
+    )
+
+
+@functools.cache
+def model_version(model: str) -> str:
+    """Changes with the weights, the converter and the front end: then results are redone."""
+    digest = checkpoint_sha256(checkpoint_index(model))
+    return f"{model}-{digest[:12]}-c{CONVERTER_VERSION}-f{FRONTEND_VERSION}"
+
+
+@hookimpl
+def soundspan_lifespan(host: HostContext):
+    return _running(host)
+
+
+@asynccontextmanager
+async def _running(host: HostContext) -> AsyncIterator[None]:
+    settings = _settings(host)
+    cuda = cuda_available()
+    log.info("MusiCNN: CUDA available: %s", cuda)
+    device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and cuda) else "cpu"
+    runtime = MusicnnRuntime(settings=settings, device=device)
+    if device == "cuda" and not cuda:
+        runtime.reason = "[musicnn] device = cuda, but onnxruntime sees no GPU here"
+    elif settings.workers > 0:
+        await _start_pool(host, runtime)
+    host.app[RUNTIME] = runtime
+    try:
+        yield
+    finally:
+        if runtime.pool is not None:
+            await runtime.pool.close()
+
+
+async def _start_pool(host: HostContext, runtime: MusicnnRuntime) -> None:
+    settings = runtime.settings
+    try:
+        onnx_path, card = await asyncio.to_thread(
+            ensure_onnx, settings.model, host.data_dir / "models" / NAME
+        )
+    except (ModelNotAvailable, CheckpointError, OSError) as error:
+        runtime.reason = str(error)
+        log.error("MusiCNN unavailable: %s", error)
+        return
+    pool = ModelPool(
+        "MusiCNN",
+        settings.workers,
+        load_tagger,
+        (str(onnx_path), card, settings.threads_per_worker, runtime.device),
+        threads=settings.threads_per_worker,
+    )
+    await pool.warm_up()
+    runtime.card, runtime.pool = card, pool
+    log.info(
+        "MusiCNN: %s (%s) on %s, %d workers x %d threads",
+        card.model_id,
+        onnx_path.name,
+        runtime.device,
+        settings.workers,
+        settings.threads_per_worker,
+    )
+
+
+@hookimpl
+def soundspan_analyze_track(host: HostContext, analyzer: str, track: TrackFile):
+    if analyzer != NAME:
+        return None
+    return _analyze(host, track)
+
+
+async def _analyze(host: HostContext, track: TrackFile):
+    runtime = host.app[RUNTIME]
+    assert runtime.pool is not None and runtime.card is not None
+    version = model_version(runtime.settings.model)
+    try:
+        result: TrackTags = await runtime.pool.run(
+            analyze_file, str(track.path), runtime.settings.batch_size
+        )
+    except UnreadableAudio as error:
+        raise UnreadableTrack(error.reason) from None
+    tags = dict(zip(runtime.card.tags, result.tag_probabilities, strict=True))
+    top = sorted(tags.items(), key=lambda item: item[1], reverse=True)[: runtime.settings.top_tags]
+
+    async def store(connection: AsyncConnection) -> None:
+        await connection.execute(
+            text(
+                "INSERT INTO musicnn_results"
+                " (content_id, model_id, version, tags, top_tags, embedding, patches)"
+                " VALUES (:content_id, :model_id, :version, CAST(:tags AS jsonb),"
+                " CAST(:top_tags AS jsonb), CAST(:embedding AS vector), :patches)"
+                " ON CONFLICT (content_id) DO UPDATE SET model_id = excluded.model_id,"
+                " version = excluded.version, tags = excluded.tags,"
+                " top_tags = excluded.top_tags, embedding = excluded.embedding,"
+                " patches = excluded.patches, analyzed_at = now()"
+            ),
+            {
+                "content_id": track.content_id,
+                "model_id": runtime.card.model_id,
+                "version": version,
+                "tags": json.dumps(tags),
+                "top_tags": json.dumps(top),
+                "embedding": json.dumps(result.embedding),
+                "patches": result.patches,
+            },
+        )
+
+    return store
+
+
+def _settings(host: HostContext) -> MusicnnSettings:
+    settings = host.section(NAME)
+    assert isinstance(settings, MusicnnSettings)
+    return settings

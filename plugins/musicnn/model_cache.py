@@ -1,0 +1,108 @@
+"""Convert a musicnn checkpoint to ONNX once and reuse the result, keyed by the weights' hash.
+
+Each cache entry is ``<model>-<hash>.onnx`` plus a JSON record beside it that names the
+checkpoint it came from. Both are written to a temporary file and renamed into place, the JSON
+last, so an entry without its JSON (a crash mid-write) is never trusted, only rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .network import (
+    DEFAULT_MODEL,
+    ModelCard,
+    checkpoint_files,
+    checkpoint_index,
+    checkpoint_sha256,
+    convert,
+)
+
+# Bump when network.py changes the graph it writes, so stale cache entries are rebuilt.
+CONVERTER_VERSION = 1
+
+
+def ensure_onnx(
+    model_name: str = DEFAULT_MODEL, cache_dir: Path | str = ".", index_path: Path | None = None
+) -> tuple[Path, ModelCard]:
+    """Return the cached ONNX file and card for ``model_name``, converting only if needed.
+
+    ``index_path`` picks a checkpoint other than the musicnn wheel's (tests, custom weights).
+    """
+    cache_dir = Path(cache_dir)
+    index_path = checkpoint_index(model_name) if index_path is None else Path(index_path)
+    digest = checkpoint_sha256(index_path)
+    stem = f"{model_name}-{digest[:16]}-v{CONVERTER_VERSION}"
+    onnx_path, record_path = cache_dir / f"{stem}.onnx", cache_dir / f"{stem}.json"
+
+    card = _read_record(record_path, onnx_path, digest)
+    if card is not None:
+        return onnx_path, card
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    temporary_onnx = _temporary_path(cache_dir, ".onnx")
+    try:
+        card = convert(model_name, temporary_onnx, index_path)
+        _fsync(temporary_onnx)
+        os.replace(temporary_onnx, onnx_path)
+    finally:
+        temporary_onnx.unlink(missing_ok=True)
+    record = {
+        "model_id": card.model_id,
+        "tags": list(card.tags),
+        "embedding_dim": card.embedding_dim,
+        "checkpoint_sha256": card.checkpoint_sha256,
+        "checkpoint_files": [str(path) for path in checkpoint_files(index_path)],
+        "converter_version": CONVERTER_VERSION,
+        "onnx_bytes": onnx_path.stat().st_size,
+    }
+    _write_atomically(record_path, json.dumps(record, indent=1) + "\n")
+    return onnx_path, card
+
+
+def _read_record(record_path: Path, onnx_path: Path, digest: str) -> ModelCard | None:
+    """The card of a complete cache entry, or None when it is absent, partial or stale."""
+    try:
+        record = json.loads(record_path.read_text())
+        complete = (
+            record["checkpoint_sha256"] == digest
+            and record["converter_version"] == CONVERTER_VERSION
+            and onnx_path.stat().st_size == record["onnx_bytes"]
+        )
+        if not complete:
+            return None
+        return ModelCard(
+            model_id=record["model_id"],
+            tags=tuple(record["tags"]),
+            embedding_dim=record["embedding_dim"],
+            checkpoint_sha256=record["checkpoint_sha256"],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _temporary_path(directory: Path, suffix: str) -> Path:
+    handle, name = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=suffix)
+    os.close(handle)
+    os.chmod(name, 0o644)  # mkstemp's 0600 would hide the cache from other readers
+    return Path(name)
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = _temporary_path(path.parent, path.suffix)
+    try:
+        with temporary.open("w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

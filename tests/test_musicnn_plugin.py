@@ -1,0 +1,104 @@
+"""The MusiCNN plugin in a running host: real clips dropped into the watched folder get the
+trained model's tags and embedding; bad files fail with a reason and never stall the queue."""
+
+import json
+import logging
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from soundspan_hooks import HOST
+from soundspan_host.app import create_app
+from soundspan_plugins.musicnn.tags import MSD_TAGS
+from tests.library import eventually, jobs, rows, settled, tracks
+
+FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
+REFERENCE = json.loads((FIXTURES / "reference.json").read_text())["clips"]
+FAST = (
+    "[watcher]\ndebounce_seconds = 0.2\n"
+    "[musicnn]\nworkers = 2\nsleep_interval = 0.2\nbatch_size = 8\n"
+)
+
+
+@pytest.fixture
+async def musicnn_host(write_settings, aiohttp_client, monkeypatch, caplog):
+    monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
+    caplog.set_level(logging.INFO, logger="soundspan_plugins.musicnn")
+    client = await aiohttp_client(create_app(write_settings(FAST)))
+    return client.app[HOST].engine
+
+
+def write_wave(path: Path, samples: np.ndarray, rate: int) -> None:
+    """Float samples in [-1, 1], shaped [frames] or [frames, channels], as 16-bit WAV."""
+    frames = samples.reshape(len(samples), -1)
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(frames.shape[1])
+        audio.setsampwidth(2)
+        audio.setframerate(rate)
+        audio.writeframes((frames * 32767).astype("<i2").tobytes())
+
+
+def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
+    time = np.arange(int(seconds * rate)) / rate
+    signal = 0.3 * np.sin(2 * np.pi * 330 * time) * np.sin(2 * np.pi * 0.5 * time)
+    return np.repeat(signal[:, None], channels, axis=1)
+
+
+async def test_a_real_clip_gets_the_trained_models_tags(musicnn_host, music_dir, caplog):
+    engine = musicnn_host
+    started = [record.getMessage() for record in caplog.get_records("setup")]
+    assert "MusiCNN: CUDA available: False" in started  # this machine has no GPU
+    shutil.copy(FIXTURES / "anttis_1918.mp3", music_dir / "anttis_1918.mp3")
+    await eventually(lambda: settled(engine, 1), timeout=120, what="the MusiCNN analysis")
+
+    [result] = await rows(engine, "SELECT * FROM musicnn_results")
+    reference = REFERENCE["anttis_1918.mp3"]["MSD_musicnn"]["original"]
+    assert result.model_id == "MSD_musicnn"
+    assert [tag for tag, _ in result.top_tags] == reference["top5"]
+    assert len(result.tags) == 50
+    ours = np.array([result.tags[tag] for tag in MSD_TAGS])  # jsonb keeps no key order
+    assert np.abs(ours - np.array(reference["mean_taggram"])).max() < 1e-4
+    assert result.patches == reference["n_patches"]
+    embedding = np.array(
+        json.loads(result.embedding)
+        if isinstance(result.embedding, str)
+        else list(result.embedding)
+    )
+    assert embedding.shape == (200,) and np.isfinite(embedding).all()
+
+
+async def test_bad_and_odd_audio_each_get_an_outcome(musicnn_host, music_dir):
+    engine = musicnn_host
+    (music_dir / "empty.mp3").write_bytes(b"")
+    (music_dir / "notes.mp3").write_text("not music at all\n" * 100)
+    (music_dir / "noise.flac").write_bytes(np.random.default_rng(1).bytes(50_000))
+    mp3 = (FIXTURES / "anttis_1918.mp3").read_bytes()
+    (music_dir / "truncated.mp3").write_bytes(mp3[: len(mp3) // 3])
+    write_wave(music_dir / "silence.wav", np.zeros(16000 * 5), 16000)
+    write_wave(music_dir / "short.wav", tone(1.0, 22050), 22050)
+    write_wave(music_dir / "surround.wav", tone(4.0, 48000, channels=8), 48000)
+    write_wave(music_dir / "hires.wav", tone(4.0, 192000, channels=2), 192000)
+    await eventually(lambda: settled(engine, 8), timeout=180, what="eight outcomes")
+
+    outcome = {
+        path: (await jobs(engine, "musicnn"))[content]
+        for path, (_, content, _) in (await tracks(engine)).items()
+    }
+    for path in ("silence.wav", "short.wav", "surround.wav", "hires.wav"):
+        assert outcome[path] == ("done", None), path
+    assert outcome["empty.mp3"] == ("failed", "the file is empty (0 bytes).")
+    assert outcome["notes.mp3"][0] == "failed"
+    assert "not an audio file FFmpeg can read" in outcome["notes.mp3"][1]
+    assert outcome["noise.flac"][0] == "failed"
+    assert outcome["truncated.mp3"][0] == "failed"
+    assert "truncated or still being written" in outcome["truncated.mp3"][1]
+    patches = {
+        row.content_id: row.patches
+        for row in await rows(engine, "SELECT content_id, patches FROM musicnn_results")
+    }
+    catalogue = await tracks(engine)
+    assert patches[catalogue["short.wav"][1]] == 1  # shorter than a patch: repeat-padded
+    assert patches[catalogue["surround.wav"][1]] == 1
