@@ -22,6 +22,7 @@ from soundspan_hooks.types import (
     LibraryEvent,
     SettingsSection,
     StoreResult,
+    TagSearch,
     TextEmbedding,
     TrackFile,
 )
@@ -100,3 +101,13 @@ def soundspan_result_stored(
 @hookspec(firstresult=True)
 def soundspan_embed_text(host: HostContext, text: str) -> Awaitable[TextEmbedding] | None:
     """Embed a text query for search; answered by the first analyzer that can embed text."""
+
+
+@hookspec(firstresult=True)
+def soundspan_search_tags(host: HostContext, text: str, limit: int) -> Awaitable[TagSearch] | None:
+    """Rank contents by the tags a text query names; the fallback when no analyzer embeds text."""
+
+
+@hookspec
+def soundspan_track_details(host: HostContext, content_id: str) -> Awaitable[dict] | None:
+    """This analyzer's public result for a content, e.g. {"musicnn": {"tags": {...}}}; or None."""

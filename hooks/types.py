@@ -98,6 +98,7 @@ class AnalyzerInfo:
     state: Literal["ready", "loading", "unavailable"] = "ready"
     reason: str | None = None  # why it is unavailable, and what to set
     embeds_text: bool = False  # answers soundspan_embed_text
+    embedding_table: str | None = None  # (content_id, embedding vector) rows, HNSW cosine index
     workers: int = 1  # tracks it can analyze at once (its pool size); 0: remote workers only
     poll_interval: float = 5.0  # seconds between looks at the queue for work other hosts added
 
@@ -107,6 +108,23 @@ class UnreadableTrack(Exception):
 
     The job fails at once with this message as its reason; any other exception is retried.
     """
+
+
+@dataclass(frozen=True)
+class ContentScore:
+    """A content found by a search, with how well it matches (higher is better)."""
+
+    content_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class TagSearch:
+    """Contents ranked by the probability of tags named in a query."""
+
+    analyzer: str  # e.g. "musicnn-tags"
+    matched_tags: tuple[str, ...]
+    results: tuple[ContentScore, ...]
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,10 @@ class HostContext(Protocol):
 
     def call(self, hook_name: str, **kwargs: Any) -> Awaitable[list[Any]]:
         """Call a hook on every plugin, awaiting any awaitable answers."""
+        ...
+
+    def describe_analyzers(self) -> Awaitable[list[AnalyzerInfo]]:
+        """Every enabled analyzer as it describes itself right now."""
         ...
 
     def tracks_on_record(self) -> Awaitable[dict[str, tuple[int, float]]]:

@@ -23,6 +23,7 @@ from soundspan_host import __version__
 from soundspan_host.catalog import Catalog
 from soundspan_host.database import open_database
 from soundspan_host.errors import ConfigError
+from soundspan_host.middlewares import bearer_token, check_exposure, json_errors
 from soundspan_host.plugins import Plugins
 from soundspan_host.queue import AnalysisQueue
 from soundspan_host.settings import HostSettings
@@ -68,7 +69,12 @@ class Host:
 
 def create_app(plugins: Plugins) -> web.Application:
     """Build the app: host routes, plugin routes, and one lifetime for database and plugins."""
-    app = web.Application(client_max_size=1024**2)
+    settings = plugins.settings.host
+    check_exposure(settings.host, settings.api_token)
+    middlewares = [json_errors()]
+    if settings.api_token:
+        middlewares.append(bearer_token(settings.api_token))
+    app = web.Application(client_max_size=1024**2, middlewares=middlewares)
     app[PLUGINS] = plugins
     app.add_routes(routes)
     for plugin_routes in plugins.manager.hook.soundspan_routes():

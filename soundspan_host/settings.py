@@ -45,6 +45,12 @@ class HostSettings(BaseModel):
         le=65535,
         description="Port the embedded PostgreSQL listens on at 127.0.0.1; 0 picks a free one.",
     )
+    api_token: str | None = Field(
+        None,
+        min_length=16,
+        description="Clients send it as `Authorization: Bearer <token>`; required unless the "
+        "API listens on loopback only.",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     analysis_max_attempts: int = Field(
         3, ge=1, description="Attempts at analyzing a track before its job is marked failed."

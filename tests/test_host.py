@@ -22,6 +22,8 @@ async def start_and_stop(app: web.Application) -> None:
 
 WATCHER = {"name": "watcher", "version": __version__, "builtin": True, "enabled": True}
 MUSICNN_OFF = {"name": "musicnn", "version": __version__, "builtin": True, "enabled": False}
+VIBE_API = {"name": "vibe_api", "version": __version__, "builtin": True, "enabled": True}
+BUILTINS = [WATCHER, MUSICNN_OFF, VIBE_API]
 
 
 async def test_health_and_the_built_in_plugins(aiohttp_client, write_settings):
@@ -30,7 +32,7 @@ async def test_health_and_the_built_in_plugins(aiohttp_client, write_settings):
     assert health.status == 200
     assert (await health.json())["database"] == "ok"
     listing = await (await client.get("/api/plugins")).json()
-    assert listing == {"plugins": [WATCHER, MUSICNN_OFF]}
+    assert listing == {"plugins": BUILTINS}
 
 
 async def test_core_schema_and_pgvector_are_ready(aiohttp_client, write_settings):
@@ -58,8 +60,7 @@ async def test_third_party_plugin_loads_by_entry_point(aiohttp_client, write_set
     )
     listing = await (await client.get("/api/plugins")).json()
     assert listing["plugins"] == [
-        WATCHER,
-        MUSICNN_OFF,
+        *BUILTINS,
         {"name": "echo", "version": "1.2.3", "builtin": False, "enabled": True},
     ]
     answer = await client.get("/api/echo")
@@ -79,7 +80,7 @@ async def test_plugin_disabled_in_settings_file_never_runs(
         create_app(write_settings(f'[echo]\nenabled = false\nevents_file = "{events}"\n'))
     )
     listing = await (await client.get("/api/plugins")).json()
-    assert listing["plugins"][2] == {**listing["plugins"][2], "name": "echo", "enabled": False}
+    assert listing["plugins"][3] == {**listing["plugins"][3], "name": "echo", "enabled": False}
     assert (await client.get("/api/echo")).status == 404
     assert not events.exists()
 

@@ -27,8 +27,7 @@ FAST = (
 async def musicnn_host(write_settings, aiohttp_client, monkeypatch, caplog):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     caplog.set_level(logging.INFO, logger="soundspan_plugins.musicnn")
-    client = await aiohttp_client(create_app(write_settings(FAST)))
-    return client.app[HOST].engine
+    return await aiohttp_client(create_app(write_settings(FAST)))
 
 
 def write_wave(path: Path, samples: np.ndarray, rate: int) -> None:
@@ -48,7 +47,7 @@ def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
 
 
 async def test_a_real_clip_gets_the_trained_models_tags(musicnn_host, music_dir, caplog):
-    engine = musicnn_host
+    engine = musicnn_host.app[HOST].engine
     started = [record.getMessage() for record in caplog.get_records("setup")]
     assert "MusiCNN: CUDA available: False" in started  # this machine has no GPU
     shutil.copy(FIXTURES / "anttis_1918.mp3", music_dir / "anttis_1918.mp3")
@@ -69,9 +68,38 @@ async def test_a_real_clip_gets_the_trained_models_tags(musicnn_host, music_dir,
     )
     assert embedding.shape == (200,) and np.isfinite(embedding).all()
 
+    listing = await (await musicnn_host.get("/api/tracks", params={"q": "anttis"})).json()
+    [track] = listing["tracks"]
+    shown = await (await musicnn_host.get(f"/api/tracks/{track['id']}")).json()
+    assert shown["analyses"]["musicnn"]["state"] == "done"
+    musicnn = shown["results"]["musicnn"]
+    assert [entry["tag"] for entry in musicnn["top_tags"]] == reference["top5"]
+    assert musicnn["tags"]["electronic"] == pytest.approx(result.tags["electronic"])
+
+    found = await musicnn_host.post("/api/vibe/search", json={"text": "electronic pop music"})
+    body = await found.json()
+    assert body["analyzer"] == "musicnn-tags"
+    assert body["matched_tags"] == ["pop", "electronic"]
+    assert [hit["track"]["id"] for hit in body["results"]] == [track["id"]]
+    expected = (result.tags["pop"] + result.tags["electronic"]) / 2
+    assert body["results"][0]["score"] == pytest.approx(expected, abs=1e-6)
+
+    status = await (await musicnn_host.get("/api/vibe/status")).json()
+    [analyzer] = status["analyzers"]
+    assert (analyzer["name"], analyzer["model_id"], analyzer["trained"]) == (
+        "musicnn",
+        "MSD_musicnn",
+        True,
+    )
+    assert (analyzer["device"], analyzer["dimension"], analyzer["counts"]["done"]) == (
+        "cpu",
+        200,
+        1,
+    )
+
 
 async def test_bad_and_odd_audio_each_get_an_outcome(musicnn_host, music_dir):
-    engine = musicnn_host
+    engine = musicnn_host.app[HOST].engine
     (music_dir / "empty.mp3").write_bytes(b"")
     (music_dir / "notes.mp3").write_text("not music at all\n" * 100)
     (music_dir / "noise.flac").write_bytes(np.random.default_rng(1).bytes(50_000))

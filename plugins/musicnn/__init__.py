@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from soundspan_hooks import (
     AnalyzerInfo,
+    ContentScore,
     HostContext,
     PluginSettings,
     SettingsSection,
+    TagSearch,
     TrackFile,
     UnreadableTrack,
     hookimpl,
@@ -36,6 +39,7 @@ from soundspan_plugins.musicnn.inference import cuda_available
 from soundspan_plugins.musicnn.model_cache import CONVERTER_VERSION, ensure_onnx
 from soundspan_plugins.musicnn.network import (
     EMBEDDING_DIM,
+    TAGS_BY_DATASET,
     ModelCard,
     ModelNotAvailable,
     checkpoint_index,
@@ -117,6 +121,7 @@ def _describe(settings, version, state, reason, runtime) -> AnalyzerInfo:
         model_id=settings.model,
         trained=True,  # the authors' published checkpoints, read from the musicnn wheel
         dimension=EMBEDDING_DIM,
+        embedding_table="musicnn_results",
         device=runtime.device if runtime else settings.device,
         state=state,
         reason=reason,
@@ -229,6 +234,79 @@ async def _analyze(host: HostContext, track: TrackFile):
         )
 
     return store
+
+
+@hookimpl
+def soundspan_track_details(host: HostContext, content_id: str):
+    return _track_details(host, content_id)
+
+
+async def _track_details(host: HostContext, content_id: str) -> dict | None:
+    async with host.engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    "SELECT model_id, tags, top_tags, patches, analyzed_at"
+                    " FROM musicnn_results WHERE content_id = :content_id"
+                ),
+                {"content_id": content_id},
+            )
+        ).first()
+    if row is None:
+        return None
+    return {
+        NAME: {
+            "model_id": row.model_id,
+            "tags": row.tags,
+            "top_tags": [{"tag": tag, "probability": score} for tag, score in row.top_tags],
+            "patches": row.patches,
+            "analyzed_at": row.analyzed_at.isoformat(),
+        }
+    }
+
+
+@hookimpl
+def soundspan_search_tags(host: HostContext, text: str, limit: int):
+    return _search_tags(host, text, limit)
+
+
+async def _search_tags(host: HostContext, query: str, limit: int) -> TagSearch:
+    """Contents ranked by the summed probability of the model's tags the query names."""
+    vocabulary = TAGS_BY_DATASET[_settings(host).model.split("_")[0]]
+    matched = tags_named_in(query, vocabulary)
+    if not matched:
+        return TagSearch(analyzer="musicnn-tags", matched_tags=(), results=())
+    score = " + ".join(f"(tags ->> :tag{index})::float" for index in range(len(matched)))
+    async with host.engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                f"SELECT content_id, ({score}) / :count AS score FROM musicnn_results"
+                " WHERE EXISTS (SELECT 1 FROM tracks t WHERE t.content_id ="
+                " musicnn_results.content_id AND t.missing_since IS NULL)"
+                " ORDER BY score DESC, content_id LIMIT :limit"
+            ),
+            {
+                **{f"tag{index}": tag for index, tag in enumerate(matched)},
+                "count": len(matched),
+                "limit": limit,
+            },
+        )
+        results = tuple(ContentScore(row.content_id, float(row.score)) for row in rows)
+    return TagSearch(analyzer="musicnn-tags", matched_tags=matched, results=results)
+
+
+def tags_named_in(query: str, vocabulary: tuple[str, ...]) -> tuple[str, ...]:
+    """The tags whose every word appears in the query ("chill jazz piano" -> chill, jazz)."""
+    tokens = re.findall(r"[a-z0-9&-]+", query.lower().replace("hip hop", "hip-hop"))
+    words = {
+        part for token in tokens for part in (token, token.replace("-", ""), *token.split("-"))
+    }
+    named = []
+    for tag in vocabulary:
+        tag_words = re.findall(r"[a-z0-9&-]+", tag.lower())
+        if all(word in words or word.replace("-", "") in words for word in tag_words):
+            named.append(tag)
+    return tuple(named)
 
 
 def _settings(host: HostContext) -> MusicnnSettings:

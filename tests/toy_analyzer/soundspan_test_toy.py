@@ -80,6 +80,7 @@ def soundspan_analyzer(host):
         model_id="toy-wave-stats",
         trained=False,
         dimension=3,
+        embedding_table="toy_results",
         device="cpu",
         workers=settings.workers,
         poll_interval=settings.poll_interval,

@@ -1,0 +1,191 @@
+"""The SQL behind the vibe API: tracks, their analyses, nearest neighbours, progress.
+
+Reads the host's core tables (tracks, analysis_jobs) and the embedding table each analyzer
+names in its AnalyzerInfo; knows nothing about any model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+TRACK_COLUMNS = "t.id, t.path, t.title, t.artist, t.album, t.duration, t.content_id"
+
+
+def track_json(row: Any) -> dict[str, Any]:
+    """A track as clients see it."""
+    return {
+        "id": row.id,
+        "path": row.path,
+        "title": row.title,
+        "artist": row.artist,
+        "album": row.album,
+        "duration": row.duration,
+    }
+
+
+async def find_tracks(
+    engine: AsyncEngine, path: str | None, words: str | None, limit: int, offset: int
+) -> tuple[list[Any], int]:
+    """Present tracks by exact relative path, or by words found in tags or path."""
+    conditions = ["t.missing_since IS NULL"]
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if path is not None:
+        conditions.append("t.path = :path")
+        params["path"] = path
+    if words:
+        for index, word in enumerate(words.split()):
+            conditions.append(
+                f"concat_ws(' ', t.title, t.artist, t.album, t.path) ILIKE :word{index}"
+            )
+            params[f"word{index}"] = "%" + word.replace("\\", "\\\\").replace("%", "\\%") + "%"
+    where = " AND ".join(conditions)
+    async with engine.connect() as connection:
+        total = (
+            await connection.execute(text(f"SELECT count(*) FROM tracks t WHERE {where}"), params)
+        ).scalar()
+        rows = await connection.execute(
+            text(
+                f"SELECT {TRACK_COLUMNS} FROM tracks t WHERE {where}"
+                " ORDER BY t.path LIMIT :limit OFFSET :offset"
+            ),
+            params,
+        )
+        return list(rows), total
+
+
+async def track_by_id(engine: AsyncEngine, track_id: str) -> Any | None:
+    async with engine.connect() as connection:
+        return (
+            await connection.execute(
+                text(f"SELECT {TRACK_COLUMNS}, t.missing_since FROM tracks t WHERE t.id = :id"),
+                {"id": track_id},
+            )
+        ).first()
+
+
+async def analysis_states(engine: AsyncEngine, content_id: str) -> dict[str, dict[str, Any]]:
+    """Each analyzer's job for a content: state, version, attempts, failure reason."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT analyzer, state, version, attempts, error, finished_at"
+                " FROM analysis_jobs WHERE content_id = :content_id ORDER BY analyzer"
+            ),
+            {"content_id": content_id},
+        )
+        return {
+            row.analyzer: {
+                "state": row.state,
+                "version": row.version,
+                "attempts": row.attempts,
+                "error": row.error,
+                "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+            }
+            for row in rows
+        }
+
+
+async def representative_tracks(engine: AsyncEngine, content_ids: Sequence[str]) -> dict[str, Any]:
+    """One present track per content (its first path): duplicates show once."""
+    if not content_ids:
+        return {}
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                f"SELECT DISTINCT ON (t.content_id) {TRACK_COLUMNS} FROM tracks t"
+                " WHERE t.content_id = ANY(:ids) AND t.missing_since IS NULL"
+                " ORDER BY t.content_id, t.path"
+            ),
+            {"ids": list(content_ids)},
+        )
+        return {row.content_id: row for row in rows}
+
+
+async def nearest_contents(
+    engine: AsyncEngine, table: str, content_id: str, limit: int
+) -> list[tuple[str, float]] | None:
+    """Contents nearest to one content by cosine distance, itself excluded; None if unanalyzed."""
+    async with engine.begin() as connection:
+        # keep scanning the HNSW graph until enough present tracks pass the filter
+        await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        source = (
+            await connection.execute(
+                text(f"SELECT embedding FROM {table} WHERE content_id = :id"), {"id": content_id}
+            )
+        ).scalar()
+        if source is None:
+            return None
+        rows = await connection.execute(
+            text(
+                f"SELECT e.content_id, e.embedding <=> CAST(:source AS vector) AS distance"
+                f" FROM {table} e WHERE e.content_id <> :id"
+                " AND EXISTS (SELECT 1 FROM tracks t WHERE t.content_id = e.content_id"
+                " AND t.missing_since IS NULL)"
+                " ORDER BY e.embedding <=> CAST(:source AS vector) LIMIT :limit"
+            ),
+            {"source": str(source), "id": content_id, "limit": limit},
+        )
+        return [(row.content_id, float(row.distance)) for row in rows]
+
+
+async def nearest_to_vector(
+    engine: AsyncEngine, table: str, vector: Iterable[float], limit: int
+) -> list[tuple[str, float]]:
+    """Contents nearest to a query vector (e.g. an embedded text) by cosine distance."""
+    literal = "[" + ",".join(repr(float(value)) for value in vector) + "]"
+    async with engine.begin() as connection:
+        await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        rows = await connection.execute(
+            text(
+                f"SELECT e.content_id, e.embedding <=> CAST(:query AS vector) AS distance"
+                f" FROM {table} e WHERE EXISTS (SELECT 1 FROM tracks t"
+                " WHERE t.content_id = e.content_id AND t.missing_since IS NULL)"
+                " ORDER BY e.embedding <=> CAST(:query AS vector) LIMIT :limit"
+            ),
+            {"query": literal, "limit": limit},
+        )
+        return [(row.content_id, float(row.distance)) for row in rows]
+
+
+async def analyzer_progress(engine: AsyncEngine, window_minutes: int) -> dict[str, dict]:
+    """Per analyzer: jobs by state over present content, and jobs done in the last minutes."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT j.analyzer, j.state, count(*) AS jobs,"
+                " count(*) FILTER (WHERE j.state = 'done'"
+                "  AND j.finished_at > now() - make_interval(mins => :window)) AS recent"
+                " FROM analysis_jobs j WHERE EXISTS (SELECT 1 FROM tracks t"
+                " WHERE t.content_id = j.content_id AND t.missing_since IS NULL)"
+                " GROUP BY j.analyzer, j.state"
+            ),
+            {"window": window_minutes},
+        )
+        progress: dict[str, dict] = {}
+        for row in rows:
+            entry = progress.setdefault(
+                row.analyzer,
+                {"counts": {"done": 0, "pending": 0, "running": 0, "failed": 0}, "recent": 0},
+            )
+            entry["counts"][row.state] = row.jobs
+            entry["recent"] += row.recent
+        return progress
+
+
+async def library_totals(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE missing_since IS NULL) AS tracks,"
+                    " count(*) FILTER (WHERE missing_since IS NOT NULL) AS missing,"
+                    " count(DISTINCT content_id) FILTER (WHERE missing_since IS NULL) AS contents"
+                    " FROM tracks"
+                )
+            )
+        ).one()
+        return {"tracks": row.tracks, "missing": row.missing, "distinct_contents": row.contents}
