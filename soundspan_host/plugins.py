@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "soundspan_host.plugins"
 BUILTIN_PLUGINS: dict[str, str] = {  # name in settings.toml -> module
     "watcher": "soundspan_plugins.watcher",
     "musicnn": "soundspan_plugins.musicnn",
+    "clap": "soundspan_plugins.clap",
     "vibe_api": "soundspan_plugins.vibe_api",
 }
 

@@ -29,6 +29,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     # real analyzers cost seconds to start: tests that need one switch it back on
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "false")
+    monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

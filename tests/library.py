@@ -10,6 +10,7 @@ import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,6 +31,22 @@ def write_wav(path: Path, frequency: float = 440.0, seconds: float = 0.1) -> Pat
         audio.setframerate(SAMPLE_RATE)
         audio.writeframes(struct.pack(f"<{frames}h", *samples))
     return path
+
+
+def write_wave(path: Path, samples: np.ndarray, rate: int) -> None:
+    """Float samples in [-1, 1], shaped [frames] or [frames, channels], as 16-bit WAV."""
+    frames = samples.reshape(len(samples), -1)
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(frames.shape[1])
+        audio.setsampwidth(2)
+        audio.setframerate(rate)
+        audio.writeframes((frames * 32767).astype("<i2").tobytes())
+
+
+def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
+    time = np.arange(int(seconds * rate)) / rate
+    signal = 0.3 * np.sin(2 * np.pi * 330 * time) * np.sin(2 * np.pi * 0.5 * time)
+    return np.repeat(signal[:, None], channels, axis=1)
 
 
 async def eventually(

@@ -4,7 +4,6 @@ trained model's tags and embedding; bad files fail with a reason and never stall
 import json
 import logging
 import shutil
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from soundspan_hooks import HOST
 from soundspan_host.app import create_app
 from soundspan_plugins.musicnn.tags import MSD_TAGS
-from tests.library import eventually, jobs, rows, settled, tracks
+from tests.library import eventually, jobs, rows, settled, tone, tracks, write_wave
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
 REFERENCE = json.loads((FIXTURES / "reference.json").read_text())["clips"]
@@ -28,22 +27,6 @@ async def musicnn_host(write_settings, aiohttp_client, monkeypatch, caplog):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     caplog.set_level(logging.INFO, logger="soundspan_plugins.musicnn")
     return await aiohttp_client(create_app(write_settings(FAST)))
-
-
-def write_wave(path: Path, samples: np.ndarray, rate: int) -> None:
-    """Float samples in [-1, 1], shaped [frames] or [frames, channels], as 16-bit WAV."""
-    frames = samples.reshape(len(samples), -1)
-    with wave.open(str(path), "wb") as audio:
-        audio.setnchannels(frames.shape[1])
-        audio.setsampwidth(2)
-        audio.setframerate(rate)
-        audio.writeframes((frames * 32767).astype("<i2").tobytes())
-
-
-def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
-    time = np.arange(int(seconds * rate)) / rate
-    signal = 0.3 * np.sin(2 * np.pi * 330 * time) * np.sin(2 * np.pi * 0.5 * time)
-    return np.repeat(signal[:, None], channels, axis=1)
 
 
 async def test_a_real_clip_gets_the_trained_models_tags(musicnn_host, music_dir, caplog):

@@ -22,6 +22,7 @@ CLAP_LIKE = [SettingsSection("clap", WorkerSettings)]
 def only_these_schemas(monkeypatch):
     """These tests validate against schemas of their own; no built-in plugin's env applies."""
     monkeypatch.delenv("SOUNDSPAN_MUSICNN__ENABLED")
+    monkeypatch.delenv("SOUNDSPAN_CLAP__ENABLED")
 
 
 def settings_from(tmp_path: Path, text: str = "", sections=CLAP_LIKE):

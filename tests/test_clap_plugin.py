@@ -1,0 +1,107 @@
+"""The CLAP plugin in a running host, on a tiny model the test saves in the Hugging Face layout:
+tracks get embeddings from the worker pool, text searches go through the host's text tower, the
+status never calls the random model trained, and a host with no weights keeps working."""
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from soundspan_hooks import HOST
+from soundspan_host.app import create_app
+from soundspan_plugins.clap.embedding import embed_text
+from soundspan_plugins.clap.loading import load_clap
+from tests.clap_models import save_tiny_clap
+from tests.library import eventually, jobs, rows, settled, tone, tracks, write_wave
+
+FAST = "[watcher]\ndebounce_seconds = 0.2\n[clap]\nworkers = 1\nsleep_interval = 0.2\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_clap_dir(tmp_path_factory):
+    return save_tiny_clap(tmp_path_factory.mktemp("clap") / "tiny-clap", projection_dim=512)
+
+
+@pytest.fixture
+async def clap_host(write_settings, aiohttp_client, monkeypatch, tiny_clap_dir, music_dir):
+    monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
+    monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", str(tiny_clap_dir))
+    write_wave(music_dir / "calm.wav", tone(12.0, 44100), 44100)
+    noise = np.random.default_rng(3).uniform(-0.5, 0.5, 48000 * 4)
+    write_wave(music_dir / "noise.wav", noise, 48000)
+    write_wave(music_dir / "stereo.wav", tone(3.0, 22050, channels=2), 22050)
+    client = await aiohttp_client(create_app(write_settings(FAST)))
+    await eventually(lambda: settled(client.app[HOST].engine, 3), timeout=120, what="CLAP")
+    return client
+
+
+async def test_tracks_get_unit_embeddings_and_text_search_ranks_by_them(clap_host, tiny_clap_dir):
+    engine = clap_host.app[HOST].engine
+    assert {state for state, _ in (await jobs(engine, "clap")).values()} == {"done"}
+    stored = {
+        row.content_id: np.array([float(value) for value in row.embedding.strip("[]").split(",")])
+        for row in await rows(
+            engine, "SELECT content_id, embedding::text AS embedding, windows FROM clap_results"
+        )
+    }
+    assert len(stored) == 3
+    for vector in stored.values():
+        assert vector.shape == (512,) and np.linalg.norm(vector) == pytest.approx(1, abs=1e-5)
+
+    query = "calm ambient drone with rain"
+    found = await clap_host.post("/api/vibe/search", json={"text": query, "limit": 3})
+    assert found.status == 200
+    body = await found.json()
+    assert body["analyzer"] == "clap"
+    [expected_text] = embed_text(load_clap(tiny_clap_dir, towers=("text",)), [query])
+    by_path = {path: content for path, (_, content, _) in (await tracks(engine)).items()}
+    expected = sorted(by_path, key=lambda path: -float(stored[by_path[path]] @ expected_text))
+    assert [hit["track"]["path"] for hit in body["results"]] == expected
+    for hit in body["results"]:
+        cosine = float(stored[by_path[hit["track"]["path"]]] @ expected_text)
+        assert hit["score"] == pytest.approx(cosine, abs=1e-4)
+
+
+async def test_status_names_the_model_and_never_calls_it_trained(clap_host, tiny_clap_dir):
+    status = await (await clap_host.get("/api/vibe/status")).json()
+    [clap] = status["analyzers"]
+    assert clap["name"] == "clap" and clap["state"] == "ready"
+    assert clap["model_id"] == str(tiny_clap_dir) and clap["trained"] is False
+    assert clap["dimension"] == 512 and clap["counts"]["done"] == 3
+
+    listing = await (await clap_host.get("/api/tracks", params={"path": "calm.wav"})).json()
+    track_id = listing["tracks"][0]["id"]
+    shown = await (await clap_host.get(f"/api/tracks/{track_id}")).json()
+    assert shown["results"]["clap"]["windows"] == 1  # 12 s: one window, the 2-s tail dropped
+    similar = await (await clap_host.get(f"/api/vibe/similar/{track_id}")).json()
+    assert similar["analyzer"] == "clap" and len(similar["results"]) == 2
+
+
+async def test_without_weights_clap_is_unavailable_and_the_host_works(
+    write_settings, aiohttp_client, monkeypatch, music_dir, tmp_path
+):
+    monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
+    monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", "laion/larger_clap_music")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
+    write_wave(music_dir / "waiting.wav", tone(3.0, 16000), 16000)
+    client = await aiohttp_client(create_app(write_settings(FAST)))
+    engine = client.app[HOST].engine
+    await eventually(lambda: _one_pending_job(engine), what="a queued CLAP job")
+
+    status = await (await client.get("/api/vibe/status")).json()
+    [clap] = status["analyzers"]
+    assert clap["state"] == "unavailable" and clap["trained"] is False
+    assert "[clap] model" in clap["reason"] and "SOUNDSPAN_CLAP__MODEL" in clap["reason"]
+    assert clap["counts"]["pending"] == 1  # kept for when weights arrive
+    search = await client.post("/api/vibe/search", json={"text": "jazz"})
+    assert search.status == 503  # musicnn is off in this test, so nothing can search
+    assert (await client.get("/healthz")).status == 200
+
+
+async def _one_pending_job(engine):
+    async with engine.connect() as connection:
+        count = (
+            await connection.execute(
+                text("SELECT count(*) FROM analysis_jobs WHERE analyzer = 'clap'")
+            )
+        ).scalar()
+    return count == 1
