@@ -60,6 +60,11 @@ def soundspan_routes() -> web.RouteTableDef | None:
     """Return the HTTP routes this plugin adds; handlers find the host at `request.app[HOST]`."""
 
 
+@hookspec
+def soundspan_openapi() -> dict | None:
+    """Describe this plugin's routes: {"paths": {...}, "schemas": {...}} (see openapi.py)."""
+
+
 # --- The music library ---------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from soundspan_host.catalog import Catalog
 from soundspan_host.database import open_database
 from soundspan_host.errors import ConfigError
 from soundspan_host.middlewares import bearer_token, check_exposure, json_errors
+from soundspan_host.openapi import HOST_OPENAPI, build_spec
 from soundspan_host.plugins import Plugins
 from soundspan_host.queue import AnalysisQueue
 from soundspan_host.settings import HostSettings
@@ -216,6 +217,14 @@ async def healthz(request: web.Request) -> web.Response:
             {"status": "unavailable", "database": str(error).splitlines()[0]}, status=503
         )
     return web.json_response({"status": "ok", "database": "ok", "version": __version__})
+
+
+@routes.get("/api/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of every route the enabled plugins serve."""
+    manager = request.app[PLUGINS].manager
+    fragments = [HOST_OPENAPI, *(answer for answer in manager.hook.soundspan_openapi() if answer)]
+    return web.json_response(build_spec(fragments))
 
 
 @routes.get("/api/plugins")

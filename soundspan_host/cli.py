@@ -22,6 +22,8 @@ from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import HostSettings, read_settings
 
+MAX_REQUEST_LINE = 64 * 1024
+
 cli = typer.Typer(
     help="Keeps a neural vibe index of a music folder and serves it over REST.",
     no_args_is_help=False,
@@ -67,7 +69,8 @@ async def serve_until_stopped(app: web.Application, host: str, port: int) -> Non
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
-    runner = web.AppRunner(app, handle_signals=False)
+    # long request lines: a track path in a query string, percent-encoded, can pass 8 KiB
+    runner = web.AppRunner(app, handle_signals=False, max_line_size=MAX_REQUEST_LINE)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

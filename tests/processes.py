@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,12 +18,37 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class DrainedProcess(subprocess.Popen):
+    """A process whose output is read as it comes, so a chatty host never blocks on a full
+    pipe; communicate() returns everything it printed."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        super().__init__(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        for line in self.stdout:
+            self.lines.append(line)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def communicate(self, input=None, timeout=None):  # noqa: A002 - Popen's own signature
+        self.wait(timeout)
+        self._reader.join(timeout)
+        return self.output(), None
+
+
 def start_host_process(
     tmp_path: Path, music_dir: Path, wrapper: list[str] | None = None, **env: str
-) -> tuple[subprocess.Popen, int]:
+) -> tuple[DrainedProcess, int]:
     """`soundspan-host serve` on a free port, data under tmp_path; output captured."""
     port = free_port()
-    process = subprocess.Popen(
+    process = DrainedProcess(
         [*(wrapper or []), sys.executable, "-m", "soundspan_host", "serve"],
         env={
             **os.environ,
@@ -31,18 +57,15 @@ def start_host_process(
             "SOUNDSPAN_MUSIC_DIR": str(music_dir),
             **env,
         },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
     )
     return process, port
 
 
-def wait_healthy(process: subprocess.Popen, port: int, timeout: float = 60) -> int:
+def wait_healthy(process: DrainedProcess, port: int, timeout: float = 60) -> int:
     """Wait for /healthz to answer; fails with the process's output if it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
+        assert process.poll() is None, process.communicate(timeout=10)[0]
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
                 return answer.status

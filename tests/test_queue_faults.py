@@ -4,7 +4,6 @@ model version. Real processes, a real PostgreSQL, the toy analyzer."""
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -26,6 +25,7 @@ from tests.library import (
     tracks,
     write_wav,
 )
+from tests.processes import DrainedProcess
 
 FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
 
@@ -104,7 +104,7 @@ async def test_a_new_model_version_requeues_with_new_files_first(
     assert order[6:].index(new_content) <= 1  # at most one re-analysis was already under way
 
 
-def start_worker(database_url: str, music_dir, site, **settings: str) -> subprocess.Popen:
+def start_worker(database_url: str, music_dir, site, **settings: str) -> DrainedProcess:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
@@ -114,12 +114,8 @@ def start_worker(database_url: str, music_dir, site, **settings: str) -> subproc
         "SOUNDSPAN_TOY__WORKERS": "1",
         **{f"SOUNDSPAN_TOY__{key.upper()}": value for key, value in settings.items()},
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "soundspan_host", "worker", "--analyzer", "toy"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return DrainedProcess(
+        [sys.executable, "-m", "soundspan_host", "worker", "--analyzer", "toy"], env=env
     )
 
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from soundspan_hooks import (
     HOST,
@@ -22,30 +22,15 @@ from soundspan_hooks import (
     hookimpl,
 )
 from soundspan_plugins.vibe_api import queries
+from soundspan_plugins.vibe_api.schema import (
+    SearchRequest,
+    SimilarQuery,
+    TrackQuery,
+    openapi_fragment,
+)
 
-MAX_LIMIT = 200
 PROGRESS_WINDOW_MINUTES = 10
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-class TrackQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str | None = Field(None, max_length=4096)
-    q: str | None = Field(None, max_length=500)
-    limit: int = Field(50, ge=1, le=MAX_LIMIT)
-    offset: int = Field(0, ge=0, le=10_000_000)
-
-
-class SimilarQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    limit: int = Field(20, ge=1, le=MAX_LIMIT)
-    analyzer: str | None = Field(None, max_length=100)
-
-
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=500)
-    limit: int = Field(20, ge=1, le=MAX_LIMIT)
 
 
 routes = web.RouteTableDef()
@@ -60,7 +45,9 @@ def parse(model: type[BaseModel], values: Any) -> Any:
             f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
             for problem in error.errors()
         ]
-        raise web.HTTPBadRequest(reason="; ".join(problems)) from None
+        # names of unknown parameters are the client's text: keep them to one header-safe line
+        message = "; ".join(problems).replace("\r", " ").replace("\n", " ")
+        raise web.HTTPBadRequest(reason=message) from None
 
 
 async def json_body(request: web.Request) -> Any:
@@ -256,3 +243,8 @@ def soundspan_settings() -> SettingsSection:
 @hookimpl
 def soundspan_routes() -> web.RouteTableDef:
     return routes
+
+
+@hookimpl
+def soundspan_openapi() -> dict:
+    return openapi_fragment()

@@ -23,6 +23,7 @@ from soundspan_hooks import (
     SettingsSection,
     hookimpl,
 )
+from soundspan_hooks.openapi import operation
 from soundspan_plugins.watcher.files import AudioFiles, read_facts
 from soundspan_plugins.watcher.watching import LibraryWatcher
 
@@ -162,6 +163,22 @@ async def scan(request: web.Request) -> web.Response:
 @hookimpl
 def soundspan_settings() -> SettingsSection:
     return SettingsSection("watcher", WatcherSettings)
+
+
+@hookimpl
+def soundspan_openapi() -> dict:
+    scan_answer = {
+        "type": "object",
+        "required": ["scan"],
+        "properties": {"scan": {"enum": ["started", "already running"]}},
+    }
+    return {
+        "paths": {
+            "/api/library/scan": {
+                "post": operation("Compare the music dir with the database now", {202: scan_answer})
+            }
+        }
+    }
 
 
 @hookimpl

@@ -1,0 +1,80 @@
+"""Describing a plugin's routes for the OpenAPI document (soundspan_openapi hook).
+
+Build operations from the same pydantic models the handlers validate with, so the document
+cannot drift from what the handlers accept.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import BaseModel
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def ref(model: type[BaseModel]) -> dict[str, str]:
+    """A reference to a model's schema in the document's components."""
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+
+
+def component_schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    """The components/schemas entries for these models and every model they nest."""
+    schemas: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def operation(
+    summary: str,
+    responses: dict[int, dict[str, Any]],
+    query: type[BaseModel] | None = None,
+    body: type[BaseModel] | None = None,
+    path_parameters: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One operation: its parameters and body from pydantic models, its JSON responses."""
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in path_parameters
+    ]
+    if query is not None:
+        schema = query.model_json_schema()
+        for name, field_schema in schema["properties"].items():
+            parameters.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in schema.get("required", []),
+                    "schema": {key: value for key, value in field_schema.items() if key != "title"},
+                }
+            )
+    described: dict[str, Any] = {
+        str(status): {"description": _reason(status), "content": json_content(schema)}
+        for status, schema in responses.items()
+    }
+    for status in (400, 401, 404, 413):
+        described.setdefault(
+            str(status), {"description": _reason(status), "content": json_content(ERROR)}
+        )
+    result: dict[str, Any] = {"summary": summary, "responses": described}
+    if parameters:
+        result["parameters"] = parameters
+    if body is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": json_content(body.model_json_schema()),
+        }
+    return result
+
+
+def _reason(status: int) -> str:
+    return HTTPStatus(status).phrase
