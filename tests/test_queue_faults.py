@@ -201,3 +201,35 @@ def test_database_urls_in_the_usual_spellings_and_bad_ones():
         async_url("mysql://h/d")
     with pytest.raises(ConfigError, match="is not a database URL"):
         async_url("just some words")
+
+
+async def test_tracks_gone_past_the_grace_period_are_forgotten_with_their_analyses(
+    write_settings, toy_analyzer, aiohttp_client, music_dir
+):
+    client = await aiohttp_client(create_app(write_settings(FAST)))
+    engine = client.app[HOST].engine
+    write_wav(music_dir / "kept.wav", 1500)
+    write_wav(music_dir / "gone.wav", 1600)
+    await eventually(lambda: settled(engine, 2))
+    gone_content = (await tracks(engine))["gone.wav"][1]
+    (music_dir / "gone.wav").unlink()
+    await eventually(lambda: present_paths(engine, {"kept.wav"}), what="the deletion")
+    await client.close()
+
+    # a grace of zero: the purge that runs at start-up forgets it at once
+    client = await aiohttp_client(
+        create_app(write_settings("missing_track_grace_days = 0\n" + FAST))
+    )
+    engine = client.app[HOST].engine
+    await eventually(lambda: _forgotten(engine, "gone.wav"), what="the purge")
+    assert list(await tracks(engine)) == ["kept.wav"]
+    for table in ("contents", "analysis_jobs", "toy_results"):
+        column = "id" if table == "contents" else "content_id"
+        leftovers = await rows(
+            engine, f"SELECT 1 FROM {table} WHERE {column} = :content", content=gone_content
+        )
+        assert leftovers == [], table
+
+
+async def _forgotten(engine, path):
+    return path not in await tracks(engine)
