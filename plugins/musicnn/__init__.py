@@ -71,7 +71,12 @@ class MusicnnSettings(PluginSettings):
     sleep_interval: float = legacy_env(
         "MUSICNN_SLEEP_INTERVAL", 5.0, "Seconds between looks at the queue.", gt=0
     )
-    batch_size: int = Field(16, ge=1, description="3-s patches per inference batch.")
+    batch_size: int = Field(
+        1,
+        ge=1,
+        description="3-s patches per inference batch. Bigger batches are no faster on CPU and "
+        "grow each worker by about 33 MB a patch (bench/RESULTS.md).",
+    )
     top_tags: int = Field(5, ge=1, le=50, description="How many top tags a track keeps.")
 
 
