@@ -113,3 +113,13 @@ async def test_bad_and_odd_audio_each_get_an_outcome(musicnn_host, music_dir):
     catalogue = await tracks(engine)
     assert patches[catalogue["short.wav"][1]] == 1  # shorter than a patch: repeat-padded
     assert patches[catalogue["surround.wav"][1]] == 1
+
+
+async def test_with_no_local_workers_it_is_ready_for_remote_ones(
+    write_settings, aiohttp_client, monkeypatch
+):
+    monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
+    monkeypatch.setenv("SOUNDSPAN_MUSICNN__WORKERS", "0")
+    client = await aiohttp_client(create_app(write_settings()))
+    [musicnn] = (await (await client.get("/api/vibe/status")).json())["analyzers"]
+    assert (musicnn["state"], musicnn["reason"], musicnn["trained"]) == ("ready", None, True)

@@ -114,7 +114,7 @@ def soundspan_analyzer(host: HostContext) -> AnalyzerInfo:
         return _describe(settings, f"{settings.model}-missing", "unavailable", str(error), runtime)
     if runtime is None:
         return _describe(settings, version, "loading", None, runtime)
-    if runtime.pool is None:
+    if runtime.reason is not None:
         return _describe(settings, version, "unavailable", runtime.reason, runtime)
     return _describe(settings, version, "ready", None, runtime)
 

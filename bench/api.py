@@ -1,0 +1,565 @@
+"""Vibe API benchmark (issue 5): similar-track and search latency over HTTP at 100,000 tracks.
+
+It starts the real host (`python -m soundspan_host serve`, embedded PostgreSQL + pgvector) in a
+temporary folder with no analysis running: the watcher disabled, `[musicnn]` and `[clap]`
+enabled with `workers = 0` (their migrations create `musicnn_results` and `clap_results`, no
+worker process starts), `[clap] model` pointing at a TINY RANDOM CLAP (random weights,
+projection_dim 512, a toy tokenizer; saved with the untrained marker) so that the text tower
+answers POST /api/vibe/search on CPU. Its search *results* mean nothing; its timing is that
+of a tiny model, not of larger_clap_music's RoBERTa-base (see bench/clap.py for that size).
+
+Then it loads N synthetic tracks (default 100,000) straight into the database with asyncpg
+COPY: contents, tracks, analysis_jobs ('done' for both analyzers), musicnn_results (200-d)
+and clap_results (512-d). Embeddings are clustered (500 gaussian clusters, unit-normalised),
+so neighbours are meaningful. The HNSW indexes of the migrations are dropped before the load
+and built again after it (same definition), and the build time is reported.
+
+Measured over HTTP, from a load generator in a separate process (aiohttp client):
+  * GET /api/vibe/similar/{id}?analyzer=musicnn and ?analyzer=clap, random ids: p50/p99 one
+    request at a time, and throughput with 8 requests in flight;
+  * POST /api/vibe/search (tiny CLAP text tower) p50/p99;
+  * GET /api/tracks/{id} p50/p99 and throughput.
+And recall@10 of the query the API runs (HNSW, `hnsw.iterative_scan = relaxed_order`, default
+ef_search) against the exact answer (same query with index scans off) for 200 random sources.
+
+Run from the repository root (about 5 to 10 minutes; 2 cores):
+
+    .venv/bin/python bench/api.py [--tracks 100000] [--requests 2000] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import psutil
+from pgvector.asyncpg import register_vector
+
+from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
+
+CLUSTERS = 500
+RECALL_SOURCES = 200
+CONCURRENCY = 8
+THROUGHPUT_SECONDS = 10.0
+SEARCH_TEXTS = [
+    "rainy night jazz piano",
+    "distorted guitar riff",
+    "calm ambient drone with rain",
+    "fast drum and bass",
+    "warm analog synth pads",
+]
+MUSICNN_TAGS = [f"tag{index}" for index in range(50)]
+
+
+# --- a tiny random CLAP with the real 512-d projection (as tests/clap_models.py builds) ---------
+
+
+def save_tiny_clap(directory: Path) -> Path:
+    """A random tiny CLAP (projection_dim 512) as a Hugging Face model dir, marked untrained."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import ClapConfig, ClapModel, RobertaTokenizer
+
+    from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
+
+    torch.manual_seed(1)
+    config = ClapConfig(
+        text_config={
+            "vocab_size": 300,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 1,
+            "intermediate_size": 128,
+            "max_position_embeddings": 80,
+            "layer_norm_eps": 1e-5,
+        },
+        audio_config={
+            "patch_embeds_hidden_size": 8,
+            "depths": [2, 2],
+            "num_attention_heads": [1, 2],
+            "hidden_size": 16,
+            "window_size": 8,
+        },
+        projection_dim=512,
+    )
+    setattr(config, UNTRAINED_MARKER, True)
+    ClapModel(config).eval().save_pretrained(directory)
+    corpus = SEARCH_TEXTS + ["solo classical piano", "a cat"]
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        corpus * 3,
+        vocab_size=300,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,
+    )
+    bpe = json.loads(trainer.to_str())["model"]
+    merges = [
+        tuple(pair) if isinstance(pair, list) else tuple(pair.split()) for pair in bpe["merges"]
+    ]
+    RobertaTokenizer(vocab=bpe["vocab"], merges=merges).save_pretrained(directory)
+    laion_feature_extractor(num_mel_bins=64, fusion=False).save_pretrained(directory)
+    return directory
+
+
+# --- the host ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def host_environment(work: Path, clap_model: Path) -> dict:
+    """Only the vibe API, musicnn and clap (both with no workers) enabled."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("SOUNDSPAN_", "CLAP_", "MUSICNN_"))
+    }
+    env.update(
+        SOUNDSPAN_MUSIC_DIR=str(work / "music"),
+        SOUNDSPAN_DATA_DIR=str(work / "data"),
+        SOUNDSPAN_EMBEDDED_DATABASE_PORT=str(free_port()),
+        SOUNDSPAN_PORT=str(free_port()),
+        SOUNDSPAN_LOG_LEVEL="INFO",
+        SOUNDSPAN_MUSICNN__WORKERS="0",
+        SOUNDSPAN_CLAP__WORKERS="0",
+        SOUNDSPAN_CLAP__MODEL=str(clap_model),
+        PYTHONUNBUFFERED="1",
+    )
+    others = set(BUILTIN_PLUGINS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for name in sorted(others - {"vibe_api", "musicnn", "clap"}):
+        env[f"SOUNDSPAN_{name.upper()}__ENABLED"] = "false"
+    return env
+
+
+class MemorySampler(threading.Thread):
+    """Samples a process's RSS every 0.2 s and keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+@dataclass
+class Host:
+    """The host subprocess and its log (as in bench/ingest.py)."""
+
+    work: Path
+    env: dict
+    log_path: Path = field(init=False)
+    process: subprocess.Popen | None = None
+    memory: MemorySampler | None = None
+
+    def __post_init__(self) -> None:
+        self.log_path = self.work / "host.log"
+        self.http_port = int(self.env["SOUNDSPAN_PORT"])
+        self.database_port = int(self.env["SOUNDSPAN_EMBEDDED_DATABASE_PORT"])
+
+    def start(self, timeout: float = 180.0) -> float:
+        started = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "soundspan_host", "serve"],
+                cwd=self.work,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.memory = MemorySampler(self.process.pid)
+        self.memory.start()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the host exited with {self.process.returncode}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url("/healthz"), timeout=2) as answer,
+            ):
+                if answer.status == 200:
+                    return time.monotonic() - started
+            time.sleep(0.2)
+        raise RuntimeError(f"no /healthz within {timeout} s")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def stop(self, timeout: float = 60.0) -> tuple[int | None, float]:
+        """SIGTERM, and wait; killed if it hangs."""
+        if self.process is None:
+            return None, 0.0
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.memory is not None:
+            self.memory.stopping.set()
+        return self.process.returncode, time.monotonic() - started
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def problems(self) -> list[str]:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [
+            line
+            for line in text.splitlines()
+            if " WARNING " in line or " ERROR " in line or line.startswith("Traceback")
+        ]
+
+
+# --- loading the library ----------------------------------------------------------------------
+
+
+def clustered(count: int, dimension: int, seed: int) -> np.ndarray:
+    """`count` unit vectors around CLUSTERS random centres (noise 0.6 of a centre's length)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((CLUSTERS, dimension)).astype(np.float32)
+    members = rng.integers(0, CLUSTERS, count)
+    vectors = centres[members] + 0.6 * rng.standard_normal((count, dimension), dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def track_id(index: int) -> str:
+    return f"bench{index:07d}"
+
+
+def content_id(index: int) -> str:
+    return f"{index:032x}"
+
+
+async def load_library(db: asyncpg.Connection, count: int) -> dict[str, float]:
+    """COPY `count` tracks with both analyses; drop and rebuild the HNSW indexes (timed)."""
+    timings = {}
+    started = time.monotonic()
+    await db.execute("DROP INDEX IF EXISTS musicnn_results_embedding")
+    await db.execute("DROP INDEX IF EXISTS clap_results_embedding")
+    now = time.time()
+    await db.copy_records_to_table(
+        "contents", records=((content_id(i), 4_000_000 + i) for i in range(count)),
+        columns=["id", "size"],
+    )  # fmt: skip
+    await db.copy_records_to_table(
+        "tracks",
+        records=(
+            (
+                track_id(i),
+                f"Artist {i // 100}/Album {i // 10}/{i:07d} Song.mp3".encode(),
+                f"Artist {i // 100}/Album {i // 10}/{i:07d} Song.mp3",
+                content_id(i),
+                4_000_000 + i,
+                now,
+                f"Song {i}",
+                f"Artist {i // 100}",
+                f"Album {i // 10}",
+                240.0,
+            )
+            for i in range(count)
+        ),
+        columns=[
+            "id", "raw_path", "path", "content_id", "size", "mtime",
+            "title", "artist", "album", "duration",
+        ],
+    )  # fmt: skip
+    for analyzer in ("musicnn", "clap"):
+        await db.execute(
+            "INSERT INTO analysis_jobs (content_id, analyzer, version, state, attempts,"
+            " finished_at) SELECT id, $1, 'bench', 'done', 1, now() FROM contents",
+            analyzer,
+        )
+    rng = np.random.default_rng(7)
+    probabilities = rng.random((count, len(MUSICNN_TAGS))).astype(np.float32) * 0.5
+    musicnn = clustered(count, 200, seed=1)
+    tags_json = (
+        json.dumps(dict(zip(MUSICNN_TAGS, map(float, row), strict=True)))
+        for row in probabilities.round(4)
+    )
+    await db.copy_records_to_table(
+        "musicnn_results",
+        records=(
+            (content_id(i), "MSD_musicnn", "bench", tags, json.dumps([["tag0", 0.5]]),
+             musicnn[i], 80)
+            for i, tags in enumerate(tags_json)
+        ),
+        columns=["content_id", "model_id", "version", "tags", "top_tags", "embedding", "patches"],
+    )  # fmt: skip
+    del musicnn
+    clap = clustered(count, 512, seed=2)
+    await db.copy_records_to_table(
+        "clap_results",
+        records=((content_id(i), "bench", "bench", clap[i], 24) for i in range(count)),
+        columns=["content_id", "model_id", "version", "embedding", "windows"],
+    )
+    del clap
+    await db.execute("ANALYZE")
+    timings["copy_s"] = time.monotonic() - started
+    await db.execute("SET maintenance_work_mem = '2GB'")
+    for table in ("musicnn_results", "clap_results"):
+        started = time.monotonic()
+        await db.execute(
+            f"CREATE INDEX {table.removesuffix('_results')}_results_embedding ON {table}"
+            " USING hnsw (embedding vector_cosine_ops)"
+        )
+        timings[f"hnsw_{table}_s"] = time.monotonic() - started
+    await db.execute("ANALYZE")
+    return timings
+
+
+# --- recall -----------------------------------------------------------------------------------
+
+NEAREST = """
+SELECT e.content_id FROM {table} e WHERE e.content_id <> $2
+AND EXISTS (SELECT 1 FROM tracks t WHERE t.content_id = e.content_id AND t.missing_since IS NULL)
+ORDER BY e.embedding <=> $1 LIMIT 10
+"""
+
+
+async def recall_at_10(db: asyncpg.Connection, table: str, count: int) -> dict[str, float]:
+    """Mean overlap of the API's HNSW top 10 with the exact top 10, over random sources."""
+    rng = random.Random(3)
+    overlaps = []
+    exact_times = []
+    for _ in range(RECALL_SOURCES):
+        source = content_id(rng.randrange(count))
+        vector = await db.fetchval(f"SELECT embedding FROM {table} WHERE content_id = $1", source)
+        async with db.transaction():
+            await db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            approximate = await db.fetch(NEAREST.format(table=table), vector, source)
+        async with db.transaction():
+            await db.execute("SET LOCAL enable_indexscan = off")
+            started = time.monotonic()
+            exact = await db.fetch(NEAREST.format(table=table), vector, source)
+            exact_times.append(time.monotonic() - started)
+        overlap = {row[0] for row in approximate} & {row[0] for row in exact}
+        overlaps.append(len(overlap) / 10)
+    return {
+        "recall": sum(overlaps) / len(overlaps),
+        "min": min(overlaps),
+        "exact_ms": 1000 * sorted(exact_times)[len(exact_times) // 2],
+    }
+
+
+# --- the load generator (runs in its own process) ----------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+
+
+async def _client(base: str, count: int, requests: int) -> dict:
+    import aiohttp
+
+    rng = random.Random(5)
+    timeout = aiohttp.ClientTimeout(total=60)
+    results: dict = {}
+    async with aiohttp.ClientSession(
+        base, timeout=timeout, connector=aiohttp.TCPConnector(limit=CONCURRENCY)
+    ) as session:
+
+        def similar(analyzer: str):
+            return ("GET", f"/api/vibe/similar/{track_id(rng.randrange(count))}", analyzer)
+
+        def track():
+            return ("GET", f"/api/tracks/{track_id(rng.randrange(count))}", None)
+
+        def search():
+            return ("POST", "/api/vibe/search", rng.choice(SEARCH_TEXTS))
+
+        async def one(request) -> float:
+            method, path, extra = request
+            started = time.perf_counter()
+            if method == "GET":
+                params = {"analyzer": extra} if extra else None
+                async with session.get(path, params=params) as answer:
+                    await answer.read()
+                    status = answer.status
+            else:
+                async with session.post(path, json={"text": extra, "limit": 20}) as answer:
+                    body = await answer.json()
+                    status = answer.status
+                    results.setdefault("search_analyzer", body.get("analyzer"))
+            if status != 200:
+                raise RuntimeError(f"{method} {path} answered {status}")
+            return time.perf_counter() - started
+
+        async def sequential(make, n: int) -> dict:
+            for _ in range(20):
+                await one(make())
+            times = [await one(make()) for _ in range(n)]
+            return {
+                "p50_ms": 1000 * percentile(times, 0.5),
+                "p99_ms": 1000 * percentile(times, 0.99),
+                "n": n,
+            }
+
+        async def throughput(make) -> float:
+            done = 0
+            deadline = time.perf_counter() + THROUGHPUT_SECONDS
+
+            async def loop() -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    await one(make())
+                    done += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(loop() for _ in range(CONCURRENCY)))
+            return done / (time.perf_counter() - started)
+
+        for analyzer in ("musicnn", "clap"):
+            make = lambda analyzer=analyzer: similar(analyzer)  # noqa: E731
+            results[f"similar_{analyzer}"] = await sequential(make, requests)
+            results[f"similar_{analyzer}"]["rps"] = await throughput(make)
+        results["search"] = await sequential(search, max(requests // 4, 50))
+        results["search"]["rps"] = await throughput(search)
+        results["track"] = await sequential(track, requests)
+        results["track"]["rps"] = await throughput(track)
+    return results
+
+
+def client_process(base: str, count: int, requests: int, queue) -> None:
+    queue.put(asyncio.run(_client(base, count, requests)))
+
+
+def run_client(base: str, count: int, requests: int) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=client_process, args=(base, count, requests, queue))
+    process.start()
+    results = queue.get(timeout=1800)
+    process.join()
+    return results
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+async def prepare(host: Host, count: int) -> tuple[dict, dict]:
+    db = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{host.database_port}/soundspan")
+    try:
+        await register_vector(db)
+        print(f"loading {count} tracks ...", file=sys.stderr)
+        timings = await load_library(db, count)
+        print("recall@10 ...", file=sys.stderr)
+        recall = {table: await recall_at_10(db, table, count) for table in
+                  ("musicnn_results", "clap_results")}  # fmt: skip
+        sizes = {
+            row["name"]: row["bytes"]
+            for row in await db.fetch(
+                "SELECT relname AS name, pg_relation_size(oid) AS bytes FROM pg_class"
+                " WHERE relname IN ('musicnn_results_embedding', 'clap_results_embedding')"
+            )
+        }
+        timings["index_mib"] = {name: size / 2**20 for name, size in sizes.items()}
+        return timings, recall
+    finally:
+        await db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=2000, help="sequential requests per route")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="soundspan-api-bench-"))
+    (work / "music").mkdir()
+    host = Host(work, host_environment(work, save_tiny_clap(work / "tiny-clap")))
+    try:
+        startup_s = host.start()
+        timings, recall = asyncio.run(prepare(host, args.tracks))
+        print("load generator ...", file=sys.stderr)
+        results = run_client(host.url(""), args.tracks, args.requests)
+        with urllib.request.urlopen(host.url("/api/vibe/status"), timeout=10) as answer:
+            status = json.load(answer)
+    except BaseException:
+        print(f"host log tail:\n{host.tail()}", file=sys.stderr)
+        raise
+    finally:
+        stopped = host.stop()
+        problems = host.problems()
+        if args.keep:
+            print(f"work dir kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    report(args, startup_s, timings, recall, results, status, host, stopped, problems)
+
+
+def report(args, startup_s, timings, recall, results, status, host, stopped, problems) -> None:
+    def row(name: str, value: object) -> None:
+        print(f"  {name:<50} {value}")
+
+    print("\n== soundspan vibe API benchmark ==")
+    print(f"  {sys.executable} bench/api.py --tracks {args.tracks} --requests {args.requests}")
+    row("host start (to /healthz)", f"{startup_s:.1f} s")
+    row("COPY of the library (both analyses), ANALYZE", f"{timings['copy_s']:.1f} s")
+    for table in ("musicnn_results", "clap_results"):
+        row(f"HNSW build, {table}", f"{timings[f'hnsw_{table}_s']:.1f} s")
+    row("HNSW index sizes (MiB)", {k: round(v) for k, v in timings["index_mib"].items()})
+    for table, values in recall.items():
+        row(
+            f"recall@10, {table} ({RECALL_SOURCES} sources)",
+            f"{values['recall']:.3f} (min {values['min']:.1f}); exact query p50 "
+            f"{values['exact_ms']:.0f} ms",
+        )
+    for key, title in (
+        ("similar_musicnn", "GET /api/vibe/similar/{id}?analyzer=musicnn"),
+        ("similar_clap", "GET /api/vibe/similar/{id}?analyzer=clap"),
+        ("search", "POST /api/vibe/search (tiny random CLAP)"),
+        ("track", "GET /api/tracks/{id}"),
+    ):
+        values = results[key]
+        row(
+            title,
+            f"p50 {values['p50_ms']:.1f} ms, p99 {values['p99_ms']:.1f} ms (n={values['n']}); "
+            f"{values['rps']:.0f} req/s with {CONCURRENCY} in flight",
+        )
+    row("search answered by", results.get("search_analyzer"))
+    row(
+        "analyzers (status)",
+        [(a["name"], a["state"], a["trained"], a["counts"]["done"]) for a in status["analyzers"]],
+    )
+    row("peak RSS of the host process", f"{host.memory.peak / 2**20:.0f} MiB")
+    row("host stop (SIGTERM)", f"exit {stopped[0]} after {stopped[1]:.1f} s")
+    row("WARNING/ERROR lines in the host log", len(problems))
+    for line in problems[:10]:
+        print(f"    {line}")
+
+
+if __name__ == "__main__":
+    main()

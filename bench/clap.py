@@ -1,0 +1,224 @@
+"""CLAP benchmark (issue 9): memory of one CLAP audio worker and its seconds per 4-min track, CPU.
+
+No trained weights can be downloaded here, so the model has the REAL shapes of
+`laion/larger_clap_music` with random weights: a ClapConfig with HTSAT-base as the audio tower
+(patch width 128, depths [2, 2, 12, 2], heads [4, 8, 16, 32], window 8, 64 mel bins, 256 x 256
+spectrogram, unfused), RoBERTa-base as the text tower (50265 tokens, 768 wide, 12 layers, 12
+heads, 3072 inner, 514 positions) and projection_dim 512. It is saved with `save_pretrained`
+(plus the LAION feature extractor) into a temp dir, with the untrained marker set, and loaded
+the way the `[clap]` plugin does: a `ModelPool` worker process runs
+`soundspan_plugins.clap.worker.load_audio_tower` (audio tower only) and then `embed_file` per
+track (PyAV decode at 48 kHz, `max_windows` 10-s windows, batch 4: the plugin's defaults).
+Random weights cost the same arithmetic and memory as trained ones.
+
+Input: two distinct 4-minute 44.1 kHz stereo MP3 files (chords, drums and noise, made with PyAV).
+Reported per pool layout: model load time, seconds per track, tracks/min, peak RSS of the
+worker process (psutil, sampled every 0.1 s), and the RSS right after the model was loaded.
+
+Run from the repository root (a few minutes on 2 cores):
+
+    .venv/bin/python bench/clap.py [--tracks 2] [--layouts 1x1,1x2] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import psutil
+import torch
+from transformers import ClapConfig, ClapModel
+
+from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
+from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
+from soundspan_plugins.shared.pool import ModelPool
+
+RATE = 44100
+TRACK_SECONDS = 240.0
+MAX_WINDOWS = 32  # [clap] max_windows default
+BATCH_SIZE = 4  # [clap] batch_size default
+
+
+def larger_clap_music_config() -> ClapConfig:
+    """laion/larger_clap_music's sizes: HTSAT-base audio, RoBERTa-base text, 512-d projection."""
+    return ClapConfig(
+        text_config={
+            "vocab_size": 50265,
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "max_position_embeddings": 514,
+            "type_vocab_size": 1,
+            "layer_norm_eps": 1e-5,
+        },
+        audio_config={
+            "num_mel_bins": 64,
+            "spec_size": 256,
+            "patch_size": 4,
+            "patch_stride": [4, 4],
+            "patch_embeds_hidden_size": 128,
+            "depths": [2, 2, 12, 2],
+            "num_attention_heads": [4, 8, 16, 32],
+            "window_size": 8,
+            "hidden_size": 1024,
+            "mlp_ratio": 4.0,
+            "enable_fusion": False,
+        },
+        projection_dim=512,
+    )
+
+
+def save_random_model(directory: Path) -> dict[str, int]:
+    """Save a randomly initialised CLAP of the real sizes; returns parameter counts per tower."""
+    torch.manual_seed(0)
+    config = larger_clap_music_config()
+    setattr(config, UNTRAINED_MARKER, True)
+    model = ClapModel(config).eval()
+    counts = {
+        "audio": sum(p.numel() for n, p in model.named_parameters() if n.startswith("audio")),
+        "text": sum(p.numel() for n, p in model.named_parameters() if n.startswith("text")),
+    }
+    model.save_pretrained(directory)
+    laion_feature_extractor(num_mel_bins=64, fusion=False).save_pretrained(directory)
+    return counts
+
+
+def write_song(path: Path, seed: int) -> None:
+    """4 minutes of chords, kick and noise as a 44.1 kHz stereo 192 kb/s MP3."""
+    rng = np.random.default_rng(seed)
+    n = int(TRACK_SECONDS * RATE)
+    t = np.arange(n) / RATE
+    beat = 60.0 / (90 + 20 * seed)
+    root = 110.0 * 2 ** (rng.integers(0, 12) / 12)
+    chord = np.take([0, 5, 7, 3], (t // (4 * beat)).astype(int) % 4)
+    signal = np.zeros(n)
+    for interval in (0, 4, 7):
+        phase = 2 * np.pi * np.cumsum(root * 2 ** ((chord + interval) / 12)) / RATE
+        signal += 0.1 * (np.sin(phase) + 0.3 * np.sin(2 * phase))
+    in_beat = np.mod(t, beat)
+    signal += 0.4 * np.sin(2 * np.pi * 60 * in_beat) * np.exp(-in_beat * 12)
+    signal += 0.05 * rng.standard_normal(n) * np.exp(-np.mod(t, beat / 2) * 40)
+    stereo = np.stack([signal, np.roll(signal, 100)]).astype(np.float32)
+    stereo *= 0.9 / np.abs(stereo).max()
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mp3", rate=RATE)
+        stream.layout = "stereo"
+        stream.bit_rate = 192_000
+        for start in range(0, n, 1152 * 64):
+            block = np.ascontiguousarray(stereo[:, start : start + 1152 * 64])
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate = RATE
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+class ChildMemory(threading.Thread):
+    """Peak RSS of each pool worker process (children started by multiprocessing spawn)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peaks: dict[int, int] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self.stopping.wait(0.1):
+            with contextlib.suppress(psutil.Error):
+                for child in me.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        if "spawn_main" not in " ".join(child.cmdline()):
+                            continue
+                        rss = child.memory_info().rss
+                        self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
+
+
+async def run_pool(model_dir: Path, tracks: list[Path], threads: int) -> dict:
+    """One worker process with `threads` threads: load the audio tower, embed every track."""
+    memory = ChildMemory()
+    memory.start()
+    source = ModelSource(str(model_dir), None, False, None)
+    pool = ModelPool("clap-bench", 1, load_audio_tower, (source, "cpu", threads), threads)
+    try:
+        started = time.monotonic()
+        await pool.warm_up()
+        load_s = time.monotonic() - started
+        after_load = max(memory.peaks.values(), default=0)
+        seconds = []
+        windows = []
+        for track in tracks:
+            started = time.monotonic()
+            result = await pool.run(embed_file, str(track), MAX_WINDOWS, BATCH_SIZE)
+            seconds.append(time.monotonic() - started)
+            windows.append(result.windows)
+    finally:
+        await pool.close()
+        memory.stopping.set()
+        memory.join()
+    return {
+        "threads": threads,
+        "load_s": load_s,
+        "seconds": seconds,
+        "windows": windows,
+        "after_load_mib": after_load / 2**20,
+        "peak_mib": max(memory.peaks.values(), default=0) / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=2, help="4-minute tracks embedded")
+    parser.add_argument("--layouts", default="1x1,1x2", help="1xTHREADS layouts, comma-separated")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="soundspan-clap-bench-"))
+    try:
+        print("saving a random CLAP with larger_clap_music's sizes ...", file=sys.stderr)
+        counts = save_random_model(work / "model")
+        model_mib = sum(f.stat().st_size for f in (work / "model").iterdir()) / 2**20
+        tracks = []
+        for seed in range(args.tracks):
+            tracks.append(work / f"song_{seed}.mp3")
+            write_song(tracks[-1], seed)
+        results = []
+        for layout in args.layouts.split(","):
+            threads = int(layout.split("x")[1])
+            print(f"1 worker x {threads} threads ...", file=sys.stderr)
+            results.append(asyncio.run(run_pool(work / "model", tracks, threads)))
+    finally:
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print("\n== soundspan CLAP worker benchmark (random weights, larger_clap_music sizes) ==")
+    print(f"  {sys.executable} bench/clap.py --tracks {args.tracks} --layouts {args.layouts}")
+    print(f"  parameters: audio {counts['audio'] / 1e6:.1f} M, text {counts['text'] / 1e6:.1f} M")
+    print(f"  saved model dir: {model_mib:.0f} MiB; torch {torch.__version__}")
+    for result in results:
+        per_track = sum(result["seconds"]) / len(result["seconds"])
+        print(f"1 worker x {result['threads']} threads:")
+        print(f"  worker start + audio tower load   {result['load_s']:.1f} s")
+        print(f"  RSS after load                    {result['after_load_mib']:.0f} MiB")
+        print(f"  peak RSS of the worker            {result['peak_mib']:.0f} MiB")
+        print(
+            f"  seconds per 4-min track           "
+            f"{', '.join(f'{s:.1f}' for s in result['seconds'])} (windows {result['windows']})"
+        )
+        print(f"  tracks/min for this one worker    {60 / per_track:.1f}")
+
+
+if __name__ == "__main__":
+    main()
