@@ -17,7 +17,7 @@ worker process (psutil, sampled every 0.1 s), and the RSS right after the model 
 
 Run from the repository root (a few minutes on 2 cores):
 
-    .venv/bin/python bench/clap.py [--tracks 2] [--layouts 1x1,1x2] [--keep]
+    .venv/bin/python bench/clap.py [--tracks 2] [--layouts 1x1,1x2,2x1] [--max-windows 32,12]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import shutil
 import sys
 import tempfile
@@ -36,15 +37,17 @@ import av
 import numpy as np
 import psutil
 import torch
-from transformers import ClapConfig, ClapModel
+from tokenizers import ByteLevelBPETokenizer
+from transformers import ClapConfig, ClapModel, RobertaTokenizer
 
+from soundspan_plugins.clap.embedding import embed_text
 from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
+from soundspan_plugins.clap.loading import load_clap
 from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
 from soundspan_plugins.shared.pool import ModelPool
 
 RATE = 44100
 TRACK_SECONDS = 240.0
-MAX_WINDOWS = 32  # [clap] max_windows default
 BATCH_SIZE = 4  # [clap] batch_size default
 
 
@@ -91,6 +94,46 @@ def save_random_model(directory: Path) -> dict[str, int]:
     model.save_pretrained(directory)
     laion_feature_extractor(num_mel_bins=64, fusion=False).save_pretrained(directory)
     return counts
+
+
+QUERIES = [
+    "rainy night jazz piano",
+    "aggressive distorted guitar riff",
+    "calm ambient drone with birds",
+    "upbeat eighties synth pop with female vocals",
+    "slow sad cello",
+]
+
+
+def save_tokenizer(directory: Path) -> None:
+    """A small byte-level BPE in RoBERTa's format (no download); ids stay in the real vocab."""
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        QUERIES * 3,
+        vocab_size=400,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,
+    )
+    bpe = json.loads(trainer.to_str())["model"]
+    merges = [
+        tuple(pair) if isinstance(pair, list) else tuple(pair.split()) for pair in bpe["merges"]
+    ]
+    RobertaTokenizer(vocab=bpe["vocab"], merges=merges).save_pretrained(directory)
+
+
+def text_latency(model_dir: Path, rounds: int = 20) -> list[float]:
+    """Seconds per text query through the text tower as the host holds it (1 thread)."""
+    save_tokenizer(model_dir)
+    clap = load_clap(model_dir, towers=("text",), threads=1)
+    embed_text(clap, QUERIES[:1])  # warm up
+    latencies = []
+    for _ in range(rounds):
+        for query in QUERIES:
+            started = time.perf_counter()
+            embed_text(clap, [query])
+            latencies.append(time.perf_counter() - started)
+    return latencies
 
 
 def write_song(path: Path, seed: int) -> None:
@@ -144,12 +187,14 @@ class ChildMemory(threading.Thread):
                         self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
 
 
-async def run_pool(model_dir: Path, tracks: list[Path], threads: int) -> dict:
-    """One worker process with `threads` threads: load the audio tower, embed every track."""
+async def run_pool(
+    model_dir: Path, tracks: list[Path], workers: int, threads: int, max_windows: int
+) -> dict:
+    """`workers` processes of `threads` threads: load the audio tower, embed the tracks at once."""
     memory = ChildMemory()
     memory.start()
     source = ModelSource(str(model_dir), None, False, None)
-    pool = ModelPool("clap-bench", 1, load_audio_tower, (source, "cpu", threads), threads)
+    pool = ModelPool("clap-bench", workers, load_audio_tower, (source, "cpu", threads), threads)
     try:
         started = time.monotonic()
         await pool.warm_up()
@@ -157,17 +202,25 @@ async def run_pool(model_dir: Path, tracks: list[Path], threads: int) -> dict:
         after_load = max(memory.peaks.values(), default=0)
         seconds = []
         windows = []
-        for track in tracks:
+
+        async def embed(track: Path) -> None:
             started = time.monotonic()
-            result = await pool.run(embed_file, str(track), MAX_WINDOWS, BATCH_SIZE)
+            result = await pool.run(embed_file, str(track), max_windows, BATCH_SIZE)
             seconds.append(time.monotonic() - started)
             windows.append(result.windows)
+
+        started = time.monotonic()
+        await asyncio.gather(*(embed(track) for track in tracks))
+        wall_s = time.monotonic() - started
     finally:
         await pool.close()
         memory.stopping.set()
         memory.join()
     return {
+        "workers": workers,
         "threads": threads,
+        "max_windows": max_windows,
+        "wall_s": wall_s,
         "load_s": load_s,
         "seconds": seconds,
         "windows": windows,
@@ -179,7 +232,14 @@ async def run_pool(model_dir: Path, tracks: list[Path], threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=2, help="4-minute tracks embedded")
-    parser.add_argument("--layouts", default="1x1,1x2", help="1xTHREADS layouts, comma-separated")
+    parser.add_argument(
+        "--layouts",
+        default="1x1,1x2,2x1",
+        help="WORKERSxTHREADS layouts, comma-separated; each embeds --tracks tracks at once",
+    )
+    parser.add_argument(
+        "--max-windows", default="32", help="[clap] max_windows values, comma-separated"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
 
@@ -193,10 +253,14 @@ def main() -> None:
             tracks.append(work / f"song_{seed}.mp3")
             write_song(tracks[-1], seed)
         results = []
-        for layout in args.layouts.split(","):
-            threads = int(layout.split("x")[1])
-            print(f"1 worker x {threads} threads ...", file=sys.stderr)
-            results.append(asyncio.run(run_pool(work / "model", tracks, threads)))
+        for max_windows in (int(value) for value in args.max_windows.split(",")):
+            for layout in args.layouts.split(","):
+                workers, threads = (int(part) for part in layout.split("x"))
+                print(f"{workers} x {threads}, max_windows {max_windows} ...", file=sys.stderr)
+                results.append(
+                    asyncio.run(run_pool(work / "model", tracks, workers, threads, max_windows))
+                )
+        text_latencies = text_latency(work / "model")
     finally:
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
@@ -204,12 +268,22 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     print("\n== soundspan CLAP worker benchmark (random weights, larger_clap_music sizes) ==")
-    print(f"  {sys.executable} bench/clap.py --tracks {args.tracks} --layouts {args.layouts}")
+    print(
+        f"  {sys.executable} bench/clap.py --tracks {args.tracks} --layouts {args.layouts}"
+        f" --max-windows {args.max_windows}"
+    )
     print(f"  parameters: audio {counts['audio'] / 1e6:.1f} M, text {counts['text'] / 1e6:.1f} M")
     print(f"  saved model dir: {model_mib:.0f} MiB; torch {torch.__version__}")
     for result in results:
         per_track = sum(result["seconds"]) / len(result["seconds"])
-        print(f"1 worker x {result['threads']} threads:")
+        print(
+            f"{result['workers']} worker(s) x {result['threads']} threads,"
+            f" max_windows {result['max_windows']}:"
+        )
+        print(
+            f"  pool throughput                   "
+            f"{60 * len(result['seconds']) / result['wall_s']:.1f} tracks/min"
+        )
         print(f"  worker start + audio tower load   {result['load_s']:.1f} s")
         print(f"  RSS after load                    {result['after_load_mib']:.0f} MiB")
         print(f"  peak RSS of the worker            {result['peak_mib']:.0f} MiB")
@@ -217,7 +291,13 @@ def main() -> None:
             f"  seconds per 4-min track           "
             f"{', '.join(f'{s:.1f}' for s in result['seconds'])} (windows {result['windows']})"
         )
-        print(f"  tracks/min for this one worker    {60 / per_track:.1f}")
+        print(f"  tracks/min for one worker         {60 / per_track:.1f}")
+    text_latencies.sort()
+    print(
+        "text tower in the host, 1 query at a time:"
+        f" p50 {1000 * text_latencies[len(text_latencies) // 2]:.1f} ms,"
+        f" p90 {1000 * text_latencies[int(len(text_latencies) * 0.9)]:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

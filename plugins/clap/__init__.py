@@ -70,7 +70,10 @@ class ClapSettings(PluginSettings):
         "CLAP_SLEEP_INTERVAL", 5.0, "Queue poll interval (seconds).", gt=0
     )
     max_windows: int = Field(
-        32, ge=1, description="10-s windows embedded per track; long tracks are sampled evenly."
+        12,
+        ge=1,
+        description="10-s windows embedded per track: up to 2 minutes all of them, longer "
+        "tracks an even sample over their whole length (every 2nd, 4th, ... window).",
     )
     batch_size: int = Field(4, ge=1, description="Windows per inference batch (memory bound).")
 
