@@ -31,31 +31,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import multiprocessing
-import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import asyncpg
 import numpy as np
-import psutil
+from common import BenchHost, host_environment, save_bpe_tokenizer
 from pgvector.asyncpg import register_vector
-
-from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
 
 CLUSTERS = 500
 RECALL_SOURCES = 200
@@ -77,8 +67,7 @@ MUSICNN_TAGS = [f"tag{index}" for index in range(50)]
 def save_tiny_clap(directory: Path) -> Path:
     """A random tiny CLAP (projection_dim 512) as a Hugging Face model dir, marked untrained."""
     import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import ClapConfig, ClapModel, RobertaTokenizer
+    from transformers import ClapConfig, ClapModel
 
     from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
 
@@ -104,20 +93,7 @@ def save_tiny_clap(directory: Path) -> Path:
     )
     setattr(config, UNTRAINED_MARKER, True)
     ClapModel(config).eval().save_pretrained(directory)
-    corpus = SEARCH_TEXTS + ["solo classical piano", "a cat"]
-    trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(
-        corpus * 3,
-        vocab_size=300,
-        min_frequency=1,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        show_progress=False,
-    )
-    bpe = json.loads(trainer.to_str())["model"]
-    merges = [
-        tuple(pair) if isinstance(pair, list) else tuple(pair.split()) for pair in bpe["merges"]
-    ]
-    RobertaTokenizer(vocab=bpe["vocab"], merges=merges).save_pretrained(directory)
+    save_bpe_tokenizer(directory, SEARCH_TEXTS + ["solo classical piano", "a cat"])
     laion_feature_extractor(num_mel_bins=64, fusion=False).save_pretrained(directory)
     return directory
 
@@ -125,120 +101,15 @@ def save_tiny_clap(directory: Path) -> Path:
 # --- the host ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def host_environment(work: Path, clap_model: Path) -> dict:
+def api_environment(work: Path, clap_model: Path) -> dict:
     """Only the vibe API, musicnn and clap (both with no workers) enabled."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("SOUNDSPAN_", "CLAP_", "MUSICNN_"))
-    }
-    env.update(
-        SOUNDSPAN_MUSIC_DIR=str(work / "music"),
-        SOUNDSPAN_DATA_DIR=str(work / "data"),
-        SOUNDSPAN_EMBEDDED_DATABASE_PORT=str(free_port()),
-        SOUNDSPAN_PORT=str(free_port()),
-        SOUNDSPAN_LOG_LEVEL="INFO",
+    return host_environment(
+        work,
+        {"vibe_api", "musicnn", "clap"},
         SOUNDSPAN_MUSICNN__WORKERS="0",
         SOUNDSPAN_CLAP__WORKERS="0",
         SOUNDSPAN_CLAP__MODEL=str(clap_model),
-        PYTHONUNBUFFERED="1",
     )
-    others = set(BUILTIN_PLUGINS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    for name in sorted(others - {"vibe_api", "musicnn", "clap"}):
-        env[f"SOUNDSPAN_{name.upper()}__ENABLED"] = "false"
-    return env
-
-
-class MemorySampler(threading.Thread):
-    """Samples a process's RSS every 0.2 s and keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.wait(0.2):
-            with contextlib.suppress(psutil.Error):
-                self.peak = max(self.peak, self.process.memory_info().rss)
-
-
-@dataclass
-class Host:
-    """The host subprocess and its log (as in bench/ingest.py)."""
-
-    work: Path
-    env: dict
-    log_path: Path = field(init=False)
-    process: subprocess.Popen | None = None
-    memory: MemorySampler | None = None
-
-    def __post_init__(self) -> None:
-        self.log_path = self.work / "host.log"
-        self.http_port = int(self.env["SOUNDSPAN_PORT"])
-        self.database_port = int(self.env["SOUNDSPAN_EMBEDDED_DATABASE_PORT"])
-
-    def start(self, timeout: float = 180.0) -> float:
-        started = time.monotonic()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "soundspan_host", "serve"],
-                cwd=self.work,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.memory = MemorySampler(self.process.pid)
-        self.memory.start()
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the host exited with {self.process.returncode}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url("/healthz"), timeout=2) as answer,
-            ):
-                if answer.status == 200:
-                    return time.monotonic() - started
-            time.sleep(0.2)
-        raise RuntimeError(f"no /healthz within {timeout} s")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}{path}"
-
-    def stop(self, timeout: float = 60.0) -> tuple[int | None, float]:
-        """SIGTERM, and wait; killed if it hangs."""
-        if self.process is None:
-            return None, 0.0
-        started = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.memory is not None:
-            self.memory.stopping.set()
-        return self.process.returncode, time.monotonic() - started
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def problems(self) -> list[str]:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return [
-            line
-            for line in text.splitlines()
-            if " WARNING " in line or " ERROR " in line or line.startswith("Traceback")
-        ]
 
 
 # --- loading the library ----------------------------------------------------------------------
@@ -468,7 +339,7 @@ def run_client(base: str, count: int, requests: int) -> dict:
 # --- the run ----------------------------------------------------------------------------------
 
 
-async def prepare(host: Host, count: int) -> tuple[dict, dict]:
+async def prepare(host: BenchHost, count: int) -> tuple[dict, dict]:
     db = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{host.database_port}/soundspan")
     try:
         await register_vector(db)
@@ -499,7 +370,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="soundspan-api-bench-"))
     (work / "music").mkdir()
-    host = Host(work, host_environment(work, save_tiny_clap(work / "tiny-clap")))
+    host = BenchHost(work, api_environment(work, save_tiny_clap(work / "tiny-clap")))
     try:
         startup_s = host.start()
         timings, recall = asyncio.run(prepare(host, args.tracks))

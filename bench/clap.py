@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import av
 import numpy as np
-import psutil
 import torch
-from tokenizers import ByteLevelBPETokenizer
-from transformers import ClapConfig, ClapModel, RobertaTokenizer
+from common import ChildMemory, save_bpe_tokenizer
+from transformers import ClapConfig, ClapModel
 
 from soundspan_plugins.clap.embedding import embed_text
 from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
@@ -105,26 +101,9 @@ QUERIES = [
 ]
 
 
-def save_tokenizer(directory: Path) -> None:
-    """A small byte-level BPE in RoBERTa's format (no download); ids stay in the real vocab."""
-    trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(
-        QUERIES * 3,
-        vocab_size=400,
-        min_frequency=1,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        show_progress=False,
-    )
-    bpe = json.loads(trainer.to_str())["model"]
-    merges = [
-        tuple(pair) if isinstance(pair, list) else tuple(pair.split()) for pair in bpe["merges"]
-    ]
-    RobertaTokenizer(vocab=bpe["vocab"], merges=merges).save_pretrained(directory)
-
-
 def text_latency(model_dir: Path, rounds: int = 20) -> list[float]:
     """Seconds per text query through the text tower as the host holds it (1 thread)."""
-    save_tokenizer(model_dir)
+    save_bpe_tokenizer(model_dir, QUERIES, vocab_size=400)
     clap = load_clap(model_dir, towers=("text",), threads=1)
     embed_text(clap, QUERIES[:1])  # warm up
     latencies = []
@@ -165,26 +144,6 @@ def write_song(path: Path, seed: int) -> None:
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
-
-
-class ChildMemory(threading.Thread):
-    """Peak RSS of each pool worker process (children started by multiprocessing spawn)."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peaks: dict[int, int] = {}
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        me = psutil.Process()
-        while not self.stopping.wait(0.1):
-            with contextlib.suppress(psutil.Error):
-                for child in me.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        if "spawn_main" not in " ".join(child.cmdline()):
-                            continue
-                        rss = child.memory_info().rss
-                        self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
 
 
 async def run_pool(

@@ -30,30 +30,20 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
-import contextlib
 import hashlib
-import json
 import math
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 import wave
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import asyncpg
-import psutil
+from common import BenchHost, host_environment
 
-from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
+from soundspan_host.plugins import ENTRY_POINT_GROUP
 
 BENCH = Path(__file__).resolve().parent
 NOOP_SOURCE = BENCH / "noop_analyzer"
@@ -67,13 +57,6 @@ POLL_SECONDS = 0.25
 
 
 # --- setting up ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def install_noop_plugin(site: Path) -> None:
@@ -134,154 +117,23 @@ class Tones:
 # --- the host ---------------------------------------------------------------------------------
 
 
-def host_environment(
-    work: Path, site: Path, http_port: int, database_port: int, debounce: float, workers: int
-) -> dict:
-    """The host's environment: our folders and ports, only the watcher and noop enabled.
-
-    The settings a result depends on are set here explicitly, at their defaults, so that a
-    changed settings.toml does not change the benchmark.
-    """
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("SOUNDSPAN_", "CLAP_", "MUSICNN_"))
-    }
-    env.update(
-        SOUNDSPAN_MUSIC_DIR=str(work / "music"),
-        SOUNDSPAN_DATA_DIR=str(work / "data"),
-        SOUNDSPAN_EMBEDDED_DATABASE_PORT=str(database_port),
-        SOUNDSPAN_PORT=str(http_port),
-        SOUNDSPAN_LOG_LEVEL="INFO",
+def ingest_environment(work: Path, site: Path, debounce: float, workers: int) -> dict:
+    """Only the watcher and noop enabled. The settings a result depends on are set here
+    explicitly, at their defaults, so that a changed settings.toml does not change the bench."""
+    return host_environment(
+        work,
+        {"watcher", "noop"},
         SOUNDSPAN_WATCHER__DEBOUNCE_SECONDS=str(debounce),
         SOUNDSPAN_WATCHER__POLL_INTERVAL="0.0",  # inotify
         SOUNDSPAN_NOOP__WORKERS=str(workers),
         SOUNDSPAN_NOOP__POLL_INTERVAL="5.0",
         PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-        PYTHONUNBUFFERED="1",
     )
-    others = set(BUILTIN_PLUGINS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    for name in sorted(others - {"watcher", "noop"}):
-        env[f"SOUNDSPAN_{name.upper()}__ENABLED"] = "false"
-    return env
 
 
 def bench_settings(env: dict) -> dict[str, str]:
     """The SOUNDSPAN_* variables the host runs with, for the report."""
     return {name: value for name, value in sorted(env.items()) if name.startswith("SOUNDSPAN_")}
-
-
-class MemorySampler(threading.Thread):
-    """Samples the host process's RSS every 0.2 s and keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.wait(0.2):
-            with contextlib.suppress(psutil.Error):
-                self.peak = max(self.peak, self.process.memory_info().rss)
-
-
-@dataclass
-class Host:
-    """The host subprocess, its log and its ports."""
-
-    work: Path
-    env: dict
-    http_port: int
-    database_port: int
-    log_path: Path = field(init=False)
-    process: subprocess.Popen | None = None
-    memory: MemorySampler | None = None
-
-    def __post_init__(self) -> None:
-        self.log_path = self.work / "host.log"
-
-    def start(self, timeout: float = 180.0) -> float:
-        """Start the host and wait for /healthz; returns the seconds it took."""
-        started = time.monotonic()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "soundspan_host", "serve"],
-                cwd=self.work,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.memory = MemorySampler(self.process.pid)
-        self.memory.start()
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise RuntimeError(f"the host exited with {code}:\n{self.tail()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url("/healthz"), timeout=2) as answer,
-            ):
-                if answer.status == 200:
-                    return time.monotonic() - started
-            time.sleep(0.2)
-        raise RuntimeError(f"no /healthz within {timeout} s:\n{self.tail()}")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}{path}"
-
-    def plugins(self) -> list[dict]:
-        with urllib.request.urlopen(self.url("/api/plugins"), timeout=5) as answer:
-            return json.load(answer)["plugins"]
-
-    def stop(self, timeout: float = 60.0) -> tuple[int | None, float]:
-        """SIGTERM, and wait; returns (exit code, seconds taken). Killed if it hangs."""
-        if self.process is None:
-            return None, 0.0
-        started = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                print(f"host did not stop in {timeout} s; killing it", file=sys.stderr)
-                self.process.kill()
-                self.process.wait()
-        if self.memory is not None:
-            self.memory.stopping.set()
-        return self.process.returncode, time.monotonic() - started
-
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds (user + system) so far of the host process and of its PostgreSQL."""
-        host = psutil.Process(self.process.pid).cpu_times()
-        database = 0.0
-        pid_file = self.work / "data" / "postgres" / "postmaster.pid"
-        with contextlib.suppress(OSError, ValueError, psutil.Error):
-            postmaster = psutil.Process(int(pid_file.read_text().split("\n", 1)[0]))
-            for process in [postmaster, *postmaster.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    times = process.cpu_times()
-                    database += times.user + times.system
-        me = psutil.Process().cpu_times()
-        return {
-            "host": host.user + host.system,
-            "postgres": database,
-            "bench": me.user + me.system,
-        }
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def problems(self) -> list[str]:
-        """The host log's WARNING, ERROR and traceback lines."""
-        if not self.log_path.exists():
-            return []
-        return [
-            line
-            for line in self.log_path.read_text(errors="replace").splitlines()
-            if " WARNING " in line or " ERROR " in line or line.startswith("Traceback")
-        ]
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -375,7 +227,7 @@ async def per_file_latency(
 
 async def throughput_phase(
     db: asyncpg.Connection,
-    host: Host,
+    host: BenchHost,
     label: str,
     folder: str,
     bring_in,
@@ -435,7 +287,7 @@ def move_folder(staged_folder: Path, music: Path, folder: str) -> dict[str, floa
 
 
 async def latency_phase(
-    db: asyncpg.Connection, host: Host, music: Path, tones: Tones, count: int, until_done: bool
+    db: asyncpg.Connection, host: BenchHost, music: Path, tones: Tones, count: int, until_done: bool
 ) -> dict:
     """Write `count` files one every 0.5 s into <music>/latency; time each to its job's end."""
     before = await db.fetchrow(JOB_COUNTS)
@@ -465,7 +317,7 @@ async def latency_phase(
 # --- the run ----------------------------------------------------------------------------------
 
 
-async def measure(args: argparse.Namespace, work: Path, host: Host) -> dict:
+async def measure(args: argparse.Namespace, work: Path, host: BenchHost) -> dict:
     """Phases A, A2 and B against a started host."""
     music = work / "music"
     tones = Tones(args.files + args.folder_files + args.latency_files)
@@ -594,13 +446,8 @@ def main() -> None:
     site = work / "site"
     install_noop_plugin(site)
     (work / "music").mkdir()
-    env = host_environment(work, site, free_port(), free_port(), args.debounce, args.workers)
-    host = Host(
-        work,
-        env,
-        int(env["SOUNDSPAN_PORT"]),
-        int(env["SOUNDSPAN_EMBEDDED_DATABASE_PORT"]),
-    )
+    env = ingest_environment(work, site, args.debounce, args.workers)
+    host = BenchHost(work, env)
     try:
         startup_s = host.start()
         enabled = sorted(plugin["name"] for plugin in host.plugins() if plugin["enabled"])

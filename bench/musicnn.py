@@ -24,7 +24,7 @@ Reported:
 
 Run from the repository root (one run takes about 3 to 5 minutes on 2 cores):
 
-    .venv/bin/python bench/musicnn.py [--tracks 16] [--layouts 2x1,1x2] [--batch-size 16]
+    .venv/bin/python bench/musicnn.py [--tracks 16] [--layouts 2x1,1x2] [--batch-size N]
                                       [--keep]
                                       [--checkpoint <site-packages>/musicnn/MSD_musicnn/.index]
 
@@ -35,6 +35,14 @@ Makefile does); --checkpoint points at them when that wheel is in another enviro
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+# This file is called musicnn.py, and Python puts its folder first on sys.path: it would hide
+# the musicnn wheel that holds the weights. Its folder goes last (still there for `common`).
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _BENCH]
+sys.path.append(str(_BENCH))
 
 # One BLAS/OMP thread in this process, so the single-core measurements are single-core.
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -42,22 +50,19 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
-import psutil  # noqa: E402
+from common import ChildMemory  # noqa: E402
 
+from soundspan_plugins.musicnn import MusicnnSettings  # noqa: E402
 from soundspan_plugins.musicnn.frontend import (  # noqa: E402
     N_MELS,
     PATCH_FRAMES,
@@ -74,7 +79,7 @@ REPO = Path(__file__).resolve().parent.parent
 REAL_CLIP = REPO / "tests" / "fixtures" / "musicnn" / "anttis_1918.mp3"
 TRACK_SECONDS = 240.0
 RATE = 44100
-DEFAULT_BATCH_SIZE = 16  # [musicnn] batch_size default
+DEFAULT_BATCH_SIZE = MusicnnSettings().batch_size  # the plugin's default
 
 
 # --- making 4-minute tracks -------------------------------------------------------------------
@@ -159,26 +164,6 @@ def make_tracks(folder: Path, synthetic: int) -> list[Path]:
 
 
 # --- the pool, as the plugin runs it ---------------------------------------------------------
-
-
-class ChildMemory(threading.Thread):
-    """Samples the RSS of this process's child processes every 0.1 s; keeps each one's peak."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peaks: dict[int, int] = {}
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        me = psutil.Process()
-        while not self.stopping.wait(0.1):
-            with contextlib.suppress(psutil.Error):
-                for child in me.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        if "spawn_main" not in " ".join(child.cmdline()):
-                            continue  # multiprocessing's resource tracker, not a worker
-                        rss = child.memory_info().rss
-                        self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
 
 
 async def pool_throughput(
@@ -328,7 +313,7 @@ def main() -> None:
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
-        help="[musicnn] batch_size (default 16)",
+        help="[musicnn] batch_size (default: the plugin's)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()

@@ -1,0 +1,207 @@
+"""What the benchmarks share: a real `soundspan-host serve` in a temp dir, memory sampling of
+processes, and a small tokenizer for the random CLAP models (no download)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import psutil
+
+from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def host_environment(work: Path, enabled: set[str], **settings: str) -> dict:
+    """The host's environment: folders and free ports under `work`, only `enabled` plugins on.
+
+    Nothing from the caller's SOUNDSPAN_* variables leaks in; `settings` are added as given.
+    """
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("SOUNDSPAN_", "CLAP_", "MUSICNN_"))
+    }
+    env.update(
+        SOUNDSPAN_MUSIC_DIR=str(work / "music"),
+        SOUNDSPAN_DATA_DIR=str(work / "data"),
+        SOUNDSPAN_EMBEDDED_DATABASE_PORT=str(free_port()),
+        SOUNDSPAN_PORT=str(free_port()),
+        SOUNDSPAN_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+        **settings,
+    )
+    known = set(BUILTIN_PLUGINS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for name in sorted(known - enabled):
+        env[f"SOUNDSPAN_{name.upper()}__ENABLED"] = "false"
+    return env
+
+
+class MemorySampler(threading.Thread):
+    """Samples the host process's RSS every 0.2 s and keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+@dataclass
+class BenchHost:
+    """The host subprocess, its log and its ports (taken from its environment)."""
+
+    work: Path
+    env: dict
+    log_path: Path = field(init=False)
+    process: subprocess.Popen | None = None
+    memory: MemorySampler | None = None
+
+    def __post_init__(self) -> None:
+        self.log_path = self.work / "host.log"
+        self.http_port = int(self.env["SOUNDSPAN_PORT"])
+        self.database_port = int(self.env["SOUNDSPAN_EMBEDDED_DATABASE_PORT"])
+
+    def start(self, timeout: float = 180.0) -> float:
+        """Start the host and wait for /healthz; returns the seconds it took."""
+        started = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "soundspan_host", "serve"],
+                cwd=self.work,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.memory = MemorySampler(self.process.pid)
+        self.memory.start()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"the host exited with {code}:\n{self.tail()}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url("/healthz"), timeout=2) as answer,
+            ):
+                if answer.status == 200:
+                    return time.monotonic() - started
+            time.sleep(0.2)
+        raise RuntimeError(f"no /healthz within {timeout} s:\n{self.tail()}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def plugins(self) -> list[dict]:
+        with urllib.request.urlopen(self.url("/api/plugins"), timeout=5) as answer:
+            return json.load(answer)["plugins"]
+
+    def stop(self, timeout: float = 60.0) -> tuple[int | None, float]:
+        """SIGTERM, and wait; returns (exit code, seconds taken). Killed if it hangs."""
+        if self.process is None:
+            return None, 0.0
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"host did not stop in {timeout} s; killing it", file=sys.stderr)
+                self.process.kill()
+                self.process.wait()
+        if self.memory is not None:
+            self.memory.stopping.set()
+        return self.process.returncode, time.monotonic() - started
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far of the host process and of its PostgreSQL."""
+        host = psutil.Process(self.process.pid).cpu_times()
+        database = 0.0
+        pid_file = self.work / "data" / "postgres" / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            postmaster = psutil.Process(int(pid_file.read_text().split("\n", 1)[0]))
+            for process in [postmaster, *postmaster.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    database += times.user + times.system
+        me = psutil.Process().cpu_times()
+        return {
+            "host": host.user + host.system,
+            "postgres": database,
+            "bench": me.user + me.system,
+        }
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def problems(self) -> list[str]:
+        """The host log's WARNING, ERROR and traceback lines."""
+        if not self.log_path.exists():
+            return []
+        return [
+            line
+            for line in self.log_path.read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line or line.startswith("Traceback")
+        ]
+
+
+class ChildMemory(threading.Thread):
+    """Samples the RSS of this process's child processes every 0.1 s; keeps each one's peak."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peaks: dict[int, int] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self.stopping.wait(0.1):
+            with contextlib.suppress(psutil.Error):
+                for child in me.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        if "spawn_main" not in " ".join(child.cmdline()):
+                            continue  # multiprocessing's resource tracker, not a worker
+                        rss = child.memory_info().rss
+                        self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
+
+
+def save_bpe_tokenizer(directory: Path, phrases: list[str], vocab_size: int = 300) -> None:
+    """A RoBERTa-format byte-level BPE tokenizer trained on a few phrases (ids 0..4 as RoBERTa)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        phrases * 3,
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,
+    )
+    bpe = json.loads(trainer.to_str())["model"]
+    merges = [
+        tuple(pair) if isinstance(pair, list) else tuple(pair.split()) for pair in bpe["merges"]
+    ]
+    RobertaTokenizer(vocab=bpe["vocab"], merges=merges).save_pretrained(directory)
