@@ -52,12 +52,12 @@ class Plugins:
         return tuple(plugin for plugin in self.known if plugin.enabled)
 
 
-def load_plugins(raw: RawSettings, *, builtins: dict[str, str] | None = None) -> Plugins:
+def load_plugins(raw: RawSettings) -> Plugins:
     """Import every known plugin, validate all settings, keep the enabled plugins registered."""
     manager = pluggy.PluginManager("soundspan")
     manager.add_hookspecs(hookspecs)
     candidates: list[tuple[str, object, str, bool]] = []
-    for name, module_name in (BUILTIN_PLUGINS if builtins is None else builtins).items():
+    for name, module_name in BUILTIN_PLUGINS.items():
         candidates.append((name, _import_builtin(name, module_name), __version__, True))
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         candidates.append(

@@ -12,6 +12,7 @@ off never pays for them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -131,8 +132,12 @@ def soundspan_analyzer(host: HostContext) -> AnalyzerInfo:
     )
 
 
+@functools.cache
 def model_version(settings: ClapSettings) -> str:
-    """Changes with the weights (their files' names, sizes and times) and the window recipe."""
+    """Changes with the weights (their files' names, sizes and times) and the window recipe.
+
+    Read once per process: every status, search and stored result asks for it.
+    """
     fingerprint = hashlib.sha256(settings.model.encode())
     location = Path(settings.model).expanduser()
     files = sorted(location.iterdir()) if location.is_dir() else [location]
