@@ -76,6 +76,12 @@ def soundspan_library_event(host: HostContext, event: LibraryEvent) -> Awaitable
     """
 
 
+@hookspec
+def soundspan_library_exclusions(host: HostContext) -> list[Path] | None:
+    """Folders inside the music dir that a plugin writes itself (playlists, say); ingest
+    leaves them alone. Relative paths are taken from the music dir."""
+
+
 # --- Analyzers -----------------------------------------------------------------------------
 
 
@@ -111,6 +117,13 @@ def soundspan_embed_text(host: HostContext, text: str) -> Awaitable[TextEmbeddin
 @hookspec(firstresult=True)
 def soundspan_search_tags(host: HostContext, text: str, limit: int) -> Awaitable[TagSearch] | None:
     """Rank contents by the tags a text query names; the fallback when no analyzer embeds text."""
+
+
+@hookspec(firstresult=True)
+def soundspan_content_labels(
+    host: HostContext, content_ids: list[str]
+) -> Awaitable[dict[str, str]] | None:
+    """A short label per content, such as its top genre tag, to colour maps and lists by."""
 
 
 @hookspec

@@ -69,10 +69,10 @@ def operation(
     if parameters:
         result["parameters"] = parameters
     if body is not None:
-        result["requestBody"] = {
-            "required": True,
-            "content": json_content(body.model_json_schema()),
-        }
+        # nested models are referenced in the components: list the body model there too
+        schema = body.model_json_schema(ref_template=REF_TEMPLATE)
+        schema.pop("$defs", None)
+        result["requestBody"] = {"required": True, "content": json_content(schema)}
     return result
 
 

@@ -77,7 +77,7 @@ async def test_similar_tracks_come_nearest_first_without_the_source_or_duplicate
     ("path", "params", "status", "message"),
     [
         ("/api/vibe/similar/nope", {}, 404, "no track with id 'nope'"),
-        ("/api/vibe/similar/{id}", {"analyzer": "clapp"}, 400, "unknown analyzer 'clapp'"),
+        ("/api/vibe/similar/{id}", {"analyzer": "clapp"}, 404, "no analyzer 'clapp'"),
         ("/api/vibe/similar/{id}", {"limit": "0"}, 400, "limit"),
         ("/api/vibe/similar/{id}", {"limit": "100000"}, 400, "limit"),
         ("/api/vibe/similar/{id}", {"limit": "ten"}, 400, "limit"),

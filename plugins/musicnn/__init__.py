@@ -45,6 +45,7 @@ from soundspan_plugins.musicnn.network import (
     checkpoint_index,
     checkpoint_sha256,
 )
+from soundspan_plugins.musicnn.tags import GENRE_TAGS
 from soundspan_plugins.musicnn.worker import TrackTags, analyze_file, load_tagger
 from soundspan_plugins.shared.audio import UnreadableAudio
 from soundspan_plugins.shared.pool import ModelPool
@@ -268,6 +269,26 @@ async def _track_details(host: HostContext, content_id: str) -> dict | None:
             "analyzed_at": row.analyzed_at.isoformat(),
         }
     }
+
+
+@hookimpl
+def soundspan_content_labels(host: HostContext, content_ids: list[str]):
+    return _genre_labels(host, content_ids)
+
+
+async def _genre_labels(host: HostContext, content_ids: list[str]) -> dict[str, str]:
+    """Each content's likeliest genre tag."""
+    async with host.engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT r.content_id, genre.tag FROM musicnn_results r CROSS JOIN LATERAL"
+                " (SELECT key AS tag FROM jsonb_each_text(r.tags) WHERE key = ANY(:genres)"
+                "  ORDER BY value::float DESC LIMIT 1) genre"
+                " WHERE r.content_id = ANY(:ids)"
+            ),
+            {"genres": sorted(GENRE_TAGS), "ids": content_ids},
+        )
+        return {row.content_id: row.tag for row in rows}
 
 
 @hookimpl

@@ -24,3 +24,12 @@ MSD_TAGS: tuple[str, ...] = (
 )  # fmt: skip
 
 TAGS_BY_DATASET: dict[str, tuple[str, ...]] = {"MSD": MSD_TAGS, "MTT": MTT_TAGS}
+
+# the tags that name a genre: a track's likeliest one labels it on maps
+GENRE_TAGS: frozenset[str] = frozenset({
+    "rock", "pop", "alternative", "indie", "electronic", "dance", "alternative rock", "jazz",
+    "metal", "classic rock", "soul", "indie rock", "electronica", "folk", "punk", "blues",
+    "hard rock", "ambient", "experimental", "Hip-Hop", "country", "easy listening", "funk",
+    "electro", "heavy metal", "Progressive rock", "rnb", "indie pop", "House",
+    "classical", "techno", "indian", "opera", "new age",
+})  # fmt: skip

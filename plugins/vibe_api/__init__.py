@@ -1,4 +1,5 @@
-"""The vibe API: tracks, similar tracks, text-to-vibe search and analysis progress, over REST.
+"""The vibe API: tracks, similar tracks, text-to-vibe search, paths, mixes, the library map,
+playlists and analysis progress, over REST.
 
 It asks the analyzers, through hooks, to describe themselves, embed text and detail their
 results; it never imports one and knows nothing about models.
@@ -6,55 +7,60 @@ results; it never imports one and knows nothing about models.
 
 from __future__ import annotations
 
-import re
+import asyncio
+import contextlib
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import Field, field_validator
 
-from soundspan_hooks import (
-    HOST,
-    AnalyzerInfo,
-    HostContext,
-    PluginSettings,
-    SettingsSection,
-    hookimpl,
-)
-from soundspan_plugins.vibe_api import queries
+from soundspan_hooks import HOST, HostContext, PluginSettings, SettingsSection, hookimpl
+from soundspan_plugins.vibe_api import queries, vibes
+from soundspan_plugins.vibe_api.handling import json_body, parse, pick_analyzer, track_or_404
+from soundspan_plugins.vibe_api.playlists import PlaylistRefused, write_playlist
 from soundspan_plugins.vibe_api.schema import (
+    MapQuery,
+    MixRequest,
+    PathQuery,
+    PlaylistRequest,
     SearchRequest,
     SimilarQuery,
     TrackQuery,
     openapi_fragment,
 )
+from soundspan_plugins.vibe_api.vibe_map import LibraryMaps, refreshing, umap_installed
 
+NAME = "vibe_api"
 PROGRESS_WINDOW_MINUTES = 10
-TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+MAPS = web.AppKey("vibe_api_maps", LibraryMaps)
+
+
+class VibeApiSettings(PluginSettings):
+    playlists_dir: Path = Field(
+        Path("Playlists"),
+        description="Where POST /api/playlists writes .m3u files, relative to the music dir "
+        "(Navidrome and Jellyfin import playlists they find there); ingest leaves it alone.",
+    )
+    map_projection: Literal["auto", "pca", "umap"] = Field(
+        "auto",
+        description="How /api/vibe/map flattens embeddings: auto is UMAP when umap-learn is "
+        "installed, else PCA.",
+    )
+    map_refresh_seconds: float = Field(
+        60.0, gt=0, description="How often a map that was asked for is checked for new tracks."
+    )
+
+    @field_validator("map_projection")
+    @classmethod
+    def umap_needs_umap_learn(cls, projection: str) -> str:
+        if projection == "umap" and not umap_installed():
+            raise ValueError("umap needs the umap-learn package installed (pip install umap-learn)")
+        return projection
 
 
 routes = web.RouteTableDef()
-
-
-def parse(model: type[BaseModel], values: Any) -> Any:
-    """Validate a query or body; a bad one is a 400 with every problem named."""
-    try:
-        return model.model_validate(values)
-    except ValidationError as error:
-        problems = [
-            f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
-            for problem in error.errors()
-        ]
-        # names of unknown parameters are the client's text: keep them to one header-safe line
-        message = "; ".join(problems).replace("\r", " ").replace("\n", " ")
-        raise web.HTTPBadRequest(reason=message) from None
-
-
-async def json_body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(reason="the body is not valid JSON") from None
 
 
 @routes.get("/api/tracks")
@@ -79,7 +85,7 @@ async def list_tracks(request: web.Request) -> web.Response:
 async def get_track(request: web.Request) -> web.Response:
     """A track's metadata, each analyzer's state and failure reason, and their results."""
     host = request.app[HOST]
-    track = await _track_or_404(host, request.match_info["track_id"])
+    track = await track_or_404(host, request.match_info["track_id"])
     details: dict[str, Any] = {}
     for answer in await host.call(
         "soundspan_track_details", host=host, content_id=track.content_id
@@ -99,54 +105,91 @@ async def get_track(request: web.Request) -> web.Response:
 async def similar(request: web.Request) -> web.Response:
     """Tracks nearest to one track in an analyzer's embedding space (cosine)."""
     query = parse(SimilarQuery, dict(request.query))
-    host = request.app[HOST]
-    track = await _track_or_404(host, request.match_info["track_id"])
-    analyzer = _pick_analyzer(await host.describe_analyzers(), query.analyzer)
-    nearest = await queries.nearest_contents(
-        host.engine, analyzer.embedding_table, track.content_id, query.limit
-    )
-    if nearest is None:
-        raise web.HTTPConflict(
-            reason=f"track {track.id} has no {analyzer.name} analysis yet"
-            f" (its state: /api/tracks/{track.id})"
-        )
-    return web.json_response(
-        {
-            "track": queries.track_json(track),
-            "analyzer": analyzer.name,
-            "results": await _results(host, nearest),
-        }
-    )
+    answer = await vibes.similar_answer(request.app[HOST], request.match_info["track_id"], query)
+    return web.json_response(answer)
 
 
 @routes.post("/api/vibe/search")
 async def search(request: web.Request) -> web.Response:
     """Text-to-vibe: through an analyzer that embeds text, else through tag names."""
     body = parse(SearchRequest, await json_body(request))
+    return web.json_response(await vibes.search_answer(request.app[HOST], body))
+
+
+@routes.get("/api/vibe/path")
+async def path(request: web.Request) -> web.Response:
+    """A sequence of tracks drifting evenly from one track to another."""
+    query = parse(PathQuery, dict(request.query))
+    return web.json_response(await vibes.path_answer(request.app[HOST], query))
+
+
+@routes.post("/api/vibe/mix")
+async def mix(request: web.Request) -> web.Response:
+    """Tracks nearest to the vibes of some tracks and texts, less others."""
+    body = parse(MixRequest, await json_body(request))
+    return web.json_response(await vibes.mix_answer(request.app[HOST], body))
+
+
+@routes.get("/api/vibe/map")
+async def library_map(request: web.Request) -> web.Response:
+    """2-D coordinates of every analyzed track, for drawing the library."""
+    query = parse(MapQuery, dict(request.query))
     host = request.app[HOST]
-    analyzers = {info.name: info for info in await host.describe_analyzers()}
-    embedding = await _maybe_await(host.hook.soundspan_embed_text(host=host, text=body.text))
-    if embedding is not None and _searchable(analyzers.get(embedding.analyzer)):
-        table = analyzers[embedding.analyzer].embedding_table
-        nearest = await queries.nearest_to_vector(host.engine, table, embedding.vector, body.limit)
-        return web.json_response(
-            {"analyzer": embedding.analyzer, "results": await _results(host, nearest)}
+    analyzer = pick_analyzer(await host.describe_analyzers(), query.analyzer)
+    body = await request.app[MAPS].body(analyzer)
+    return web.Response(body=body, content_type="application/json")
+
+
+@routes.post("/api/playlists")
+async def create_playlist(request: web.Request) -> web.Response:
+    """Write an extended M3U playlist from track ids, a path, a mix, similar tracks or a search."""
+    body = parse(PlaylistRequest, await json_body(request))
+    host = request.app[HOST]
+    track_ids = await _playlist_track_ids(host, body)
+    tracks = await queries.playlist_tracks(host.engine, track_ids)
+    if not tracks:
+        raise web.HTTPNotFound(reason="none of the playlist's tracks is in the library")
+    folder = host.music_dir / _settings(host).playlists_dir
+    try:
+        written = await asyncio.to_thread(
+            write_playlist, folder, body.name, host.music_dir, tracks, body.overwrite
         )
-    tag_search = await _maybe_await(
-        host.hook.soundspan_search_tags(host=host, text=body.text, limit=body.limit)
-    )
-    if tag_search is None:
+    except PlaylistRefused as error:
+        raise web.HTTPBadRequest(reason=str(error)) from None
+    except FileExistsError as error:
+        raise web.HTTPConflict(reason=str(error)) from None
+    except OSError as error:
         raise web.HTTPServiceUnavailable(
-            reason="no analyzer can search by text: enable clap (text embeddings) or musicnn (tags)"
-        )
-    contents = [(result.content_id, result.score) for result in tag_search.results]
+            reason=f"cannot write into {folder}: {error.strerror}"
+            " (is the music dir mounted read-only? set [vibe_api] playlists_dir)"
+        ) from None
     return web.json_response(
         {
-            "analyzer": tag_search.analyzer,
-            "matched_tags": list(tag_search.matched_tags),
-            "results": await _results(host, contents, scores_are_distances=False),
-        }
+            "name": body.name,
+            "file": str(written.relative_to(host.music_dir))
+            if written.is_relative_to(host.music_dir)
+            else str(written),
+            "tracks": len(tracks),
+        },
+        status=201,
     )
+
+
+async def _playlist_track_ids(host: HostContext, body: PlaylistRequest) -> list[str]:
+    if body.track_ids is not None:
+        return body.track_ids
+    if body.path is not None:
+        answer = await vibes.path_answer(host, PathQuery.model_validate(body.path.model_dump()))
+        return [step["track"]["id"] for step in answer["steps"]]
+    if body.mix is not None:
+        answer = await vibes.mix_answer(host, body.mix)
+    elif body.similar is not None:
+        source = body.similar
+        query = SimilarQuery(limit=source.limit, analyzer=source.analyzer)
+        answer = await vibes.similar_answer(host, source.track_id, query)
+    else:
+        answer = await vibes.search_answer(host, body.search)
+    return [result["track"]["id"] for result in answer["results"]]
 
 
 @routes.get("/api/vibe/status")
@@ -184,60 +227,32 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
-async def _track_or_404(host: HostContext, track_id: str) -> Any:
-    track = await queries.track_by_id(host.engine, track_id) if len(track_id) <= 64 else None
-    if track is None:
-        raise web.HTTPNotFound(reason=f"no track with id {track_id[:64]!r}")
-    return track
-
-
-def _searchable(info: AnalyzerInfo | None) -> bool:
-    return (
-        info is not None
-        and info.embedding_table is not None
-        and TABLE_NAME.match(info.embedding_table) is not None
-    )
-
-
-def _pick_analyzer(analyzers: list[AnalyzerInfo], name: str | None) -> AnalyzerInfo:
-    """The asked-for analyzer, else CLAP when trained weights are loaded, else MusiCNN."""
-    usable = {info.name: info for info in analyzers if _searchable(info)}
-    if name is not None:
-        if name not in usable:
-            raise web.HTTPBadRequest(
-                reason=f"unknown analyzer {name[:100]!r}; choose one of {sorted(usable)}"
-            )
-        return usable[name]
-    clap = usable.get("clap")
-    if clap is not None and clap.trained and clap.state == "ready":
-        return clap
-    for preferred in ("musicnn", *sorted(usable)):
-        if preferred in usable:
-            return usable[preferred]
-    raise web.HTTPServiceUnavailable(reason="no analyzer with embeddings is enabled")
-
-
-async def _results(
-    host: HostContext, contents: list[tuple[str, float]], scores_are_distances: bool = True
-) -> list[dict[str, Any]]:
-    tracks = await queries.representative_tracks(host.engine, [content for content, _ in contents])
-    return [
-        {
-            "track": queries.track_json(tracks[content]),
-            "score": round(1.0 - value if scores_are_distances else value, 6),
-        }
-        for content, value in contents
-        if content in tracks
-    ]
-
-
-async def _maybe_await(answer: Any) -> Any:
-    return await answer if answer is not None else None
+def _settings(host: HostContext) -> VibeApiSettings:
+    return host.section(NAME)
 
 
 @hookimpl
 def soundspan_settings() -> SettingsSection:
-    return SettingsSection("vibe_api", PluginSettings)
+    return SettingsSection(NAME, VibeApiSettings)
+
+
+@hookimpl
+def soundspan_lifespan(host: HostContext) -> contextlib.AbstractAsyncContextManager[Any]:
+    settings = _settings(host)
+    maps = LibraryMaps(host, settings.map_projection, settings.map_refresh_seconds)
+    host.app[MAPS] = maps
+    return refreshing(maps)
+
+
+@hookimpl
+def soundspan_result_stored(host: HostContext, analyzer: str, content_id: str) -> None:
+    if MAPS in host.app:
+        host.app[MAPS].outdate(analyzer)
+
+
+@hookimpl
+def soundspan_library_exclusions(host: HostContext) -> list[Path]:
+    return [_settings(host).playlists_dir]
 
 
 @hookimpl

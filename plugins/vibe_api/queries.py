@@ -6,9 +6,10 @@ names in its AnalyzerInfo; knows nothing about any model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -136,19 +137,114 @@ async def nearest_to_vector(
     engine: AsyncEngine, table: str, vector: Iterable[float], limit: int
 ) -> list[tuple[str, float]]:
     """Contents nearest to a query vector (e.g. an embedded text) by cosine distance."""
-    literal = "[" + ",".join(repr(float(value)) for value in vector) + "]"
     async with engine.begin() as connection:
-        await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        return await _nearest(connection, table, vector, limit)
+
+
+async def nearest_to_each(
+    engine: AsyncEngine, table: str, vectors: Iterable[Iterable[float]], limit: int
+) -> list[list[tuple[str, float]]]:
+    """For each query vector, the contents nearest to it; one transaction for all."""
+    async with engine.begin() as connection:
+        return [await _nearest(connection, table, vector, limit) for vector in vectors]
+
+
+async def _nearest(
+    connection: Any, table: str, vector: Iterable[float], limit: int
+) -> list[tuple[str, float]]:
+    # keep scanning the HNSW graph until enough present tracks pass the filter
+    await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    rows = await connection.execute(
+        text(
+            f"SELECT e.content_id, e.embedding <=> CAST(:query AS vector) AS distance"
+            f" FROM {table} e WHERE EXISTS (SELECT 1 FROM tracks t"
+            " WHERE t.content_id = e.content_id AND t.missing_since IS NULL)"
+            " ORDER BY e.embedding <=> CAST(:query AS vector) LIMIT :limit"
+        ),
+        {"query": vector_literal(vector), "limit": limit},
+    )
+    return [(row.content_id, float(row.distance)) for row in rows]
+
+
+def vector_literal(vector: Iterable[float]) -> str:
+    return "[" + ",".join(repr(float(value)) for value in vector) + "]"
+
+
+def decode_vectors(packed: Sequence[bytes]) -> np.ndarray:
+    """pgvector's binary form (vector_send: dimension, unused, big-endian float32s) as rows."""
+    if not packed:
+        return np.zeros((0, 0), dtype=np.float32)
+    rows = np.frombuffer(b"".join(packed), dtype=np.uint8).reshape(len(packed), -1)
+    return rows[:, 4:].copy().view(">f4").astype(np.float32)
+
+
+async def embeddings(
+    engine: AsyncEngine, table: str, content_ids: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The stored embedding of each content that has one."""
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text(
+                    f"SELECT content_id, vector_send(embedding) AS packed FROM {table}"
+                    " WHERE content_id = ANY(:ids)"
+                ),
+                {"ids": list(content_ids)},
+            )
+        ).all()
+    vectors = decode_vectors([row.packed for row in rows])
+    return {row.content_id: vector for row, vector in zip(rows, vectors, strict=True)}
+
+
+async def present_embeddings(
+    engine: AsyncEngine, table: str, batch: int = 10_000
+) -> AsyncIterator[tuple[list[str], list[str], np.ndarray]]:
+    """Every analyzed content that has a present track, in batches: its first track's id,
+    the content id, and the embeddings as a matrix. Streams, so memory stays flat."""
+    async with engine.connect() as connection:
+        result = await connection.stream(
+            text(
+                f"SELECT DISTINCT ON (t.content_id) t.id, t.content_id,"
+                f" vector_send(e.embedding) AS packed FROM {table} e JOIN tracks t"
+                " ON t.content_id = e.content_id AND t.missing_since IS NULL"
+                " ORDER BY t.content_id, t.path"
+            ),
+            execution_options={"yield_per": batch},
+        )
+        async for rows in result.partitions(batch):
+            yield (
+                [row.id for row in rows],
+                [row.content_id for row in rows],
+                decode_vectors([row.packed for row in rows]),
+            )
+
+
+async def embeddings_signature(engine: AsyncEngine, table: str) -> tuple[Any, ...]:
+    """Changes when analyzed tracks are added, moved or go missing."""
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    f"SELECT count(*) AS tracks, max(t.updated_at) AS updated FROM {table} e"
+                    " JOIN tracks t ON t.content_id = e.content_id AND t.missing_since IS NULL"
+                )
+            )
+        ).one()
+        return (row.tracks, row.updated)
+
+
+async def playlist_tracks(engine: AsyncEngine, track_ids: Sequence[str]) -> list[Any]:
+    """Present tracks by id, in the order asked, with their exact on-disk paths."""
+    async with engine.connect() as connection:
         rows = await connection.execute(
             text(
-                f"SELECT e.content_id, e.embedding <=> CAST(:query AS vector) AS distance"
-                f" FROM {table} e WHERE EXISTS (SELECT 1 FROM tracks t"
-                " WHERE t.content_id = e.content_id AND t.missing_since IS NULL)"
-                " ORDER BY e.embedding <=> CAST(:query AS vector) LIMIT :limit"
+                f"SELECT {TRACK_COLUMNS}, t.raw_path FROM tracks t"
+                " WHERE t.id = ANY(:ids) AND t.missing_since IS NULL"
             ),
-            {"query": literal, "limit": limit},
+            {"ids": list(track_ids)},
         )
-        return [(row.content_id, float(row.distance)) for row in rows]
+        by_id = {row.id: row for row in rows}
+    return [by_id[track_id] for track_id in dict.fromkeys(track_ids) if track_id in by_id]
 
 
 async def analyzer_progress(engine: AsyncEngine, window_minutes: int) -> dict[str, dict]:

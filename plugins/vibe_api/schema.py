@@ -3,13 +3,34 @@ with them and the OpenAPI document is built from them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from soundspan_hooks.openapi import component_schemas, operation, ref
 
 MAX_LIMIT = 200
+MAX_PATH_LENGTH = 100
+MAX_MIX_ITEMS = 20
+MixItemText = Annotated[str, Field(min_length=1, max_length=500)]
+# ids are opaque to clients, but never hold a NUL (PostgreSQL text cannot)
+TrackId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
+# a plain file name: no slash, no control character, no leading dot or space, no trailing space
+PLAYLIST_NAME = r"^[^/\\\x00-\x1f\x7f.\s]([^/\\\x00-\x1f\x7f]*[^/\\\x00-\x1f\x7f\s])?$"
+
+
+class StrictJson(BaseModel):
+    """A JSON body: unknown keys are refused, and JSON true is not the number 1."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def no_booleans_for_numbers_or_text(cls, value: Any, info) -> Any:
+        field = cls.model_fields[info.field_name]
+        if isinstance(value, bool) and field.annotation is not bool:
+            raise ValueError("must not be a boolean")
+        return value
 
 
 class TrackQuery(BaseModel):
@@ -26,18 +47,77 @@ class SimilarQuery(BaseModel):
     analyzer: str | None = Field(None, max_length=100)
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SearchRequest(StrictJson):
     text: str = Field(min_length=1, max_length=500)
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
 
-    @field_validator("limit", "text", mode="before")
-    @classmethod
-    def exact_json_types(cls, value: Any) -> Any:
-        """JSON true is not the number 1, and 5 is not the text "5"."""
-        if isinstance(value, bool):
-            raise ValueError("must not be a boolean")
-        return value
+
+class PathQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    start: TrackId = Field(alias="from", description="First track's id.")
+    end: TrackId = Field(alias="to", description="Last track's id.")
+    length: int = Field(12, ge=2, le=MAX_PATH_LENGTH, description="Tracks, both ends included.")
+    analyzer: str | None = Field(None, max_length=100)
+
+
+class MixRequest(StrictJson):
+    add: list[MixItemText] = Field(
+        min_length=1,
+        max_length=MAX_MIX_ITEMS,
+        description="Track ids or texts whose vibes are added.",
+    )
+    subtract: list[MixItemText] = Field(
+        [], max_length=MAX_MIX_ITEMS, description="Track ids or texts whose vibes are taken away."
+    )
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    analyzer: str | None = Field(None, max_length=100)
+
+
+class MapQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    analyzer: str | None = Field(None, max_length=100)
+
+
+class SimilarSource(StrictJson):
+    track_id: TrackId
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    analyzer: str | None = Field(None, max_length=100)
+
+
+class PathSource(StrictJson):
+    start: TrackId = Field(alias="from")
+    end: TrackId = Field(alias="to")
+    length: int = Field(12, ge=2, le=MAX_PATH_LENGTH)
+    analyzer: str | None = Field(None, max_length=100)
+
+
+PLAYLIST_SOURCES = ("track_ids", "path", "mix", "similar", "search")
+NO_DEFAULT: dict[str, Any] = {"json_schema_extra": lambda schema: schema.pop("default")}
+
+
+class PlaylistRequest(StrictJson):
+    """A playlist from exactly one source: track ids, a path, a mix, similar tracks or a search."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": [source]} for source in PLAYLIST_SOURCES]}
+    )
+    name: str = Field(
+        max_length=60, pattern=PLAYLIST_NAME, description="A file name; the file is NAME.m3u."
+    )
+    overwrite: bool = Field(False, description="Replace a playlist of the same name.")
+    # a source left out is None; null is not a way to leave it out, so the schema says no null
+    track_ids: list[TrackId] = Field(None, min_length=1, max_length=1000, **NO_DEFAULT)
+    path: PathSource = Field(None, **NO_DEFAULT)
+    mix: MixRequest = Field(None, **NO_DEFAULT)
+    similar: SimilarSource = Field(None, **NO_DEFAULT)
+    search: SearchRequest = Field(None, **NO_DEFAULT)
+
+    @model_validator(mode="after")
+    def exactly_one_source(self) -> PlaylistRequest:
+        given = [name for name in PLAYLIST_SOURCES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(PLAYLIST_SOURCES)}")
+        return self
 
 
 class Track(BaseModel):
@@ -121,6 +201,50 @@ class StatusAnswer(BaseModel):
     time: float
 
 
+class PathStep(BaseModel):
+    track: Track
+    position: float = Field(description="0 at the first track, 1 at the last.")
+    distance: float = Field(description="Cosine distance from the ideal point of this step.")
+
+
+class PathAnswer(BaseModel):
+    analyzer: str
+    steps: list[PathStep]
+
+
+class MixItem(BaseModel):
+    item: str
+    sign: Literal[1, -1]
+    kind: Literal["track", "text"]
+    via: str = Field(description="What placed it: the analyzer, its text tower, or tags.")
+
+
+class MixAnswer(BaseModel):
+    analyzer: str
+    items: list[MixItem]
+    results: list[Scored]
+
+
+class MapPoint(BaseModel):
+    id: str = Field(description="A track id (one per distinct content).")
+    x: float
+    y: float
+    label: str | None = Field(description="E.g. the top genre tag, to colour by.")
+
+
+class MapAnswer(BaseModel):
+    analyzer: str
+    method: Literal["pca", "umap"]
+    computed_at: float
+    points: list[MapPoint]
+
+
+class PlaylistAnswer(BaseModel):
+    name: str
+    file: str = Field(description="Where it was written, relative to the music dir.")
+    tracks: int
+
+
 def openapi_fragment() -> dict[str, Any]:
     error_codes = {409: {"$ref": "#/components/schemas/Error"}}
     return {
@@ -153,8 +277,46 @@ def openapi_fragment() -> dict[str, Any]:
             "/api/vibe/status": {
                 "get": operation("Analyzers and their progress", {200: ref(StatusAnswer)})
             },
+            "/api/vibe/path": {
+                "get": operation(
+                    "Tracks drifting evenly from one track to another",
+                    {200: ref(PathAnswer), **error_codes, 503: error_codes[409]},
+                    PathQuery,
+                )
+            },
+            "/api/vibe/mix": {
+                "post": operation(
+                    "Tracks nearest to a sum of vibes, less others",
+                    {200: ref(MixAnswer), **error_codes, 503: error_codes[409]},
+                    body=MixRequest,
+                )
+            },
+            "/api/vibe/map": {
+                "get": operation(
+                    "2-D coordinates of every analyzed track",
+                    {200: ref(MapAnswer), 503: error_codes[409]},
+                    MapQuery,
+                )
+            },
+            "/api/playlists": {
+                "post": operation(
+                    "Write an M3U playlist into the music dir",
+                    {201: ref(PlaylistAnswer), **error_codes, 503: error_codes[409]},
+                    body=PlaylistRequest,
+                )
+            },
         },
         "schemas": component_schemas(
-            TrackList, TrackDetail, SimilarAnswer, SearchAnswer, StatusAnswer, SearchRequest
+            TrackList,
+            TrackDetail,
+            SimilarAnswer,
+            SearchAnswer,
+            StatusAnswer,
+            SearchRequest,
+            PathAnswer,
+            MixAnswer,
+            MapAnswer,
+            PlaylistAnswer,
+            PlaylistRequest,
         ),
     }

@@ -69,7 +69,12 @@ class Ingest:
 
     def __init__(self, host: HostContext, settings: WatcherSettings) -> None:
         self.host = host
-        self.files = AudioFiles(host.music_dir, settings.extensions, settings.ignore)
+        excluded = [
+            folder
+            for answer in host.hook.soundspan_library_exclusions(host=host)
+            for folder in answer or ()
+        ]
+        self.files = AudioFiles(host.music_dir, settings.extensions, [*settings.ignore, *excluded])
         self.watcher = LibraryWatcher(
             self.files,
             self.emit,

@@ -71,7 +71,9 @@ def _first(tagged: mutagen.FileType, key: str) -> str | None:
 class AudioFiles:
     """Which files under the music dir are music: by extension, outside ignored folders."""
 
-    def __init__(self, music_dir: Path, extensions: Iterable[str], ignore: Iterable[str]) -> None:
+    def __init__(
+        self, music_dir: Path, extensions: Iterable[str], ignore: Iterable[str | Path]
+    ) -> None:
         self.music_dir = music_dir
         self.extensions = {extension.lower().lstrip(".") for extension in extensions}
         self.ignored = [music_dir / folder for folder in ignore]

@@ -1,0 +1,171 @@
+"""A 2-D map of the library per analyzer: PCA of the embeddings (UMAP when chosen and
+installed), computed on first request, kept as ready-to-send JSON and refreshed in the
+background when analyzed tracks come, move or go."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from soundspan_hooks import AnalyzerInfo, HostContext
+from soundspan_plugins.vibe_api import queries
+from soundspan_plugins.vibe_api.handling import maybe_await
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LibraryMap:
+    signature: tuple[Any, ...]
+    body: bytes  # the JSON answer, encoded once: a 100k-track map is megabytes
+
+
+class LibraryMaps:
+    """The maps of one host, one per analyzer that someone has looked at."""
+
+    def __init__(self, host: HostContext, projection: str, refresh_seconds: float) -> None:
+        self.host = host
+        self.method = _method(projection)
+        self.refresh_seconds = refresh_seconds
+        self._maps: dict[str, LibraryMap] = {}
+        self._analyzers: dict[str, AnalyzerInfo] = {}
+        self._outdated: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def body(self, analyzer: AnalyzerInfo) -> bytes:
+        """The analyzer's map as JSON; the first call computes it, later ones are instant."""
+        if analyzer.name not in self._maps:
+            self._analyzers[analyzer.name] = analyzer
+            await self._compute(analyzer)
+        return self._maps[analyzer.name].body
+
+    def outdate(self, analyzer: str) -> None:
+        """A result was stored: recompute at the next refresh even if the counts still match."""
+        self._outdated.add(analyzer)
+
+    async def refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            for name, analyzer in list(self._analyzers.items()):
+                try:
+                    signature = await queries.embeddings_signature(
+                        self.host.engine, analyzer.embedding_table
+                    )
+                    if name in self._outdated or signature != self._maps[name].signature:
+                        await self._compute(analyzer)
+                except Exception:  # the database may be away; the old map stays
+                    log.warning("vibe map of %s not refreshed", name, exc_info=True)
+
+    async def _compute(self, analyzer: AnalyzerInfo) -> None:
+        lock = self._locks.setdefault(analyzer.name, asyncio.Lock())
+        async with lock:
+            started = time.monotonic()
+            self._outdated.discard(analyzer.name)
+            table = analyzer.embedding_table
+            signature = await queries.embeddings_signature(self.host.engine, table)
+            if self.method == "umap":
+                track_ids, content_ids, coordinates = await _umap(self.host, table)
+            else:
+                track_ids, content_ids, coordinates = await _pca(self.host, table)
+            labels = content_ids and await maybe_await(
+                self.host.hook.soundspan_content_labels(host=self.host, content_ids=content_ids)
+            )
+            labels = labels or {}
+            points = [
+                {"id": track_id, "x": x, "y": y, "label": labels.get(content_id)}
+                for track_id, content_id, (x, y) in zip(
+                    track_ids, content_ids, _fit_square(coordinates).tolist(), strict=True
+                )
+            ]
+            answer = {
+                "analyzer": analyzer.name,
+                "method": self.method,
+                "computed_at": time.time(),
+                "points": points,
+            }
+            self._maps[analyzer.name] = LibraryMap(signature, json.dumps(answer).encode())
+            log.info(
+                "vibe map of %s: %d tracks by %s in %.1f s",
+                analyzer.name,
+                len(points),
+                self.method,
+                time.monotonic() - started,
+            )
+
+
+async def _pca(host: HostContext, table: str) -> tuple[list[str], list[str], np.ndarray]:
+    """Principal components in two streaming passes, so memory stays flat at any size:
+    the first gathers the mean and covariance, the second projects."""
+    count, total, products = 0, None, None
+    async for _, _, vectors in queries.present_embeddings(host.engine, table):
+        batch = vectors.astype(np.float64)
+        batch_products = await asyncio.to_thread(np.matmul, batch.T, batch)
+        count += len(batch)
+        total = batch.sum(axis=0) if total is None else total + batch.sum(axis=0)
+        products = batch_products if products is None else products + batch_products
+    if not count:
+        return [], [], np.zeros((0, 2))
+    mean = total / count
+    covariance = products / count - np.outer(mean, mean)
+    _, eigenvectors = np.linalg.eigh(covariance)  # ascending: the last two are the widest
+    axes = eigenvectors[:, [-1, -2]]
+    axes *= np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])  # the same map every time
+    track_ids, content_ids, parts = [], [], []
+    async for tracks, contents, vectors in queries.present_embeddings(host.engine, table):
+        track_ids += tracks
+        content_ids += contents
+        parts.append((vectors - mean) @ axes)
+    return track_ids, content_ids, np.concatenate(parts)
+
+
+async def _umap(host: HostContext, table: str) -> tuple[list[str], list[str], np.ndarray]:
+    import umap  # only when chosen and installed (umap-learn)
+
+    track_ids, content_ids, parts = [], [], []
+    async for tracks, contents, vectors in queries.present_embeddings(host.engine, table):
+        track_ids += tracks
+        content_ids += contents
+        parts.append(vectors)
+    if len(track_ids) < 3:
+        return track_ids, content_ids, np.zeros((len(track_ids), 2))
+    vectors = np.concatenate(parts)
+    reducer = umap.UMAP(n_components=2, metric="cosine", random_state=0)
+    return track_ids, content_ids, await asyncio.to_thread(reducer.fit_transform, vectors)
+
+
+def _fit_square(coordinates: np.ndarray) -> np.ndarray:
+    """Centred in [-1, 1] on both axes with one scale, so distances keep their proportions."""
+    if not len(coordinates):
+        return coordinates
+    centred = coordinates - (coordinates.max(axis=0) + coordinates.min(axis=0)) / 2
+    reach = np.abs(centred).max()
+    return np.round(centred / reach if reach > 0 else centred, 4)
+
+
+def umap_installed() -> bool:
+    return importlib.util.find_spec("umap") is not None
+
+
+def _method(projection: str) -> str:
+    if projection == "auto":
+        return "umap" if umap_installed() else "pca"
+    return projection
+
+
+@contextlib.asynccontextmanager
+async def refreshing(maps: LibraryMaps):
+    task = asyncio.create_task(maps.refresh_forever())
+    try:
+        yield maps
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

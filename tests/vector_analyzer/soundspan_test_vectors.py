@@ -1,0 +1,108 @@
+"""An analyzer whose embeddings are known in advance: a WAV's first eight samples are its
+vector. Its tags are one word per track (north or south, by the first component's sign), so
+it answers tag searches and map labels too. Installed by entry point."""
+
+import wave
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import text
+
+from soundspan_hooks import (
+    AnalyzerInfo,
+    ContentScore,
+    PluginSettings,
+    SettingsSection,
+    TagSearch,
+    hookimpl,
+)
+
+DIMENSION = 8
+
+
+def read_vector(path: Path) -> list[float]:
+    with wave.open(str(path), "rb") as audio:
+        samples = np.frombuffer(audio.readframes(DIMENSION), dtype="<i2")
+    return (samples / 32767).tolist()
+
+
+def tag_of(vector: list[float]) -> str:
+    return "north" if vector[0] >= 0 else "south"
+
+
+@hookimpl
+def soundspan_settings():
+    return SettingsSection("vectors", PluginSettings)
+
+
+@hookimpl
+def soundspan_migrations():
+    return Path(__file__).parent / "soundspan_test_vectors_migrations"
+
+
+@hookimpl
+def soundspan_analyzer(host):
+    return AnalyzerInfo(
+        name="vectors",
+        version="1",
+        model_id="first-samples",
+        trained=False,
+        dimension=DIMENSION,
+        embedding_table="vector_results",
+        device="cpu",
+        workers=1,
+        poll_interval=0.1,
+    )
+
+
+@hookimpl
+def soundspan_analyze_track(host, analyzer, track):
+    if analyzer != "vectors":
+        return None
+    return _analyze(track)
+
+
+async def _analyze(track):
+    vector = read_vector(track.path)
+
+    async def store(connection):
+        await connection.execute(
+            text(
+                "INSERT INTO vector_results (content_id, embedding, tag)"
+                " VALUES (:id, :vector, :tag)"
+                " ON CONFLICT (content_id) DO UPDATE SET embedding = excluded.embedding"
+            ),
+            {"id": track.content_id, "vector": str(vector), "tag": tag_of(vector)},
+        )
+
+    return store
+
+
+@hookimpl
+def soundspan_search_tags(host, text, limit):
+    return _search(host, text.split(), limit)
+
+
+async def _search(host, words, limit):
+    async with host.engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT content_id FROM vector_results WHERE tag = ANY(:words) LIMIT :limit"),
+            {"words": words, "limit": limit},
+        )
+        results = tuple(ContentScore(row.content_id, 1.0) for row in rows)
+    matched = tuple(word for word in ("north", "south") if word in words)
+    return TagSearch(analyzer="vectors-tags", matched_tags=matched, results=results)
+
+
+@hookimpl
+def soundspan_content_labels(host, content_ids):
+    return _labels(host, content_ids)
+
+
+async def _labels(host, content_ids):
+    async with host.engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT content_id, tag FROM vector_results WHERE content_id = ANY(:ids)"),
+            {"ids": content_ids},
+        )
+        return {row.content_id: row.tag for row in rows}
