@@ -8,6 +8,7 @@ from soundspan_hooks.hookspecs import hookimpl, hookspec
 from soundspan_hooks.types import (
     HOST,
     AnalyzerInfo,
+    Check,
     ContentScore,
     HostContext,
     LibraryEvent,
@@ -26,6 +27,7 @@ from soundspan_hooks.types import (
 __all__ = [
     "HOST",
     "AnalyzerInfo",
+    "Check",
     "ContentScore",
     "HostContext",
     "LibraryEvent",

@@ -9,7 +9,7 @@ Hooks may answer with an awaitable; the host awaits it. Plugins never import eac
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -18,8 +18,10 @@ from aiohttp import web
 
 from soundspan_hooks.types import (
     AnalyzerInfo,
+    Check,
     HostContext,
     LibraryEvent,
+    PluginSettings,
     SettingsSection,
     StoreResult,
     TagSearch,
@@ -63,6 +65,14 @@ def soundspan_routes() -> web.RouteTableDef | None:
 @hookspec
 def soundspan_openapi() -> dict | None:
     """Describe this plugin's routes: {"paths": {...}, "schemas": {...}} (see openapi.py)."""
+
+
+@hookspec
+def soundspan_doctor(
+    sections: Mapping[str, PluginSettings], music_dir: Path, data_dir: Path
+) -> list[Check] | None:
+    """Check what this plugin needs (models, GPU, folders) without starting it, for
+    `soundspan-host doctor`; `sections` holds every plugin's settings by section name."""
 
 
 # --- The music library ---------------------------------------------------------------------

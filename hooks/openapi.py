@@ -1,7 +1,6 @@
-"""Describing a plugin's routes for the OpenAPI document (soundspan_openapi hook).
-
-Build operations from the same pydantic models the handlers validate with, so the document
-cannot drift from what the handlers accept.
+"""Describing a plugin's routes for the OpenAPI document (soundspan_openapi hook), and
+validating requests with the same pydantic models, so the document cannot drift from what
+the handlers accept.
 """
 
 from __future__ import annotations
@@ -9,7 +8,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from pydantic import BaseModel
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -78,3 +78,24 @@ def operation(
 
 def _reason(status: int) -> str:
     return HTTPStatus(status).phrase
+
+
+def parse(model: type[BaseModel], values: Any) -> Any:
+    """Validate a query or body; a bad one is a 400 with every problem named."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        problems = [
+            f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+            for problem in error.errors()
+        ]
+        # names of unknown parameters are the client's text: keep them to one header-safe line
+        message = "; ".join(problems).replace("\r", " ").replace("\n", " ")
+        raise web.HTTPBadRequest(reason=message) from None
+
+
+async def json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="the body is not valid JSON") from None

@@ -135,6 +135,16 @@ class TextEmbedding:
     vector: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class Check:
+    """One finding of `soundspan-host doctor`: what was checked, how it went, what to do."""
+
+    name: str
+    status: Literal["ok", "warn", "fail"]
+    detail: str
+    fix: str | None = None
+
+
 class HostContext(Protocol):
     """What the host offers plugins: settings, the database and the hooks. Nothing about audio."""
 
@@ -154,6 +164,11 @@ class HostContext(Protocol):
 
     def describe_analyzers(self) -> Awaitable[list[AnalyzerInfo]]:
         """Every enabled analyzer as it describes itself right now."""
+        ...
+
+    def analysis_progress(self, window_minutes: int) -> Awaitable[dict[str, dict]]:
+        """Per analyzer: {"counts": jobs by state over present tracks, "recent": jobs done in
+        the last `window_minutes`}."""
         ...
 
     def tracks_on_record(self) -> Awaitable[dict[str, tuple[int, float]]]:

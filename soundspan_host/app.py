@@ -23,10 +23,15 @@ from soundspan_host import __version__
 from soundspan_host.catalog import Catalog
 from soundspan_host.database import open_database
 from soundspan_host.errors import ConfigError
+from soundspan_host.failures import OPENAPI as FAILURES_OPENAPI
+from soundspan_host.failures import routes as failure_routes
+from soundspan_host.metrics import METRICS, Metrics
+from soundspan_host.metrics import OPENAPI as METRICS_OPENAPI
+from soundspan_host.metrics import routes as metrics_routes
 from soundspan_host.middlewares import bearer_token, check_exposure, json_errors
 from soundspan_host.openapi import HOST_OPENAPI, build_spec
 from soundspan_host.plugins import Plugins
-from soundspan_host.queue import AnalysisQueue
+from soundspan_host.queue import AnalysisQueue, analysis_progress
 from soundspan_host.settings import HostSettings
 from soundspan_host.workers import DATABASE_ERRORS, AnalyzerWorker
 
@@ -64,6 +69,9 @@ class Host:
         assert self.catalog is not None, "only a host keeps the catalogue"
         return await self.catalog.tracks_on_record()
 
+    async def analysis_progress(self, window_minutes: int) -> dict[str, dict]:
+        return await analysis_progress(self.engine, window_minutes)
+
     async def describe_analyzers(self) -> list[AnalyzerInfo]:
         return [info for info in await self.call("soundspan_analyzer", host=self) if info]
 
@@ -72,12 +80,14 @@ def create_app(plugins: Plugins) -> web.Application:
     """Build the app: host routes, plugin routes, and one lifetime for database and plugins."""
     settings = plugins.settings.host
     check_exposure(settings.host, settings.api_token)
-    middlewares = [json_errors()]
+    metrics = Metrics()
+    middlewares = [metrics.middleware(), json_errors()]
     if settings.api_token:
         middlewares.append(bearer_token(settings.api_token))
     app = web.Application(client_max_size=1024**2, middlewares=middlewares)
     app[PLUGINS] = plugins
-    app.add_routes(routes)
+    app[METRICS] = metrics
+    app.add_routes([*routes, *failure_routes, *metrics_routes])
     for plugin_routes in plugins.manager.hook.soundspan_routes():
         if plugin_routes is not None:
             app.add_routes(plugin_routes)
@@ -109,7 +119,7 @@ async def host_lifetime(app: web.Application) -> AsyncIterator[None]:
             if analyzer.workers == 0:
                 log.info("%s: no local workers; analysis is left to remote ones", analyzer.name)
                 continue
-            workers.append(AnalyzerWorker(host, queue, analyzer))
+            workers.append(AnalyzerWorker(host, queue, analyzer, app[METRICS]))
         background = [asyncio.create_task(worker.run()) for worker in workers]
         background.append(
             asyncio.create_task(purge_missing_tracks(host.catalog, plugins.settings.host))
@@ -151,7 +161,7 @@ async def run_analysis_worker(plugins: Plugins, analyzer_name: str) -> None:
             raise ConfigError(f"[{analyzer_name}] workers = 0 leaves this worker nothing to do")
         queue = AnalysisQueue(host.engine, plugins.settings.host.queue_policy)
         log.info("worker %s analyzing with %s", queue.owner, analyzer_name)
-        await AnalyzerWorker(host, queue, analyzer).run()
+        await AnalyzerWorker(host, queue, analyzer, Metrics()).run()  # no /metrics here
 
 
 async def open_host(stack: AsyncExitStack, app: web.Application, plugins: Plugins) -> Host:
@@ -223,7 +233,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def openapi_document(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 description of every route the enabled plugins serve."""
     manager = request.app[PLUGINS].manager
-    fragments = [HOST_OPENAPI, *(answer for answer in manager.hook.soundspan_openapi() if answer)]
+    own = [HOST_OPENAPI, FAILURES_OPENAPI, METRICS_OPENAPI]
+    fragments = [*own, *(answer for answer in manager.hook.soundspan_openapi() if answer)]
     return web.json_response(build_spec(fragments))
 
 

@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from aiohttp import web
+from pythonjsonlogger.json import JsonFormatter
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
 
 from soundspan_host.app import create_app, run_analysis_worker
+from soundspan_host.client import ApiError, HostClient, connect
+from soundspan_host.doctor import run_checks
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import HostSettings, read_settings
 
 MAX_REQUEST_LINE = 64 * 1024
+console = Console()
+error_console = Console(stderr=True)
 
 cli = typer.Typer(
     help="Keeps a neural vibe index of a music folder and serves it over REST.",
@@ -53,10 +60,19 @@ def serve(settings: SettingsOption = None) -> None:
 
 
 def configure_logging(settings: HostSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Plain lines for people, or one JSON object per line (with any `extra` fields) for
+    log collectors."""
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
 
 
 async def serve_until_stopped(app: web.Application, host: str, port: int) -> None:
@@ -104,23 +120,258 @@ async def until_stopped(work: Coroutine[Any, Any, None]) -> None:
 
 
 @cli.command()
-def scan(settings: SettingsOption = None) -> None:
+def scan(
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show progress until every analyzer has caught up.")
+    ] = False,
+    settings: SettingsOption = None,
+) -> None:
     """Ask the running host to compare the music dir with its database now."""
+    run_client(settings, partial(scan_library, wait=wait), start_private=False)
+
+
+async def scan_library(client: HostClient, wait: bool) -> None:
+    outcome = (await client.post("/api/library/scan", {}))["scan"]
+    console.print(f"scan {outcome}")
+    if wait:
+        await show_progress(client)
+    else:
+        console.print("the index follows in the background; `--wait` shows its progress")
+
+
+async def show_progress(client: HostClient, poll_seconds: float = 1.0) -> None:
+    """Progress bars per analyzer (done/total, tracks/min, ETA) until the queue is drained."""
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8} tracks/min"),
+        TextColumn("ETA {task.fields[eta]}"),
+        TextColumn("{task.fields[failed]}"),
+    )
+    with Progress(*columns, console=console) as progress:
+        bars: dict[str, TaskID] = {}
+        while True:
+            scanning = (await client.get("/api/library/scan"))["scanning"]
+            status = await client.get("/api/vibe/status")
+            busy = scanning
+            for analyzer in status["analyzers"]:
+                counts = analyzer["counts"]
+                total = sum(counts.values())
+                fields = {
+                    "rate": f"{analyzer['tracks_per_minute']:.1f}",
+                    "eta": _duration(analyzer["eta_seconds"]),
+                    "failed": f"{counts['failed']} failed" if counts["failed"] else "",
+                }
+                name = analyzer["name"]
+                if name not in bars:
+                    bars[name] = progress.add_task(name, total=total, **fields)
+                progress.update(
+                    bars[name], completed=counts["done"] + counts["failed"], total=total, **fields
+                )
+                waiting = counts["pending"] + counts["running"]
+                busy = busy or (waiting > 0 and analyzer["state"] != "unavailable")
+            if not busy:
+                return
+            await asyncio.sleep(poll_seconds)
+
+
+@cli.command()
+def status(settings: SettingsOption = None) -> None:
+    """Analyzers, their models and progress, and the library's size."""
+    run_client(settings, show_status)
+
+
+async def show_status(client: HostClient) -> None:
+    answer = await client.get("/api/vibe/status")
+    table = Table(title="soundspan analyzers")
+    for column in ("analyzer", "model", "weights", "device", "state", "done", "pending"):
+        table.add_column(column, justify="right" if column in ("done", "pending") else "left")
+    for column in ("failed", "tracks/min", "ETA"):
+        table.add_column(column, justify="right")
+    for analyzer in answer["analyzers"]:
+        counts = analyzer["counts"]
+        total = sum(counts.values())
+        state = analyzer["state"] + (f": {analyzer['reason']}" if analyzer["reason"] else "")
+        add_row(
+            table,
+            analyzer["name"],
+            analyzer["model_id"],
+            "trained" if analyzer["trained"] else "untrained",
+            analyzer["device"],
+            state,
+            f"{counts['done']}/{total}",
+            str(counts["pending"] + counts["running"]),
+            str(counts["failed"]),
+            f"{analyzer['tracks_per_minute']:.1f}",
+            _duration(analyzer["eta_seconds"]),
+        )
+    console.print(table)
+    library = answer["library"]
+    console.print(
+        f"library: {library['tracks']} tracks ({library['distinct_contents']} distinct),"
+        f" {library['missing']} missing"
+    )
+
+
+@cli.command()
+def search(
+    text: Annotated[str, typer.Argument(help='What it should sound like: "rainy night jazz".')],
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 10,
+    settings: SettingsOption = None,
+) -> None:
+    """Tracks that sound like a description."""
+    run_client(settings, partial(show_search, text=text, limit=limit))
+
+
+async def show_search(client: HostClient, text: str, limit: int) -> None:
+    answer = await client.post("/api/vibe/search", {"text": text, "limit": limit})
+    title = f"{text!r} by {answer['analyzer']}"
+    if answer.get("matched_tags") is not None:
+        title += f" (tags: {', '.join(answer['matched_tags']) or 'none matched'})"
+    console.print(results_table(title, answer["results"]))
+
+
+@cli.command()
+def similar(
+    track: Annotated[str, typer.Argument(help="A track id, or a file's path in the library.")],
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 10,
+    analyzer: Annotated[str | None, typer.Option(help="musicnn or clap (default: best)")] = None,
+    settings: SettingsOption = None,
+) -> None:
+    """Tracks that sound like a track."""
+    music_dir = load_plugins(read_settings(settings)).settings.host.music_dir
+    run_client(
+        settings,
+        partial(show_similar, track=track, music_dir=music_dir, limit=limit, analyzer=analyzer),
+    )
+
+
+async def show_similar(
+    client: HostClient, track: str, music_dir: Path, limit: int, analyzer: str | None
+) -> None:
+    track_id = await resolve_track(client, track, music_dir)
+    answer = await client.get(f"/api/vibe/similar/{track_id}", limit=limit, analyzer=analyzer)
+    title = f"like {answer['track']['path']} by {answer['analyzer']}"
+    console.print(results_table(title, answer["results"]))
+
+
+async def resolve_track(client: HostClient, given: str, music_dir: Path) -> str:
+    """A track id from an id or from a path (relative to the library, or to here)."""
+    candidates = [given]
+    resolved, music_dir = Path(given).resolve(), music_dir.resolve()
+    if Path(given).exists() and resolved.is_relative_to(music_dir):
+        candidates.insert(0, str(resolved.relative_to(music_dir)))
+    for path in candidates:
+        found = (await client.get("/api/tracks", path=path, limit=1))["tracks"]
+        if found:
+            return found[0]["id"]
+    return given  # perhaps an id; the API says if it is not
+
+
+@cli.command()
+def failed(
+    retry: Annotated[bool, typer.Option("--retry", help="Queue them all again.")] = False,
+    analyzer: Annotated[str | None, typer.Option(help="Only this analyzer's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    settings: SettingsOption = None,
+) -> None:
+    """Files whose analysis failed, and why."""
+    run_client(settings, partial(show_failed, retry=retry, analyzer=analyzer, limit=limit))
+
+
+async def show_failed(client: HostClient, retry: bool, analyzer: str | None, limit: int) -> None:
+    answer = await client.get("/api/analysis/failures", analyzer=analyzer, limit=limit)
+    table = Table(title=f"failed analyses: {answer['total']}")
+    for column in ("file", "analyzer", "attempts", "reason"):
+        table.add_column(column, overflow="fold")
+    for failure in answer["failures"]:
+        add_row(
+            table,
+            failure["track"]["path"],
+            failure["analyzer"],
+            str(failure["attempts"]),
+            failure["error"] or "",
+        )
+    console.print(table)
+    if retry:
+        body = {"analyzer": analyzer} if analyzer else {}
+        requeued = (await client.post("/api/analysis/retry", body))["requeued"]
+        console.print(f"queued {requeued} again")
+
+
+@cli.command()
+def doctor(settings: SettingsOption = None) -> None:
+    """Check the settings, folders, database, models and GPU, and say what to fix."""
+    marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+    table = Table(title="soundspan doctor")
+    for column in ("check", "", "finding", "what to do"):
+        table.add_column(column, overflow="fold")
+    checks = run_checks(settings)
+    for check in checks:
+        table.add_row(
+            escape(check.name), marks[check.status], escape(check.detail), escape(check.fix or "")
+        )
+    console.print(table)
+    failed = [check.name for check in checks if check.status == "fail"]
+    if failed:
+        console.print(f"[red]{len(failed)} problem(s) to fix:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
+    console.print("[green]nothing stops the host from running[/]")
+
+
+def results_table(title: str, results: list[dict[str, Any]]) -> Table:
+    table = Table(title=escape(title))
+    for column in ("#", "score", "artist", "title", "file", "id"):
+        table.add_column(column, overflow="fold")
+    for rank, result in enumerate(results, start=1):
+        track = result["track"]
+        add_row(
+            table,
+            str(rank),
+            f"{result['score']:.3f}",
+            track["artist"] or "",
+            track["title"] or "",
+            track["path"],
+            track["id"],
+        )
+    return table
+
+
+def add_row(table: Table, *cells: str) -> None:
+    """A row of text from the API, shown as is: file names hold [brackets] rich would eat."""
+    table.add_row(*(escape(cell) for cell in cells))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02}m" if hours else f"{minutes}m{seconds:02}s"
+
+
+def run_client(
+    settings: Path | None,
+    command: Callable[[HostClient], Awaitable[None]],
+    start_private: bool = True,
+) -> None:
+    """Run a command against the host; an error answer ends it with its message, exit 1."""
+
+    async def main() -> None:
+        async with connect(settings, start_private=start_private) as client:
+            if client.private:
+                error_console.print("(no host is running: read from its database)")
+            await command(client)
+
     host_settings = load_plugins(read_settings(settings)).settings.host
-    url = f"http://{host_settings.host}:{host_settings.port}/api/library/scan"
+    # a private host's start-up chatter would bury the answer: warnings only
+    configure_logging(host_settings.model_copy(update={"log_level": "WARNING"}))
     try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, method="POST"), timeout=30
-        ) as answer:
-            outcome = json.load(answer)["scan"]
-    except urllib.error.HTTPError as error:
-        raise ConfigError(f"the host at {url} refused the scan: HTTP {error.code}") from None
-    except OSError as error:
-        raise ConfigError(
-            f"no host answers at {url} ({error}); start it with `soundspan-host serve`, "
-            "which also scans at start-up"
-        ) from None
-    typer.echo(f"scan {outcome}: the index follows in the background")
+        asyncio.run(main())
+    except ApiError as error:
+        error_console.print(f"soundspan-host: {escape(str(error))}")
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -14,7 +14,9 @@ from soundspan_host.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/healthz"})  # orchestrators probe it without credentials
+# orchestrators probe /healthz without credentials; the status page at / is a shell whose
+# script fetches every figure from the API, with the token a person types in
+OPEN_PATHS = frozenset({"/healthz", "/"})
 
 
 def check_exposure(host: str, api_token: str | None) -> None:
@@ -53,7 +55,7 @@ def json_errors() -> Callable:
 
 
 def bearer_token(token: str) -> Callable:
-    """Require `Authorization: Bearer <token>` on every path but the health probe."""
+    """Require `Authorization: Bearer <token>` on every path but the open ones."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware

@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from soundspan_hooks import StoreResult
-from soundspan_host.catalog import PRIORITY_REANALYSIS
+from soundspan_host.catalog import PRIORITY_NEW_FILE, PRIORITY_REANALYSIS
 
 
 class LeaseLost(Exception):
@@ -188,3 +189,72 @@ class AnalysisQueue:
 
     def _key(self, job: Job) -> dict[str, str]:
         return {"content_id": job.content_id, "analyzer": job.analyzer, "owner": self.owner}
+
+
+async def failed_jobs(
+    engine: AsyncEngine, analyzer: str | None, limit: int
+) -> tuple[list[Any], int]:
+    """Failed jobs of present tracks, latest first, with the track's id and path; and how many."""
+    where = "j.state = 'failed' AND (CAST(:analyzer AS text) IS NULL OR j.analyzer = :analyzer)"
+    track = (
+        "SELECT t.id, t.path, t.title, t.artist, t.album, t.duration FROM tracks t"
+        " WHERE t.content_id = j.content_id AND t.missing_since IS NULL ORDER BY t.path LIMIT 1"
+    )
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                f"SELECT j.analyzer, j.error, j.attempts, j.finished_at, track.*"
+                f" FROM analysis_jobs j CROSS JOIN LATERAL ({track}) track WHERE {where}"
+                " ORDER BY j.finished_at DESC NULLS LAST, track.path LIMIT :limit"
+            ),
+            {"analyzer": analyzer, "limit": limit},
+        )
+        total = await connection.execute(
+            text(f"SELECT count(*) FROM analysis_jobs j WHERE {where} AND EXISTS ({track})"),
+            {"analyzer": analyzer},
+        )
+        return list(rows), total.scalar()
+
+
+async def retry_failed(
+    engine: AsyncEngine, analyzer: str | None, track_ids: list[str] | None
+) -> int:
+    """Queue failed jobs again (all, one analyzer's, or some tracks'), as new files rank."""
+    async with engine.begin() as connection:
+        retried = await connection.execute(
+            text(
+                "UPDATE analysis_jobs j SET state = 'pending', attempts = 0, error = NULL,"
+                " not_before = now(), finished_at = NULL, priority = :priority"
+                " WHERE j.state = 'failed'"
+                " AND (CAST(:analyzer AS text) IS NULL OR j.analyzer = :analyzer)"
+                " AND (CAST(:track_ids AS text[]) IS NULL OR j.content_id IN"
+                "  (SELECT t.content_id FROM tracks t WHERE t.id = ANY(:track_ids)))"
+            ),
+            {"analyzer": analyzer, "track_ids": track_ids, "priority": PRIORITY_NEW_FILE},
+        )
+        return retried.rowcount
+
+
+async def analysis_progress(engine: AsyncEngine, window_minutes: int) -> dict[str, dict]:
+    """Per analyzer: jobs by state over present content, and jobs done in the last minutes."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT j.analyzer, j.state, count(*) AS jobs,"
+                " count(*) FILTER (WHERE j.state = 'done'"
+                "  AND j.finished_at > now() - make_interval(mins => :window)) AS recent"
+                " FROM analysis_jobs j WHERE EXISTS (SELECT 1 FROM tracks t"
+                " WHERE t.content_id = j.content_id AND t.missing_since IS NULL)"
+                " GROUP BY j.analyzer, j.state"
+            ),
+            {"window": window_minutes},
+        )
+        progress: dict[str, dict] = {}
+        for row in rows:
+            entry = progress.setdefault(
+                row.analyzer,
+                {"counts": {"done": 0, "pending": 0, "running": 0, "failed": 0}, "recent": 0},
+            )
+            entry["counts"][row.state] = row.jobs
+            entry["recent"] += row.recent
+        return progress

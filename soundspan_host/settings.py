@@ -11,10 +11,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dynaconf import Dynaconf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 
 from soundspan_hooks import PluginSettings, SettingsSection
 from soundspan_host.errors import ConfigError
@@ -52,6 +53,9 @@ class HostSettings(BaseModel):
         "API listens on loopback only.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per log line, for log collectors."
+    )
     analysis_max_attempts: int = Field(
         3, ge=1, description="Attempts at analyzing a track before its job is marked failed."
     )
@@ -69,7 +73,9 @@ class HostSettings(BaseModel):
         description="A track whose file is gone this long is forgotten with its analyses.",
     )
     settings_file: Path | None = Field(
-        None, description="The settings.toml that was read (SOUNDSPAN_SETTINGS_FILE)."
+        None,
+        description="Another settings.toml to read instead of ./settings.toml; only the "
+        "environment variable sets it.",
     )
 
     @property
@@ -163,12 +169,21 @@ def legacy_env_values(section: SettingsSection) -> dict[str, str]:
     """
     values = {}
     for name, info in section.model.model_fields.items():
-        extra = info.json_schema_extra
-        env_name = extra.get("env") if isinstance(extra, dict) else None
-        prefixed = f"{ENV_PREFIX}_{section.name}__{name}".upper()
-        if env_name and env_name in os.environ and prefixed not in os.environ:
-            values[name] = os.environ[env_name]
+        legacy = legacy_env_name(info)
+        if legacy and legacy in os.environ and env_name(name, section.name) not in os.environ:
+            values[name] = os.environ[legacy]
     return values
+
+
+def env_name(key: str, section: str | None = None) -> str:
+    """The variable that sets a key: SOUNDSPAN_PORT, or SOUNDSPAN_CLAP__WORKERS in a section."""
+    return f"{ENV_PREFIX}_{section}__{key}".upper() if section else f"{ENV_PREFIX}_{key}".upper()
+
+
+def legacy_env_name(info: FieldInfo) -> str | None:
+    """The older unprefixed variable a plugin's setting also answers to (`legacy_env`), if any."""
+    extra = info.json_schema_extra
+    return extra.get("env") if isinstance(extra, dict) else None
 
 
 def _validated(model: type[BaseModel], values: dict[str, Any], where: str) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from soundspan_hooks import AnalyzerInfo, HostContext, TrackFile, UnreadableTrack
+from soundspan_host.metrics import Metrics
 from soundspan_host.queue import AnalysisQueue, Job, LeaseLost
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,13 @@ DATABASE_ERRORS = (OSError, DBAPIError, SQLAlchemyError)
 class AnalyzerWorker:
     """Keeps up to `analyzer.workers` jobs of one analyzer in flight."""
 
-    def __init__(self, host: HostContext, queue: AnalysisQueue, analyzer: AnalyzerInfo) -> None:
+    def __init__(
+        self, host: HostContext, queue: AnalysisQueue, analyzer: AnalyzerInfo, metrics: Metrics
+    ) -> None:
         self.host = host
         self.queue = queue
         self.analyzer = analyzer
+        self.metrics = metrics
         self.wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -91,11 +95,14 @@ class AnalyzerWorker:
                 analyzer=job.analyzer,
                 content_id=job.content_id,
             )
+            seconds = time.monotonic() - started
+            self.metrics.analysis_finished(job.analyzer, "done", seconds)
             log.info(
                 "%s: analyzed %s in %.1f s",
                 job.analyzer,
                 job.relative_path,
-                time.monotonic() - started,
+                seconds,
+                extra={"analyzer": job.analyzer, "track": job.relative_path, "seconds": seconds},
             )
         except LeaseLost as error:
             log.warning("%s", error)
@@ -121,8 +128,15 @@ class AnalyzerWorker:
         except DATABASE_ERRORS as error:
             log.warning("%s: could not record failure of %s (%s)", job.analyzer, job, error)
             return
+        self.metrics.analysis_finished(job.analyzer, "failed" if final else "retry", 0.0)
         if final:
-            log.warning("%s: %s failed: %s", job.analyzer, job.relative_path, reason)
+            log.warning(
+                "%s: %s failed: %s",
+                job.analyzer,
+                job.relative_path,
+                reason,
+                extra={"analyzer": job.analyzer, "track": job.relative_path, "error": reason},
+            )
 
     async def _keep_lease(self, job: Job) -> None:
         while True:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from soundspan_hooks import (
     AnalyzerInfo,
+    Check,
     HostContext,
     PluginSettings,
     SettingsSection,
@@ -203,6 +204,34 @@ def _load_text_tower(settings: ClapSettings) -> ClapRuntime:
     if not info.trained:
         log.warning("CLAP model %s is not trained: %s", info.model_id, info.untrained_reason)
     return runtime
+
+
+@hookimpl
+def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
+    """Loads the text tower as the host would, so the answer is the host's own."""
+    import torch
+
+    settings: ClapSettings = sections[NAME]
+    runtime = _load_text_tower(settings)
+    if runtime.reason is not None:
+        weights = Check("clap weights", "fail", runtime.reason)
+    elif not runtime.trained:
+        weights = Check(
+            "clap weights",
+            "warn",
+            f"{runtime.model_id} loads, but its weights are untrained",
+            "point [clap] model at trained LAION CLAP weights",
+        )
+    else:
+        weights = Check("clap weights", "ok", f"{runtime.model_id}, trained")
+    cuda = torch.cuda.is_available()
+    gpu = Check(
+        "clap GPU",
+        "ok" if cuda or settings.device != "cuda" else "fail",
+        f"CUDA available: {cuda}; runs on {runtime.device}",
+        None if cuda else "for a GPU: a CUDA build of torch and the NVIDIA driver",
+    )
+    return [weights, gpu]
 
 
 async def _start_pool(runtime: ClapRuntime) -> None:

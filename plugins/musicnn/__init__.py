@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from soundspan_hooks import (
     AnalyzerInfo,
+    Check,
     ContentScore,
     HostContext,
     PluginSettings,
@@ -269,6 +270,43 @@ async def _track_details(host: HostContext, content_id: str) -> dict | None:
             "analyzed_at": row.analyzed_at.isoformat(),
         }
     }
+
+
+@hookimpl
+def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
+    settings: MusicnnSettings = sections[NAME]
+    checks = []
+    try:
+        index = checkpoint_index(settings.model)
+        found = index.is_file()
+    except ModelNotAvailable as error:
+        found, index = False, error
+    if found:
+        checks.append(Check("musicnn weights", "ok", f"{settings.model}: {index.parent}"))
+    else:
+        checks.append(
+            Check(
+                "musicnn weights",
+                "fail",
+                f"{settings.model} checkpoint not found ({index})",
+                "pip install --no-deps musicnn==0.1.0 (make run does it)",
+            )
+        )
+    cuda = cuda_available()
+    if settings.device == "cuda" and not cuda:
+        checks.append(
+            Check(
+                "musicnn GPU",
+                "fail",
+                "device = cuda, but onnxruntime has no CUDA provider",
+                "install onnxruntime-gpu and the NVIDIA driver, or set [musicnn] device = auto",
+            )
+        )
+    else:
+        detail = "CUDA available: True" if cuda else "CUDA available: False; runs on CPU"
+        fix = None if cuda else "for a GPU: onnxruntime-gpu and the NVIDIA driver (optional)"
+        checks.append(Check("musicnn GPU", "ok", detail, fix))
+    return checks
 
 
 @hookimpl

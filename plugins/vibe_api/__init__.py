@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -16,9 +17,17 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import Field, field_validator
 
-from soundspan_hooks import HOST, HostContext, PluginSettings, SettingsSection, hookimpl
+from soundspan_hooks import (
+    HOST,
+    Check,
+    HostContext,
+    PluginSettings,
+    SettingsSection,
+    hookimpl,
+)
+from soundspan_hooks.openapi import json_body, parse
 from soundspan_plugins.vibe_api import queries, vibes
-from soundspan_plugins.vibe_api.handling import json_body, parse, pick_analyzer, track_or_404
+from soundspan_plugins.vibe_api.handling import pick_analyzer, track_or_404
 from soundspan_plugins.vibe_api.playlists import PlaylistRefused, write_playlist
 from soundspan_plugins.vibe_api.schema import (
     MapQuery,
@@ -196,7 +205,7 @@ async def _playlist_track_ids(host: HostContext, body: PlaylistRequest) -> list[
 async def status(request: web.Request) -> web.Response:
     """Each analyzer's model, device and progress; library totals."""
     host = request.app[HOST]
-    progress = await queries.analyzer_progress(host.engine, PROGRESS_WINDOW_MINUTES)
+    progress = await host.analysis_progress(PROGRESS_WINDOW_MINUTES)
     analyzers = []
     for info in await host.describe_analyzers():
         entry = progress.get(info.name, {"counts": {}, "recent": 0})
@@ -248,6 +257,22 @@ def soundspan_lifespan(host: HostContext) -> contextlib.AbstractAsyncContextMana
 def soundspan_result_stored(host: HostContext, analyzer: str, content_id: str) -> None:
     if MAPS in host.app:
         host.app[MAPS].outdate(analyzer)
+
+
+@hookimpl
+def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
+    folder = music_dir / sections[NAME].playlists_dir
+    existing = next(path for path in (folder, *folder.resolve().parents) if path.exists())
+    if os.access(existing, os.W_OK | os.X_OK):
+        return [Check("playlists", "ok", f"written to {folder}")]
+    return [
+        Check(
+            "playlists",
+            "warn",
+            f"{existing} is read-only: POST /api/playlists cannot write {folder}",
+            "mount the music dir writable, or set [vibe_api] playlists_dir to a writable folder",
+        )
+    ]
 
 
 @hookimpl

@@ -1,5 +1,5 @@
-"""What every vibe API handler needs: request validation, track lookup, the analyzer to ask,
-and scored results as clients see them."""
+"""What the vibe API's handlers share: track lookup, the analyzer to ask, and scored results
+as clients see them."""
 
 from __future__ import annotations
 
@@ -7,33 +7,11 @@ import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from soundspan_hooks import AnalyzerInfo, HostContext
 from soundspan_plugins.vibe_api import queries
 
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-def parse(model: type[BaseModel], values: Any) -> Any:
-    """Validate a query or body; a bad one is a 400 with every problem named."""
-    try:
-        return model.model_validate(values)
-    except ValidationError as error:
-        problems = [
-            f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
-            for problem in error.errors()
-        ]
-        # names of unknown parameters are the client's text: keep them to one header-safe line
-        message = "; ".join(problems).replace("\r", " ").replace("\n", " ")
-        raise web.HTTPBadRequest(reason=message) from None
-
-
-async def json_body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(reason="the body is not valid JSON") from None
 
 
 async def track_or_404(host: HostContext, track_id: str) -> Any:

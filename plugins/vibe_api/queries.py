@@ -247,31 +247,6 @@ async def playlist_tracks(engine: AsyncEngine, track_ids: Sequence[str]) -> list
     return [by_id[track_id] for track_id in dict.fromkeys(track_ids) if track_id in by_id]
 
 
-async def analyzer_progress(engine: AsyncEngine, window_minutes: int) -> dict[str, dict]:
-    """Per analyzer: jobs by state over present content, and jobs done in the last minutes."""
-    async with engine.connect() as connection:
-        rows = await connection.execute(
-            text(
-                "SELECT j.analyzer, j.state, count(*) AS jobs,"
-                " count(*) FILTER (WHERE j.state = 'done'"
-                "  AND j.finished_at > now() - make_interval(mins => :window)) AS recent"
-                " FROM analysis_jobs j WHERE EXISTS (SELECT 1 FROM tracks t"
-                " WHERE t.content_id = j.content_id AND t.missing_since IS NULL)"
-                " GROUP BY j.analyzer, j.state"
-            ),
-            {"window": window_minutes},
-        )
-        progress: dict[str, dict] = {}
-        for row in rows:
-            entry = progress.setdefault(
-                row.analyzer,
-                {"counts": {"done": 0, "pending": 0, "running": 0, "failed": 0}, "recent": 0},
-            )
-            entry["counts"][row.state] = row.jobs
-            entry["recent"] += row.recent
-        return progress
-
-
 async def library_totals(engine: AsyncEngine) -> dict[str, int]:
     async with engine.connect() as connection:
         row = (

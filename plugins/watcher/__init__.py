@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import Field
 
 from soundspan_hooks import (
+    Check,
     HostContext,
     LibraryEvent,
     LibraryEventKind,
@@ -30,6 +33,7 @@ from soundspan_plugins.watcher.watching import LibraryWatcher
 log = logging.getLogger(__name__)
 
 RESCAN_DELAY_SECONDS = 5.0
+INOTIFY_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 
 AUDIO_EXTENSIONS = [
     "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "aac", "alac", "wav", "aif", "aiff",
@@ -84,6 +88,7 @@ class Ingest:
         )
         self._reconciling = asyncio.Lock()
         self._scan_task: asyncio.Task[ReconcileCounts | None] | None = None
+        self.last_scan: ReconcileCounts | None = None
         self._rescan_task: asyncio.Task[None] | None = None
 
     def rescan_soon(self) -> None:
@@ -149,9 +154,16 @@ class Ingest:
                 await self.emit(LibraryEvent(kind, relative, facts=facts))
                 appeared += kind is LibraryEventKind.APPEARED
                 changed += kind is LibraryEventKind.CHANGED
-        counts = ReconcileCounts(appeared, changed, len(vanished), unreadable)
+            counts = ReconcileCounts(appeared, changed, len(vanished), unreadable)
+            self.last_scan = counts
         log.info("reconcile of %s: %s", self.files.music_dir, asdict(counts))
         return counts
+
+    @property
+    def scanning(self) -> bool:
+        return self._reconciling.locked() or (
+            self._scan_task is not None and not self._scan_task.done()
+        )
 
 
 INGEST = web.AppKey("soundspan_ingest", Ingest)
@@ -165,9 +177,39 @@ async def scan(request: web.Request) -> web.Response:
     return web.json_response({"scan": "started" if started else "already running"}, status=202)
 
 
+@routes.get("/api/library/scan")
+async def scan_state(request: web.Request) -> web.Response:
+    """Whether a scan is running, and what the last one found."""
+    ingest = request.app[INGEST]
+    last = asdict(ingest.last_scan) if ingest.last_scan is not None else None
+    return web.json_response({"scanning": ingest.scanning, "last": last})
+
+
 @hookimpl
 def soundspan_settings() -> SettingsSection:
     return SettingsSection("watcher", WatcherSettings)
+
+
+@hookimpl
+def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
+    """inotify needs one watch per folder; a big library can pass the system's limit."""
+    if sections["watcher"].poll_interval > 0 or not music_dir.is_dir():
+        return []
+    try:
+        limit = int(INOTIFY_WATCHES.read_text())
+    except OSError:
+        return []
+    folders = sum(1 for _ in os.walk(music_dir))
+    if folders > limit * 0.9:
+        return [
+            Check(
+                "inotify",
+                "warn",
+                f"{folders} folders to watch; the system allows {limit} inotify watches",
+                "raise fs.inotify.max_user_watches (sysctl), or set [watcher] poll_interval",
+            )
+        ]
+    return [Check("inotify", "ok", f"{folders} folders to watch of {limit} allowed")]
 
 
 @hookimpl
@@ -177,10 +219,28 @@ def soundspan_openapi() -> dict:
         "required": ["scan"],
         "properties": {"scan": {"enum": ["started", "already running"]}},
     }
+    counts = {
+        "type": "object",
+        "required": list(ReconcileCounts.__dataclass_fields__),
+        "properties": {name: {"type": "integer"} for name in ReconcileCounts.__dataclass_fields__},
+    }
+    scan_state_answer = {
+        "type": "object",
+        "required": ["scanning", "last"],
+        "properties": {
+            "scanning": {"type": "boolean"},
+            "last": {"anyOf": [counts, {"type": "null"}]},
+        },
+    }
     return {
         "paths": {
             "/api/library/scan": {
-                "post": operation("Compare the music dir with the database now", {202: scan_answer})
+                "post": operation(
+                    "Compare the music dir with the database now", {202: scan_answer}
+                ),
+                "get": operation(
+                    "Whether a scan is running; the last one's counts", {200: scan_state_answer}
+                ),
             }
         }
     }

@@ -14,6 +14,7 @@ from soundspan_hooks import (
     PluginSettings,
     SettingsSection,
     TagSearch,
+    UnreadableTrack,
     hookimpl,
 )
 
@@ -21,8 +22,11 @@ DIMENSION = 8
 
 
 def read_vector(path: Path) -> list[float]:
-    with wave.open(str(path), "rb") as audio:
-        samples = np.frombuffer(audio.readframes(DIMENSION), dtype="<i2")
+    try:
+        with wave.open(str(path), "rb") as audio:
+            samples = np.frombuffer(audio.readframes(DIMENSION), dtype="<i2")
+    except (wave.Error, EOFError) as error:
+        raise UnreadableTrack(f"{path.name}: not a readable WAV file ({error})") from None
     return (samples / 32767).tolist()
 
 

@@ -1,0 +1,159 @@
+"""`soundspan-host doctor`: checks settings, folders, the database and its pgvector, and asks
+each plugin to check what it needs (models, GPU), printing what to fix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import asyncpg
+
+from soundspan_hooks import Check
+from soundspan_host.database import async_url
+from soundspan_host.database.embedded import EmbeddedPostgres
+from soundspan_host.errors import ConfigError
+from soundspan_host.plugins import Plugins, load_plugins
+from soundspan_host.settings import HostSettings, read_settings
+
+PGVECTOR_WANTED = (0, 8)  # hnsw.iterative_scan, which the vibe API relies on
+FILES_SAMPLED = 5000
+
+
+def run_checks(settings_file: Path | None) -> list[Check]:
+    try:
+        plugins = load_plugins(read_settings(settings_file))
+    except ConfigError as error:
+        return [Check("settings", "fail", str(error), "correct the named key or variable")]
+    host = plugins.settings.host
+    source = host.settings_file or "defaults and environment"
+    checks = [Check("settings", "ok", f"read {source}; plugins: {_enabled(plugins)}")]
+    checks += check_music_dir(host.music_dir)
+    checks.append(check_data_dir(host.data_dir))
+    checks += asyncio.run(check_database(host))
+    for answer in plugins.manager.hook.soundspan_doctor(
+        sections=plugins.settings.sections, music_dir=host.music_dir, data_dir=host.data_dir
+    ):
+        checks += answer or []
+    return checks
+
+
+def _enabled(plugins: Plugins) -> str:
+    return ", ".join(plugin.name for plugin in plugins.enabled) or "none"
+
+
+def check_music_dir(music_dir: Path) -> list[Check]:
+    if not music_dir.is_dir():
+        return [
+            Check(
+                "music dir",
+                "fail",
+                f"{music_dir.resolve()} does not exist",
+                "create it, or set SOUNDSPAN_MUSIC_DIR to your library",
+            )
+        ]
+    if not os.access(music_dir, os.R_OK | os.X_OK):
+        return [
+            Check(
+                "music dir",
+                "fail",
+                f"{music_dir.resolve()} cannot be listed by this user (uid {os.getuid()})",
+                "give this user read access (chmod/chown), or run as the library's owner",
+            )
+        ]
+    seen, unreadable = 0, []
+    for folder, _, names in os.walk(music_dir):
+        for name in names:
+            seen += 1
+            if not os.access(os.path.join(folder, name), os.R_OK):
+                unreadable.append(os.path.relpath(os.path.join(folder, name), music_dir))
+        if seen >= FILES_SAMPLED:
+            break
+    if unreadable:
+        shown = ", ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
+        return [
+            Check(
+                "music dir",
+                "warn",
+                f"{len(unreadable)} of {seen} files sampled cannot be read: {shown}",
+                "give this user read access to them; their analyses fail until then",
+            )
+        ]
+    return [Check("music dir", "ok", f"{music_dir.resolve()}: {seen} files sampled, all readable")]
+
+
+def check_data_dir(data_dir: Path) -> Check:
+    existing = next(parent for parent in (data_dir, *data_dir.resolve().parents) if parent.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Check(
+            "data dir",
+            "fail",
+            f"{existing} is not writable: {data_dir} holds the database and model cache",
+            "set SOUNDSPAN_DATA_DIR to a writable folder",
+        )
+    return Check("data dir", "ok", f"{data_dir.resolve()} is writable")
+
+
+async def check_database(host: HostSettings) -> list[Check]:
+    """Connect and look at pgvector; an embedded server is started for a moment if needed."""
+    if host.database_url is not None:
+        return await _inspect(host.database_url, "database")
+    server = EmbeddedPostgres(host.data_dir, port=host.embedded_database_port)
+    try:
+        await asyncio.to_thread(server.start)
+    except ConfigError as error:
+        if "in use" in str(error):
+            return [Check("database", "ok", f"embedded; a running host holds it ({error})")]
+        return [Check("database", "fail", str(error), "see the message; `make run` sets it up")]
+    try:
+        return await _inspect(server.url, "database (embedded)")
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _inspect(url: str, name: str) -> list[Check]:
+    try:
+        connection = await asyncpg.connect(async_url(url).replace("+asyncpg", "", 1), timeout=10)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+        return [
+            Check(
+                name,
+                "fail",
+                f"cannot connect: {error}",
+                "start the database, or correct SOUNDSPAN_DATABASE_URL",
+            )
+        ]
+    try:
+        version = await connection.fetchval("SHOW server_version")
+        vector = await connection.fetchrow(
+            "SELECT default_version, installed_version FROM pg_available_extensions"
+            " WHERE name = 'vector'"
+        )
+    finally:
+        await connection.close()
+    checks = [Check(name, "ok", f"PostgreSQL {version}")]
+    if vector is None:
+        checks.append(
+            Check(
+                "pgvector",
+                "fail",
+                "the server has no pgvector extension",
+                "install pgvector on the server, or use the pgvector/pgvector image",
+            )
+        )
+        return checks
+    available = vector["installed_version"] or vector["default_version"]
+    numbers = tuple(int(part) for part in available.split(".")[:2])
+    if numbers < PGVECTOR_WANTED:
+        checks.append(
+            Check(
+                "pgvector",
+                "fail",
+                f"pgvector {available}; 0.8 or newer is needed",
+                "upgrade pgvector (ALTER EXTENSION vector UPDATE after installing it)",
+            )
+        )
+    else:
+        state = "installed" if vector["installed_version"] else "created at the host's start"
+        checks.append(Check("pgvector", "ok", f"pgvector {available} ({state})"))
+    return checks

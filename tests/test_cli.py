@@ -1,0 +1,220 @@
+"""The `soundspan-host` commands people type, each against a real host process (or, where
+none runs, the database it left), plus what the host shows operators: /metrics and JSON logs.
+
+The library is the known-vector one of test_vibe_journeys: arc tracks, south tracks, and one
+broken file whose analysis fails with a reason.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TESTS, install_plugin
+from tests.processes import DrainedProcess, free_port, wait_healthy
+from tests.test_vibe_journeys import OTHERS, arc_vector, write_vector_wav
+
+BROKEN = "broken.wav"
+
+
+def write_library(music_dir: Path) -> int:
+    for step in (0, 5, 10):
+        write_vector_wav(music_dir / "arc" / f"{step:02}.wav", arc_vector(step))
+    for path, vector in OTHERS.items():
+        if "caf" not in path:
+            write_vector_wav(music_dir / path, vector)
+    (music_dir / BROKEN).write_bytes(b"RIFF\x00\x00\x00\x00not a wave at all")
+    return 3 + 4 + 1
+
+
+def environment(tmp: Path, site: Path, port: int, **extra: str) -> dict[str, str]:
+    return {
+        **{key: value for key, value in os.environ.items() if not key.startswith("SOUNDSPAN_")},
+        "SOUNDSPAN_PORT": str(port),
+        "SOUNDSPAN_MUSIC_DIR": str(tmp / "music"),
+        "SOUNDSPAN_DATA_DIR": str(tmp / "data"),
+        "SOUNDSPAN_MUSICNN__ENABLED": "false",
+        "SOUNDSPAN_CLAP__ENABLED": "false",
+        "SOUNDSPAN_WATCHER__DEBOUNCE_SECONDS": "0.2",
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
+
+
+def cli(env: dict[str, str], *arguments: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "soundspan_host", *arguments],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def get_json(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        return json.load(answer)
+
+
+def wait_settled(port: int, tracks: int) -> None:
+    """Until the library holds `tracks` and nothing is pending or running."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = get_json(port, "/api/vibe/status")
+        counts = status["analyzers"][0]["counts"]
+        if status["library"]["tracks"] == tracks and counts["pending"] + counts["running"] == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"library never settled: {status}")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """One host for the module, logging JSON, with the library analyzed."""
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "music").mkdir()
+    tracks = write_library(tmp / "music")
+    site = tmp / "site"
+    install_plugin(site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0")
+    port = free_port()
+    env = environment(tmp, site, port, SOUNDSPAN_LOG_FORMAT="json")
+    process = DrainedProcess([sys.executable, "-m", "soundspan_host", "serve"], env=env)
+    try:
+        wait_healthy(process, port)
+        wait_settled(port, tracks)
+        yield env, port, tmp, process
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_status_shows_each_analyzer_and_its_progress(host):
+    env, *_ = host
+    done = cli(env, "status")
+    assert done.returncode == 0, done.stderr
+    assert "vectors" in done.stdout and "first-samples" in done.stdout
+    assert "untrained" in done.stdout and "7/8" in done.stdout  # the broken file failed
+    assert "library: 8 tracks" in done.stdout
+
+
+def test_search_lists_tracks_with_scores(host):
+    env, *_ = host
+    done = cli(env, "search", "south", "--limit", "5")
+    assert done.returncode == 0, done.stderr
+    assert "'south' by vectors-tags (tags: south)" in done.stdout
+    assert "south/a.wav" in done.stdout and "south/b.wav" in done.stdout
+    assert "arc/" not in done.stdout
+
+
+def test_similar_takes_a_path_or_an_id(host):
+    env, port, tmp, _ = host
+    by_path = cli(env, "similar", str(tmp / "music" / "arc" / "05.wav"), "--limit", "2")
+    assert by_path.returncode == 0, by_path.stderr
+    assert "like arc/05.wav by vectors" in by_path.stdout
+    [track] = get_json(port, "/api/tracks?path=arc/05.wav")["tracks"]
+    by_id = cli(env, "similar", track["id"], "--limit", "2")
+    assert by_id.stdout == by_path.stdout
+    unknown = cli(env, "similar", "no-such-track")
+    assert unknown.returncode == 1
+    assert "no track with id 'no-such-track' (HTTP 404)" in unknown.stderr
+
+
+def test_failed_shows_reasons_and_retry_queues_them_again(host):
+    env, port, _, process = host
+    done = cli(env, "failed")
+    assert done.returncode == 0, done.stderr
+    assert "failed analyses: 1" in done.stdout
+    assert BROKEN in done.stdout and "not a readable WAV file" in done.stdout
+    retried = cli(env, "failed", "--retry")
+    assert "queued 1 again" in retried.stdout
+    wait_settled(port, 8)
+    assert get_json(port, "/api/analysis/failures")["total"] == 1  # broken again, not lost
+
+
+def test_scan_waits_with_progress_until_new_files_are_analyzed(host):
+    env, port, tmp, _ = host
+    for step in (2, 3):
+        write_vector_wav(tmp / "music" / "late" / f"{step}.wav", arc_vector(step))
+    done = cli(env, "scan", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "scan " in done.stdout and "vectors" in done.stdout
+    assert "10/10" in done.stdout and "1 failed" in done.stdout  # finished, one of them failed
+    status = get_json(port, "/api/vibe/status")
+    assert status["analyzers"][0]["counts"]["pending"] == 0
+
+
+def test_doctor_finds_nothing_wrong_with_a_running_host(host):
+    env, *_ = host
+    done = cli(env, "doctor")
+    assert done.returncode == 0, done.stdout
+    for finding in ("music dir", "data dir", "a running host holds it", "playlists", "inotify"):
+        assert finding in done.stdout
+    assert "nothing stops the host from running" in done.stdout
+
+
+def test_doctor_says_what_to_fix(tmp_path):
+    env = environment(
+        tmp_path,
+        tmp_path,
+        free_port(),
+        SOUNDSPAN_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none",
+    )
+    done = cli(env, "doctor")
+    assert done.returncode == 1
+    assert "does not exist" in done.stdout and "SOUNDSPAN_MUSIC_DIR" in done.stdout
+    assert "cannot connect" in done.stdout and "SOUNDSPAN_DATABASE_URL" in done.stdout
+
+
+def test_metrics_count_the_queue_analyses_and_requests(host):
+    _, port, *_ = host
+    get_json(port, "/api/vibe/status")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/plain")
+        metrics = answer.read().decode()
+    assert 'soundspan_queue_depth{analyzer="vectors"} 0.0' in metrics
+    assert 'soundspan_analysis_jobs{analyzer="vectors",state="failed"} 1.0' in metrics
+    assert 'soundspan_analyses_total{analyzer="vectors",outcome="done"}' in metrics
+    assert 'soundspan_analysis_seconds_bucket{analyzer="vectors",le="+Inf"}' in metrics
+    assert (
+        'soundspan_http_request_seconds_count{method="GET",route="/api/vibe/status",status="200"}'
+        in metrics
+    )
+
+
+def test_logs_are_json_with_one_line_per_analyzed_track(host):
+    *_, process = host
+    records = [json.loads(line) for line in process.output().splitlines() if line.strip()]
+    analyzed = [record for record in records if record.get("seconds") is not None]
+    assert {record["track"] for record in analyzed} >= {"arc/00.wav", "south/a.wav"}
+    assert all(record["level"] == "INFO" and record["analyzer"] == "vectors" for record in analyzed)
+    [failure] = {record["track"] for record in records if "error" in record}
+    assert failure == BROKEN
+
+
+def test_without_a_running_host_commands_read_its_database(tmp_path):
+    (tmp_path / "music").mkdir()
+    tracks = write_library(tmp_path / "music")
+    site = tmp_path / "site"
+    install_plugin(site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0")
+    port = free_port()
+    env = environment(tmp_path, site, port)
+    process = DrainedProcess([sys.executable, "-m", "soundspan_host", "serve"], env=env)
+    try:
+        wait_healthy(process, port)
+        wait_settled(port, tracks)
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    done = cli(env, "status")
+    assert done.returncode == 0, done.stderr
+    assert "no host is running" in done.stderr and "7/8" in done.stdout
+    failed = cli(env, "failed")
+    assert BROKEN in failed.stdout
+    scan = cli(env, "scan")
+    assert scan.returncode == 2 and "no host answers" in scan.stderr
