@@ -43,8 +43,10 @@ class LibraryMaps:
     async def body(self, analyzer: AnalyzerInfo) -> bytes:
         """The analyzer's map as JSON; the first call computes it, later ones are instant."""
         if analyzer.name not in self._maps:
-            self._analyzers[analyzer.name] = analyzer
-            await self._compute(analyzer)
+            async with self._lock(analyzer.name):
+                if analyzer.name not in self._maps:  # unless a request before us made it
+                    await self._compute(analyzer)
+                    self._analyzers[analyzer.name] = analyzer
         return self._maps[analyzer.name].body
 
     def outdate(self, analyzer: str) -> None:
@@ -60,45 +62,47 @@ class LibraryMaps:
                         self.host.engine, analyzer.embedding_table
                     )
                     if name in self._outdated or signature != self._maps[name].signature:
-                        await self._compute(analyzer)
+                        async with self._lock(name):
+                            await self._compute(analyzer)
                 except Exception:  # the database may be away; the old map stays
                     log.warning("vibe map of %s not refreshed", name, exc_info=True)
 
+    def _lock(self, analyzer: str) -> asyncio.Lock:
+        return self._locks.setdefault(analyzer, asyncio.Lock())
+
     async def _compute(self, analyzer: AnalyzerInfo) -> None:
-        lock = self._locks.setdefault(analyzer.name, asyncio.Lock())
-        async with lock:
-            started = time.monotonic()
-            self._outdated.discard(analyzer.name)
-            table = analyzer.embedding_table
-            signature = await queries.embeddings_signature(self.host.engine, table)
-            if self.method == "umap":
-                track_ids, content_ids, coordinates = await _umap(self.host, table)
-            else:
-                track_ids, content_ids, coordinates = await _pca(self.host, table)
-            labels = content_ids and await maybe_await(
-                self.host.hook.soundspan_content_labels(host=self.host, content_ids=content_ids)
+        started = time.monotonic()
+        self._outdated.discard(analyzer.name)
+        table = analyzer.embedding_table
+        signature = await queries.embeddings_signature(self.host.engine, table)
+        if self.method == "umap":
+            track_ids, content_ids, coordinates = await _umap(self.host, table)
+        else:
+            track_ids, content_ids, coordinates = await _pca(self.host, table)
+        labels = content_ids and await maybe_await(
+            self.host.hook.soundspan_content_labels(host=self.host, content_ids=content_ids)
+        )
+        labels = labels or {}
+        points = [
+            {"id": track_id, "x": x, "y": y, "label": labels.get(content_id)}
+            for track_id, content_id, (x, y) in zip(
+                track_ids, content_ids, _fit_square(coordinates).tolist(), strict=True
             )
-            labels = labels or {}
-            points = [
-                {"id": track_id, "x": x, "y": y, "label": labels.get(content_id)}
-                for track_id, content_id, (x, y) in zip(
-                    track_ids, content_ids, _fit_square(coordinates).tolist(), strict=True
-                )
-            ]
-            answer = {
-                "analyzer": analyzer.name,
-                "method": self.method,
-                "computed_at": time.time(),
-                "points": points,
-            }
-            self._maps[analyzer.name] = LibraryMap(signature, json.dumps(answer).encode())
-            log.info(
-                "vibe map of %s: %d tracks by %s in %.1f s",
-                analyzer.name,
-                len(points),
-                self.method,
-                time.monotonic() - started,
-            )
+        ]
+        answer = {
+            "analyzer": analyzer.name,
+            "method": self.method,
+            "computed_at": time.time(),
+            "points": points,
+        }
+        self._maps[analyzer.name] = LibraryMap(signature, json.dumps(answer).encode())
+        log.info(
+            "vibe map of %s: %d tracks by %s in %.1f s",
+            analyzer.name,
+            len(points),
+            self.method,
+            time.monotonic() - started,
+        )
 
 
 async def _pca(host: HostContext, table: str) -> tuple[list[str], list[str], np.ndarray]:
