@@ -38,3 +38,8 @@ $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The README's settings reference, rendered again from the settings schemas.
+.PHONY: docs
+docs: $(VENV)/.installed
+	$(BIN)/python -m soundspan_host.settings_reference --write README.md

@@ -99,7 +99,7 @@ async def host_lifetime(app: web.Application) -> AsyncIterator[None]:
     """Start the database, then each plugin; stop them in reverse, however the host stops."""
     plugins = app[PLUGINS]
     async with AsyncExitStack() as stack:
-        host = await open_host(stack, app, plugins)
+        host = await open_host(stack, app, plugins, plugin_migrations(plugins))
         analyzers = await host.describe_analyzers()
         queue = AnalysisQueue(host.engine, plugins.settings.host.queue_policy)
         workers: list[AnalyzerWorker] = []
@@ -144,11 +144,13 @@ async def run_analysis_worker(plugins: Plugins, analyzer_name: str) -> None:
         )
     if not plugins.manager.has_plugin(analyzer_name):
         raise ConfigError(f"no enabled plugin called {analyzer_name!r} to work as an analyzer")
+    # every enabled plugin's migrations: the host's database has their branches too
+    migrations = plugin_migrations(plugins)
     for name, _ in plugins.manager.list_name_plugin():
         if name != analyzer_name:
             plugins.manager.unregister(name=name)
     async with AsyncExitStack() as stack:
-        host = await open_host(stack, web.Application(), plugins)
+        host = await open_host(stack, web.Application(), plugins, migrations)
         await start_plugins(stack, host)
         analyzer = next(
             (info for info in await host.describe_analyzers() if info.name == analyzer_name),
@@ -164,8 +166,16 @@ async def run_analysis_worker(plugins: Plugins, analyzer_name: str) -> None:
         await AnalyzerWorker(host, queue, analyzer, Metrics()).run()  # no /metrics here
 
 
-async def open_host(stack: AsyncExitStack, app: web.Application, plugins: Plugins) -> Host:
-    """Check the music dir, open (and migrate) the database, and make the plugins' Host."""
+async def open_host(
+    stack: AsyncExitStack,
+    app: web.Application,
+    plugins: Plugins,
+    migrations: list[Path],
+) -> Host:
+    """Check the music dir, open (and migrate) the database, and make the plugins' Host.
+
+    `migrations` are every enabled plugin's, even where this process runs only one of them:
+    the database holds all their branches."""
     settings = plugins.settings.host
     music_dir = settings.music_dir.resolve()
     if not music_dir.is_dir():
@@ -177,7 +187,7 @@ async def open_host(stack: AsyncExitStack, app: web.Application, plugins: Plugin
             settings.database_url,
             settings.data_dir,
             embedded_port=settings.embedded_database_port,
-            plugin_migrations=plugin_migrations(plugins),
+            plugin_migrations=migrations,
         )
     )
     host = Host(

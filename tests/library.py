@@ -9,12 +9,14 @@ import time
 import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 SAMPLE_RATE = 16000
+T = TypeVar("T")
 
 
 def write_wav(path: Path, frequency: float = 440.0, seconds: float = 0.1) -> Path:
@@ -50,13 +52,13 @@ def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
-) -> None:
-    """Wait until `check` holds; the host works in the background."""
+    check: Callable[[], Awaitable[T]], timeout: float = 30.0, what: str = "condition"
+) -> T:
+    """Wait until `check` holds and return what it found; the host works in the background."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await check():
-            return
+        if found := await check():
+            return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -98,6 +100,14 @@ async def settled(engine: AsyncEngine, count: int) -> bool:
         engine, "SELECT count(*) FROM analysis_jobs WHERE state IN ('pending', 'running')"
     )
     return present == count and busy == 0
+
+
+async def jobs_running_in(engine: AsyncEngine, pid: int) -> list[str]:
+    """Content ids of the jobs that the worker process `pid` holds now."""
+    running = await rows(
+        engine, "SELECT content_id, lease_owner FROM analysis_jobs WHERE state = 'running'"
+    )
+    return [row.content_id for row in running if f":{pid}:" in (row.lease_owner or "")]
 
 
 async def stores_per_content(engine: AsyncEngine) -> dict[str, int]:

@@ -31,8 +31,9 @@ class DrainedProcess(subprocess.Popen):
         self._reader.start()
 
     def _drain(self) -> None:
-        for line in self.stdout:
-            self.lines.append(line)
+        with self.stdout:
+            for line in self.stdout:
+                self.lines.append(line)
 
     def output(self) -> str:
         return "".join(self.lines)
@@ -72,3 +73,20 @@ def wait_healthy(process: DrainedProcess, port: int, timeout: float = 60) -> int
         except OSError:
             time.sleep(0.2)
     raise AssertionError("host never became healthy")
+
+
+def start_worker(database_url: str, music_dir: Path, site: Path, **settings: str) -> DrainedProcess:
+    """`soundspan-host worker --analyzer toy` for a host's database: the toy plugin from `site`,
+    one job at a time, leases short enough that a killed worker's job is soon taken over."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "SOUNDSPAN_DATABASE_URL": database_url,
+        "SOUNDSPAN_MUSIC_DIR": str(music_dir),
+        "SOUNDSPAN_ANALYSIS_LEASE_SECONDS": "1.5",
+        "SOUNDSPAN_TOY__WORKERS": "1",
+        **{f"SOUNDSPAN_TOY__{key.upper()}": value for key, value in settings.items()},
+    }
+    return DrainedProcess(
+        [sys.executable, "-m", "soundspan_host", "worker", "--analyzer", "toy"], env=env
+    )

@@ -4,7 +4,6 @@ model version. Real processes, a real PostgreSQL, the toy analyzer."""
 import asyncio
 import os
 import signal
-import sys
 
 import pytest
 
@@ -18,6 +17,7 @@ from soundspan_host.settings import read_settings
 from tests.library import (
     eventually,
     jobs,
+    jobs_running_in,
     present_paths,
     rows,
     settled,
@@ -25,7 +25,7 @@ from tests.library import (
     tracks,
     write_wav,
 )
-from tests.processes import DrainedProcess
+from tests.processes import start_worker
 
 FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
 
@@ -104,21 +104,6 @@ async def test_a_new_model_version_requeues_with_new_files_first(
     assert order[6:].index(new_content) <= 1  # at most one re-analysis was already under way
 
 
-def start_worker(database_url: str, music_dir, site, **settings: str) -> DrainedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-        "SOUNDSPAN_DATABASE_URL": database_url,
-        "SOUNDSPAN_MUSIC_DIR": str(music_dir),
-        "SOUNDSPAN_ANALYSIS_LEASE_SECONDS": "1.5",
-        "SOUNDSPAN_TOY__WORKERS": "1",
-        **{f"SOUNDSPAN_TOY__{key.upper()}": value for key, value in settings.items()},
-    }
-    return DrainedProcess(
-        [sys.executable, "-m", "soundspan_host", "worker", "--analyzer", "toy"], env=env
-    )
-
-
 async def test_a_worker_killed_mid_job_loses_nothing_and_runs_it_once(
     write_settings, toy_analyzer, aiohttp_client, music_dir, database_url
 ):
@@ -129,7 +114,7 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_runs_it_once(
     survivor = None
     try:
         write_wav(music_dir / "victim.wav", 900)
-        await eventually(lambda: _running_in(engine, doomed.pid), timeout=60, what="a claim")
+        await eventually(lambda: jobs_running_in(engine, doomed.pid), timeout=60, what="a claim")
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         survivor = start_worker(database_url, music_dir, toy_analyzer, delay_seconds="0")
@@ -146,11 +131,6 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_runs_it_once(
     [job] = await rows(engine, "SELECT attempts, state FROM analysis_jobs")
     assert (job.attempts, job.state) == (2, "done")
     assert survivor.returncode == 0  # SIGTERM is a clean stop
-
-
-async def _running_in(engine, pid):
-    owners = await rows(engine, "SELECT lease_owner FROM analysis_jobs WHERE state = 'running'")
-    return any(f":{pid}:" in (row.lease_owner or "") for row in owners)
 
 
 @pytest.fixture
