@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import sys
 import tempfile
@@ -101,10 +102,10 @@ QUERIES = [
 ]
 
 
-def text_latency(model_dir: Path, rounds: int = 20) -> list[float]:
+def text_latency(model_dir: Path, device: str, rounds: int = 20) -> list[float]:
     """Seconds per text query through the text tower as the host holds it (1 thread)."""
     save_bpe_tokenizer(model_dir, QUERIES, vocab_size=400)
-    clap = load_clap(model_dir, towers=("text",), threads=1)
+    clap = load_clap(model_dir, towers=("text",), threads=1, device=device)
     embed_text(clap, QUERIES[:1])  # warm up
     latencies = []
     for _ in range(rounds):
@@ -146,14 +147,35 @@ def write_song(path: Path, seed: int) -> None:
             container.mux(packet)
 
 
+def plugin_device(model_dir: Path) -> str:
+    """The device the [clap] plugin picks at start-up with device = auto (it logs the line
+    `CLAP: CUDA available: ...` that the GPU guide asks users to look for)."""
+    from soundspan_plugins.clap import ClapSettings, _load_text_tower
+
+    runtime = _load_text_tower(ClapSettings(model=str(model_dir), device="auto"))
+    return f"{runtime.device} (reason: {runtime.reason})"
+
+
+def cpu_parity(model_dir: Path, track: Path) -> float:
+    """How close the CUDA worker's fp16 embedding of a track is to the CPU worker's fp32 one."""
+    source = ModelSource(str(model_dir), None, False, None)
+    embeddings = [
+        np.asarray(
+            embed_file(load_audio_tower(source, device, 4), str(track), 12, BATCH_SIZE).embedding
+        )
+        for device in ("cpu", "cuda")
+    ]
+    return float(embeddings[0] @ embeddings[1])
+
+
 async def run_pool(
-    model_dir: Path, tracks: list[Path], workers: int, threads: int, max_windows: int
+    model_dir: Path, tracks: list[Path], workers: int, threads: int, max_windows: int, device: str
 ) -> dict:
     """`workers` processes of `threads` threads: load the audio tower, embed the tracks at once."""
     memory = ChildMemory()
     memory.start()
     source = ModelSource(str(model_dir), None, False, None)
-    pool = ModelPool("clap-bench", workers, load_audio_tower, (source, "cpu", threads), threads)
+    pool = ModelPool("clap-bench", workers, load_audio_tower, (source, device, threads), threads)
     try:
         started = time.monotonic()
         await pool.warm_up()
@@ -189,6 +211,7 @@ async def run_pool(
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=2, help="4-minute tracks embedded")
     parser.add_argument(
@@ -199,6 +222,7 @@ def main() -> None:
     parser.add_argument(
         "--max-windows", default="32", help="[clap] max_windows values, comma-separated"
     )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
 
@@ -217,9 +241,13 @@ def main() -> None:
                 workers, threads = (int(part) for part in layout.split("x"))
                 print(f"{workers} x {threads}, max_windows {max_windows} ...", file=sys.stderr)
                 results.append(
-                    asyncio.run(run_pool(work / "model", tracks, workers, threads, max_windows))
+                    asyncio.run(
+                        run_pool(work / "model", tracks, workers, threads, max_windows, args.device)
+                    )
                 )
-        text_latencies = text_latency(work / "model")
+        text_latencies = text_latency(work / "model", args.device)
+        parity = cpu_parity(work / "model", tracks[0]) if args.device == "cuda" else None
+        picked = plugin_device(work / "model")
     finally:
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
@@ -229,7 +257,7 @@ def main() -> None:
     print("\n== soundspan CLAP worker benchmark (random weights, larger_clap_music sizes) ==")
     print(
         f"  {sys.executable} bench/clap.py --tracks {args.tracks} --layouts {args.layouts}"
-        f" --max-windows {args.max_windows}"
+        f" --max-windows {args.max_windows} --device {args.device}"
     )
     print(f"  parameters: audio {counts['audio'] / 1e6:.1f} M, text {counts['text'] / 1e6:.1f} M")
     print(f"  saved model dir: {model_mib:.0f} MiB; torch {torch.__version__}")
@@ -251,6 +279,9 @@ def main() -> None:
             f"{', '.join(f'{s:.1f}' for s in result['seconds'])} (windows {result['windows']})"
         )
         print(f"  tracks/min for one worker         {60 / per_track:.1f}")
+    print(f"[clap] device = auto picks: {picked}")
+    if parity is not None:
+        print(f"cosine of one track's CUDA (fp16) and CPU (fp32) embeddings: {parity:.5f}")
     text_latencies.sort()
     print(
         "text tower in the host, 1 query at a time:"
