@@ -12,6 +12,24 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+class Track(BaseModel):
+    """A track as every answer shows it, the host's and the plugins' alike."""
+
+    id: str
+    path: str
+    title: str | None
+    artist: str | None
+    album: str | None
+    duration: float | None
+
+
+def track_json(row: Any) -> dict[str, Any]:
+    """A `tracks` row (any object with Track's fields) as clients see it."""
+    return {name: getattr(row, name) for name in Track.model_fields}
+
+
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 

@@ -12,7 +12,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from soundspan_hooks import HOST
-from soundspan_hooks.openapi import component_schemas, json_body, operation, parse, ref
+from soundspan_hooks.openapi import (
+    Track,
+    component_schemas,
+    json_body,
+    operation,
+    parse,
+    ref,
+    track_json,
+)
 from soundspan_host.queue import failed_jobs, retry_failed
 
 routes = web.RouteTableDef()
@@ -31,20 +39,11 @@ class RetryRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     analyzer: AnalyzerName | None = None
-    track_ids: list[TrackId] | None = Field(None, max_length=10_000)
-
-
-class FailedTrack(BaseModel):
-    id: str
-    path: str
-    title: str | None
-    artist: str | None
-    album: str | None
-    duration: float | None
+    track_ids: list[TrackId] | None = Field(None, max_length=1000)
 
 
 class Failure(BaseModel):
-    track: FailedTrack
+    track: Track
     analyzer: str
     error: str | None
     attempts: int
@@ -69,14 +68,7 @@ async def failures(request: web.Request) -> web.Response:
         {
             "failures": [
                 {
-                    "track": {
-                        "id": row.id,
-                        "path": row.path,
-                        "title": row.title,
-                        "artist": row.artist,
-                        "album": row.album,
-                        "duration": row.duration,
-                    },
+                    "track": track_json(row),
                     "analyzer": row.analyzer,
                     "error": row.error,
                     "attempts": row.attempts,

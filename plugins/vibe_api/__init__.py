@@ -25,7 +25,7 @@ from soundspan_hooks import (
     SettingsSection,
     hookimpl,
 )
-from soundspan_hooks.openapi import json_body, parse
+from soundspan_hooks.openapi import json_body, parse, track_json
 from soundspan_plugins.vibe_api import queries, vibes
 from soundspan_plugins.vibe_api.handling import pick_analyzer, track_or_404
 from soundspan_plugins.vibe_api.playlists import PlaylistRefused, write_playlist
@@ -82,7 +82,7 @@ async def list_tracks(request: web.Request) -> web.Response:
     )
     return web.json_response(
         {
-            "tracks": [queries.track_json(row) for row in rows],
+            "tracks": [track_json(row) for row in rows],
             "total": total,
             "limit": query.limit,
             "offset": query.offset,
@@ -102,7 +102,7 @@ async def get_track(request: web.Request) -> web.Response:
         details.update(answer or {})
     return web.json_response(
         {
-            "track": queries.track_json(track),
+            "track": track_json(track),
             "missing": track.missing_since is not None,
             "analyses": await queries.analysis_states(host.engine, track.content_id),
             "results": details,

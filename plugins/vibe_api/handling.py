@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from soundspan_hooks import AnalyzerInfo, HostContext
+from soundspan_hooks.openapi import track_json
 from soundspan_plugins.vibe_api import queries
 
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -56,7 +57,7 @@ async def scored_results(
     tracks = await queries.representative_tracks(host.engine, [content for content, _ in contents])
     return [
         {
-            "track": queries.track_json(tracks[content]),
+            "track": track_json(tracks[content]),
             "score": round(1.0 - value if scores_are_distances else value, 6),
         }
         for content, value in contents

@@ -16,18 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 TRACK_COLUMNS = "t.id, t.path, t.title, t.artist, t.album, t.duration, t.content_id"
 
 
-def track_json(row: Any) -> dict[str, Any]:
-    """A track as clients see it."""
-    return {
-        "id": row.id,
-        "path": row.path,
-        "title": row.title,
-        "artist": row.artist,
-        "album": row.album,
-        "duration": row.duration,
-    }
-
-
 async def find_tracks(
     engine: AsyncEngine, path: str | None, words: str | None, limit: int, offset: int
 ) -> tuple[list[Any], int]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from soundspan_hooks.openapi import component_schemas, operation, ref
+from soundspan_hooks.openapi import Track, component_schemas, operation, ref
 
 MAX_LIMIT = 200
 MAX_PATH_LENGTH = 100
@@ -118,15 +118,6 @@ class PlaylistRequest(StrictJson):
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(PLAYLIST_SOURCES)}")
         return self
-
-
-class Track(BaseModel):
-    id: str
-    path: str
-    title: str | None
-    artist: str | None
-    album: str | None
-    duration: float | None
 
 
 class TrackList(BaseModel):

@@ -13,6 +13,7 @@ import numpy as np
 from aiohttp import web
 
 from soundspan_hooks import AnalyzerInfo, HostContext
+from soundspan_hooks.openapi import track_json
 from soundspan_plugins.vibe_api import queries
 from soundspan_plugins.vibe_api.handling import (
     maybe_await,
@@ -36,7 +37,7 @@ async def similar_answer(host: HostContext, track_id: str, query: SimilarQuery) 
     if nearest is None:
         raise _not_analyzed(track, analyzer)
     return {
-        "track": queries.track_json(track),
+        "track": track_json(track),
         "analyzer": analyzer.name,
         "results": await scored_results(host, nearest),
     }
@@ -101,7 +102,7 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
         "analyzer": analyzer.name,
         "steps": [
             {
-                "track": queries.track_json(tracks[content]),
+                "track": track_json(tracks[content]),
                 "position": round(step / last, 6),
                 "distance": round(distance, 6),
             }
