@@ -147,7 +147,7 @@ async def show_progress(client: HostClient, poll_seconds: float = 1.0) -> None:
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:>8} tracks/min"),
         TextColumn("ETA {task.fields[eta]}"),
-        TextColumn("{task.fields[failed]}"),
+        TextColumn("{task.fields[note]}"),
     )
     with Progress(*columns, console=console) as progress:
         bars: dict[str, TaskID] = {}
@@ -158,10 +158,12 @@ async def show_progress(client: HostClient, poll_seconds: float = 1.0) -> None:
             for analyzer in status["analyzers"]:
                 counts = analyzer["counts"]
                 total = sum(counts.values())
+                waiting = counts["pending"] + counts["running"]
+                note = f"{counts['failed']} failed" if counts["failed"] else ""
                 fields = {
                     "rate": f"{analyzer['tracks_per_minute']:.1f}",
-                    "eta": _duration(analyzer["eta_seconds"]),
-                    "failed": f"{counts['failed']} failed" if counts["failed"] else "",
+                    "eta": _duration(analyzer["eta_seconds"] if waiting else None),
+                    "note": analyzer["state"] if analyzer["state"] != "ready" else note,
                 }
                 name = analyzer["name"]
                 if name not in bars:
@@ -169,7 +171,6 @@ async def show_progress(client: HostClient, poll_seconds: float = 1.0) -> None:
                 progress.update(
                     bars[name], completed=counts["done"] + counts["failed"], total=total, **fields
                 )
-                waiting = counts["pending"] + counts["running"]
                 busy = busy or (waiting > 0 and analyzer["state"] != "unavailable")
             if not busy:
                 return
@@ -185,28 +186,32 @@ def status(settings: SettingsOption = None) -> None:
 async def show_status(client: HostClient) -> None:
     answer = await client.get("/api/vibe/status")
     table = Table(title="soundspan analyzers")
-    for column in ("analyzer", "model", "weights", "device", "state", "done", "pending"):
-        table.add_column(column, justify="right" if column in ("done", "pending") else "left")
-    for column in ("failed", "tracks/min", "ETA"):
-        table.add_column(column, justify="right")
+    for column in ("analyzer", "model", "weights", "device", "state"):
+        table.add_column(column, overflow="fold")
+    for column in ("done", "waiting", "failed", "per min", "ETA"):
+        table.add_column(column, justify="right", no_wrap=True)
+    reasons = []
     for analyzer in answer["analyzers"]:
         counts = analyzer["counts"]
-        total = sum(counts.values())
-        state = analyzer["state"] + (f": {analyzer['reason']}" if analyzer["reason"] else "")
+        waiting = counts["pending"] + counts["running"]
         add_row(
             table,
             analyzer["name"],
             analyzer["model_id"],
-            "trained" if analyzer["trained"] else "untrained",
+            _weights(analyzer),
             analyzer["device"],
-            state,
-            f"{counts['done']}/{total}",
-            str(counts["pending"] + counts["running"]),
+            analyzer["state"],
+            f"{counts['done']}/{sum(counts.values())}",
+            str(waiting),
             str(counts["failed"]),
             f"{analyzer['tracks_per_minute']:.1f}",
-            _duration(analyzer["eta_seconds"]),
+            _duration(analyzer["eta_seconds"] if waiting else None),
         )
+        if analyzer["reason"]:
+            reasons.append(f"{analyzer['name']}: {analyzer['reason']}")
     console.print(table)
+    for reason in reasons:
+        console.print(escape(reason))
     library = answer["library"]
     console.print(
         f"library: {library['tracks']} tracks ({library['distinct_contents']} distinct),"
@@ -307,6 +312,7 @@ def doctor(settings: SettingsOption = None) -> None:
     table = Table(title="soundspan doctor")
     for column in ("check", "", "finding", "what to do"):
         table.add_column(column, overflow="fold")
+    logging.basicConfig(level=logging.ERROR)  # the table says it all, once
     checks = run_checks(settings)
     for check in checks:
         table.add_row(
@@ -341,6 +347,12 @@ def results_table(title: str, results: list[dict[str, Any]]) -> Table:
 def add_row(table: Table, *cells: str) -> None:
     """A row of text from the API, shown as is: file names hold [brackets] rich would eat."""
     table.add_row(*(escape(cell) for cell in cells))
+
+
+def _weights(analyzer: dict[str, Any]) -> str:
+    if analyzer["state"] == "unavailable":
+        return "-"  # none loaded
+    return "trained" if analyzer["trained"] else "untrained"
 
 
 def _duration(seconds: float | None) -> str:

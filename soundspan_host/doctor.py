@@ -103,7 +103,7 @@ async def check_database(host: HostSettings) -> list[Check]:
         await asyncio.to_thread(server.start)
     except ConfigError as error:
         if "in use" in str(error):
-            return [Check("database", "ok", f"embedded; a running host holds it ({error})")]
+            return [Check("database", "ok", f"embedded in {host.data_dir}; a running host has it")]
         return [Check("database", "fail", str(error), "see the message; `make run` sets it up")]
     try:
         return await _inspect(server.url, "database (embedded)")

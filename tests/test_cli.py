@@ -153,7 +153,7 @@ def test_doctor_finds_nothing_wrong_with_a_running_host(host):
     env, *_ = host
     done = cli(env, "doctor")
     assert done.returncode == 0, done.stdout
-    for finding in ("music dir", "data dir", "a running host holds it", "playlists", "inotify"):
+    for finding in ("music dir", "data dir", "a running host has it", "playlists", "inotify"):
         assert finding in done.stdout
     assert "nothing stops the host from running" in done.stdout
 

@@ -264,7 +264,7 @@ def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
     folder = music_dir / sections[NAME].playlists_dir
     existing = next(path for path in (folder, *folder.resolve().parents) if path.exists())
     if os.access(existing, os.W_OK | os.X_OK):
-        return [Check("playlists", "ok", f"written to {folder}")]
+        return [Check("playlists", "ok", f"written to {folder.resolve()}")]
     return [
         Check(
             "playlists",
