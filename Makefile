@@ -10,7 +10,7 @@ run: $(VENV)/.installed
 	@[ -n "$$SOUNDSPAN_MUSIC_DIR" ] || mkdir -p music
 	$(BIN)/soundspan-host serve
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(VENV)/.chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
@@ -35,6 +35,14 @@ $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
 	$(PIP) install --quiet -e ".[test]"
 	$(PIP) install --quiet --no-deps $(MUSICNN_WEIGHTS)
 	touch $@ $(VENV)/.installed
+
+# Debian's chromium for the status page's browser test: playwright drives it and never
+# downloads a browser of its own. Without a font package a bare machine renders empty boxes.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(VENV)/.chromium: $(VENV)/.created
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq \
+		&& $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core)
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info

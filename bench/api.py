@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -125,22 +126,24 @@ def clustered(count: int, dimension: int, seed: int) -> np.ndarray:
 
 
 def track_id(index: int) -> str:
-    return f"bench{index:07d}"
+    """32 hex digits, like the host's uuid4 ids (POST /api/vibe/mix tells track ids from texts
+    by that form); the leading b keeps them apart from content ids."""
+    return f"b{index:031x}"
 
 
 def content_id(index: int) -> str:
     return f"{index:032x}"
 
 
-async def load_library(db: asyncpg.Connection, count: int) -> dict[str, float]:
-    """COPY `count` tracks with both analyses; drop and rebuild the HNSW indexes (timed)."""
-    timings = {}
-    started = time.monotonic()
-    await db.execute("DROP INDEX IF EXISTS musicnn_results_embedding")
-    await db.execute("DROP INDEX IF EXISTS clap_results_embedding")
+async def copy_tracks(
+    db: asyncpg.Connection, first: int, count: int, tags: Sequence[str] = MUSICNN_TAGS
+) -> None:
+    """COPY tracks `first` .. `first + count - 1`, each its own content, both analyses done
+    (musicnn tag probabilities over `tags`, both embeddings)."""
     now = time.time()
+    indexes = range(first, first + count)
     await db.copy_records_to_table(
-        "contents", records=((content_id(i), 4_000_000 + i) for i in range(count)),
+        "contents", records=((content_id(i), 4_000_000 + i) for i in indexes),
         columns=["id", "size"],
     )  # fmt: skip
     await db.copy_records_to_table(
@@ -158,7 +161,7 @@ async def load_library(db: asyncpg.Connection, count: int) -> dict[str, float]:
                 f"Album {i // 10}",
                 240.0,
             )
-            for i in range(count)
+            for i in indexes
         ),
         columns=[
             "id", "raw_path", "path", "content_id", "size", "mtime",
@@ -168,33 +171,46 @@ async def load_library(db: asyncpg.Connection, count: int) -> dict[str, float]:
     for analyzer in ("musicnn", "clap"):
         await db.execute(
             "INSERT INTO analysis_jobs (content_id, analyzer, version, state, attempts,"
-            " finished_at) SELECT id, $1, 'bench', 'done', 1, now() FROM contents",
+            " finished_at) SELECT id, $1, 'bench', 'done', 1, now() FROM contents"
+            " WHERE id >= $2 AND id < $3",  # content ids are zero-padded: ordered as numbers
             analyzer,
+            content_id(first),
+            content_id(first + count),
         )
-    rng = np.random.default_rng(7)
-    probabilities = rng.random((count, len(MUSICNN_TAGS))).astype(np.float32) * 0.5
-    musicnn = clustered(count, 200, seed=1)
+    rng = np.random.default_rng(7 + first)
+    probabilities = rng.random((count, len(tags))).astype(np.float32) * 0.5
+    musicnn = clustered(count, 200, seed=1 + first)
+    top_tags = json.dumps([[tags[0], 0.5]])
     tags_json = (
-        json.dumps(dict(zip(MUSICNN_TAGS, map(float, row), strict=True)))
-        for row in probabilities.round(4)
+        json.dumps(dict(zip(tags, map(float, row), strict=True))) for row in probabilities.round(4)
     )
     await db.copy_records_to_table(
         "musicnn_results",
         records=(
-            (content_id(i), "MSD_musicnn", "bench", tags, json.dumps([["tag0", 0.5]]),
-             musicnn[i], 80)
-            for i, tags in enumerate(tags_json)
+            (content_id(i), "MSD_musicnn", "bench", probabilities_json, top_tags,
+             musicnn[i - first], 80)
+            for i, probabilities_json in zip(indexes, tags_json, strict=True)
         ),
         columns=["content_id", "model_id", "version", "tags", "top_tags", "embedding", "patches"],
     )  # fmt: skip
     del musicnn
-    clap = clustered(count, 512, seed=2)
+    clap = clustered(count, 512, seed=2 + first)
     await db.copy_records_to_table(
         "clap_results",
-        records=((content_id(i), "bench", "bench", clap[i], 24) for i in range(count)),
+        records=((content_id(i), "bench", "bench", clap[i - first], 24) for i in indexes),
         columns=["content_id", "model_id", "version", "embedding", "windows"],
     )
-    del clap
+
+
+async def load_library(
+    db: asyncpg.Connection, count: int, tags: Sequence[str] = MUSICNN_TAGS
+) -> dict[str, float]:
+    """COPY `count` tracks with both analyses; drop and rebuild the HNSW indexes (timed)."""
+    timings = {}
+    started = time.monotonic()
+    await db.execute("DROP INDEX IF EXISTS musicnn_results_embedding")
+    await db.execute("DROP INDEX IF EXISTS clap_results_embedding")
+    await copy_tracks(db, 0, count, tags)
     await db.execute("ANALYZE")
     timings["copy_s"] = time.monotonic() - started
     await db.execute("SET maintenance_work_mem = '2GB'")
@@ -382,13 +398,28 @@ def main() -> None:
         print(f"host log tail:\n{host.tail()}", file=sys.stderr)
         raise
     finally:
-        stopped = host.stop()
-        problems = host.problems()
-        if args.keep:
-            print(f"work dir kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        stopped, problems = stop_and_clean(host, work, args.keep)
     report(args, startup_s, timings, recall, results, status, host, stopped, problems)
+
+
+def stop_and_clean(host: BenchHost, work: Path, keep: bool) -> tuple[tuple, list[str]]:
+    """Stop the host; its exit and its log's problems; the work dir removed unless kept."""
+    stopped = host.stop()
+    problems = host.problems()
+    if keep:
+        print(f"work dir kept: {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return stopped, problems
+
+
+def report_host_end(row, host: BenchHost, stopped: tuple, problems: list[str]) -> None:
+    """The report's last rows: the host's peak RSS, its stop, the problems in its log."""
+    row("peak RSS of the host process", f"{host.memory.peak / 2**20:.0f} MiB")
+    row("host stop (SIGTERM)", f"exit {stopped[0]} after {stopped[1]:.1f} s")
+    row("WARNING/ERROR lines in the host log", len(problems))
+    for line in problems[:10]:
+        print(f"    {line}")
 
 
 def report(args, startup_s, timings, recall, results, status, host, stopped, problems) -> None:
@@ -425,11 +456,7 @@ def report(args, startup_s, timings, recall, results, status, host, stopped, pro
         "analyzers (status)",
         [(a["name"], a["state"], a["trained"], a["counts"]["done"]) for a in status["analyzers"]],
     )
-    row("peak RSS of the host process", f"{host.memory.peak / 2**20:.0f} MiB")
-    row("host stop (SIGTERM)", f"exit {stopped[0]} after {stopped[1]:.1f} s")
-    row("WARNING/ERROR lines in the host log", len(problems))
-    for line in problems[:10]:
-        print(f"    {line}")
+    report_host_end(row, host, stopped, problems)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ async def start_and_stop(app: web.Application) -> None:
 WATCHER = {"name": "watcher", "version": __version__, "builtin": True, "enabled": True}
 MUSICNN_OFF = {"name": "musicnn", "version": __version__, "builtin": True, "enabled": False}
 VIBE_API = {"name": "vibe_api", "version": __version__, "builtin": True, "enabled": True}
+STATUS_PAGE = {"name": "status_page", "version": __version__, "builtin": True, "enabled": True}
 CLAP_OFF = {"name": "clap", "version": __version__, "builtin": True, "enabled": False}
-BUILTINS = [WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API]
+BUILTINS = [WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE]
 
 
 async def test_health_and_the_built_in_plugins(aiohttp_client, write_settings):
@@ -81,7 +82,7 @@ async def test_plugin_disabled_in_settings_file_never_runs(
         create_app(write_settings(f'[echo]\nenabled = false\nevents_file = "{events}"\n'))
     )
     listing = await (await client.get("/api/plugins")).json()
-    assert listing["plugins"][4] == {**listing["plugins"][4], "name": "echo", "enabled": False}
+    assert listing["plugins"][-1] == {**listing["plugins"][-1], "name": "echo", "enabled": False}
     assert (await client.get("/api/echo")).status == 404
     assert not events.exists()
 

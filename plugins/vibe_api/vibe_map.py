@@ -82,24 +82,16 @@ class LibraryMaps:
         labels = content_ids and await maybe_await(
             self.host.hook.soundspan_content_labels(host=self.host, content_ids=content_ids)
         )
-        labels = labels or {}
-        points = [
-            {"id": track_id, "x": x, "y": y, "label": labels.get(content_id)}
-            for track_id, content_id, (x, y) in zip(
-                track_ids, content_ids, _fit_square(coordinates).tolist(), strict=True
-            )
-        ]
-        answer = {
-            "analyzer": analyzer.name,
-            "method": self.method,
-            "computed_at": time.time(),
-            "points": points,
-        }
-        self._maps[analyzer.name] = LibraryMap(signature, json.dumps(answer).encode())
+        answer = {"analyzer": analyzer.name, "method": self.method, "computed_at": time.time()}
+        # 100k points take half a second to encode: not on the event loop
+        body = await asyncio.to_thread(
+            _encoded, answer, track_ids, content_ids, coordinates, labels or {}
+        )
+        self._maps[analyzer.name] = LibraryMap(signature, body)
         log.info(
             "vibe map of %s: %d tracks by %s in %.1f s",
             analyzer.name,
-            len(points),
+            len(track_ids),
             self.method,
             time.monotonic() - started,
         )
@@ -143,6 +135,22 @@ async def _umap(host: HostContext, table: str) -> tuple[list[str], list[str], np
     vectors = np.concatenate(parts)
     reducer = umap.UMAP(n_components=2, metric="cosine", random_state=0)
     return track_ids, content_ids, await asyncio.to_thread(reducer.fit_transform, vectors)
+
+
+def _encoded(
+    answer: dict[str, Any],
+    track_ids: list[str],
+    content_ids: list[str],
+    coordinates: np.ndarray,
+    labels: dict[str, str],
+) -> bytes:
+    points = [
+        {"id": track_id, "x": x, "y": y, "label": labels.get(content_id)}
+        for track_id, content_id, (x, y) in zip(
+            track_ids, content_ids, _fit_square(coordinates).tolist(), strict=True
+        )
+    ]
+    return json.dumps({**answer, "points": points}).encode()
 
 
 def _fit_square(coordinates: np.ndarray) -> np.ndarray:

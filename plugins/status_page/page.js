@@ -1,0 +1,478 @@
+"use strict";
+// Everything on this page comes from the JSON API; every string from it reaches the page as
+// text (textContent, text nodes, attributes), never as markup.
+(() => {
+  const REFRESH_MS = Number(document.body.dataset.refreshSeconds) * 1000;
+  const MAP_REFRESH_MS = Number(document.body.dataset.mapRefreshSeconds) * 1000;
+  const TOKEN_KEY = "soundspan-api-token";
+  const PALETTE = [
+    "#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#b07aa1",
+    "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#17becf",
+  ];
+  const GREY = "#9aa3ab";
+  const byId = (id) => document.getElementById(id);
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // --- the API, with the token a person typed in ---------------------------------------------
+
+  let memoryToken = ""; // where localStorage is refused (private windows, some policies)
+
+  function storedToken() {
+    try {
+      return localStorage.getItem(TOKEN_KEY) || memoryToken;
+    } catch {
+      return memoryToken;
+    }
+  }
+
+  function storeToken(token) {
+    memoryToken = token;
+    try {
+      if (token) localStorage.setItem(TOKEN_KEY, token);
+      else localStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // kept in memory for this visit only
+    }
+    byId("forget-token").hidden = !token;
+  }
+
+  async function api(path, body) {
+    const headers = { Accept: "application/json" };
+    const token = storedToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const init = { headers, cache: "no-store" };
+    if (body !== undefined) {
+      init.method = "POST";
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let answer;
+    try {
+      answer = await fetch(path, init);
+    } catch {
+      throw new ApiError(0, "the host does not answer");
+    }
+    let data = null;
+    try {
+      data = await answer.json();
+    } catch {
+      data = null;
+    }
+    if (answer.status === 401) askForToken(token !== "");
+    if (!answer.ok) {
+      const message = data && data.error && data.error.message;
+      throw new ApiError(answer.status, message || `${answer.status} ${answer.statusText}`);
+    }
+    return data;
+  }
+
+  // what a panel says when its call failed; a missing token is asked for once, at the top
+  function trouble(error) {
+    return error.status === 401 ? "waiting for the API token" : error.message;
+  }
+
+  function askForToken(refused) {
+    const panel = byId("token");
+    byId("token-note").textContent = refused
+      ? "The stored token was refused; enter the current one."
+      : "";
+    if (panel.hidden) {
+      panel.hidden = false;
+      byId("token-input").focus();
+    }
+  }
+
+  byId("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = byId("token-input");
+    storeToken(input.value.trim());
+    input.value = "";
+    byId("token").hidden = true;
+    refreshStatus();
+    refreshMap();
+  });
+
+  byId("forget-token").addEventListener("click", () => {
+    storeToken("");
+    refreshStatus();
+  });
+
+  // --- small helpers --------------------------------------------------------------------------
+
+  function el(tag, props = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+      if (value === undefined || value === null) continue;
+      if (key === "class") node.className = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, String(value));
+    }
+    for (const child of children.flat()) {
+      if (child !== null && child !== undefined && child !== false) node.append(child);
+    }
+    return node;
+  }
+
+  function setNote(id, text, isError = false) {
+    const note = byId(id);
+    note.textContent = text || "";
+    note.classList.toggle("error", Boolean(isError));
+  }
+
+  const number = new Intl.NumberFormat();
+
+  function plural(count, one, many) {
+    return `${number.format(count)} ${count === 1 ? one : many}`;
+  }
+
+  function duration(seconds) {
+    if (seconds < 90) return `${Math.max(1, Math.round(seconds))} s`;
+    const minutes = Math.round(seconds / 60);
+    if (minutes < 90) return `${minutes} min`;
+    const hours = Math.floor(minutes / 60);
+    if (hours < 48) return `${hours} h ${minutes % 60} min`;
+    return `${Math.round(hours / 24)} days`;
+  }
+
+  function fileName(path) {
+    return path.split("/").pop();
+  }
+
+  function trackName(track) {
+    return track.title || fileName(track.path);
+  }
+
+  function byline(track) {
+    return [track.artist, track.album].filter(Boolean).join(" — ");
+  }
+
+  // --- analysis progress ----------------------------------------------------------------------
+
+  function analyzerCard(analyzer) {
+    const counts = analyzer.counts;
+    const total = counts.done + counts.pending + counts.running + counts.failed;
+    const percent = total ? Math.floor((100 * counts.done) / total) : 100;
+    const bar = el("div", {
+      class: "bar",
+      role: "progressbar",
+      "aria-label": `${analyzer.name}: ${counts.done} of ${total} tracks analyzed`,
+      "aria-valuemin": 0,
+      "aria-valuemax": total,
+      "aria-valuenow": counts.done,
+    });
+    for (const part of ["done", "running", "failed"]) {
+      const segment = el("span", { class: part });
+      segment.style.width = total ? `${(100 * counts[part]) / total}%` : "0";
+      bar.append(segment);
+    }
+    const remaining = counts.pending + counts.running;
+    let pace = `${number.format(analyzer.tracks_per_minute)} tracks/min`;
+    if (!remaining) pace += " · nothing left to analyze";
+    else if (analyzer.eta_seconds !== null) pace += ` · about ${duration(analyzer.eta_seconds)} left`;
+    else pace += ` · ${plural(remaining, "track", "tracks")} waiting`;
+    return el(
+      "article",
+      { class: "analyzer", "data-analyzer": analyzer.name },
+      el(
+        "div",
+        { class: "analyzer-head" },
+        el("h3", {}, analyzer.name),
+        el("span", { class: `badge ${analyzer.state}` }, analyzer.state),
+        analyzer.trained ? null : el("span", { class: "badge untrained" }, "untrained weights"),
+        el("span", { class: "percent" }, `${percent}%`),
+      ),
+      bar,
+      el(
+        "div",
+        { class: "counts" },
+        el("span", {}, `${number.format(counts.done)} of ${plural(total, "track", "tracks")} analyzed`),
+        el("span", { class: "key running" }, `${number.format(counts.running)} running`),
+        el("span", { class: "key pending" }, `${number.format(counts.pending)} pending`),
+        el("span", { class: "key failed" }, `${number.format(counts.failed)} failed`),
+      ),
+      el("p", { class: "pace" }, pace),
+      el(
+        "dl",
+        { class: "facts" },
+        el("dt", {}, "model"),
+        el("dd", {}, analyzer.model_id),
+        el("dt", {}, "weights"),
+        el("dd", {}, analyzer.trained ? "trained" : "untrained weights (random or test), not a real model"),
+        el("dt", {}, "device"),
+        el("dd", {}, analyzer.device),
+        el("dt", {}, "embedding"),
+        el("dd", {}, `${analyzer.dimension} dimensions · version ${analyzer.version}`),
+      ),
+      analyzer.state !== "ready" && analyzer.reason
+        ? el("p", { class: "reason" }, analyzer.reason)
+        : null,
+    );
+  }
+
+  async function loadHealth() {
+    let line;
+    try {
+      const health = await api("healthz");
+      line = `soundspan host ${health.version} · database ${health.database}`;
+    } catch (error) {
+      line = `host: ${error.message}`;
+    }
+    byId("host-line").textContent = line;
+  }
+
+  async function loadStatus() {
+    try {
+      const status = await api("api/vibe/status");
+      const library = status.library;
+      byId("library").textContent = [
+        plural(library.tracks, "track", "tracks"),
+        plural(library.distinct_contents, "distinct recording", "distinct recordings"),
+        `${number.format(library.missing)} missing`,
+      ].join(" · ");
+      byId("analyzers").replaceChildren(...status.analyzers.map(analyzerCard));
+      setNote("analyzers-note", status.analyzers.length ? "" : "No analyzer is enabled.");
+      return true;
+    } catch (error) {
+      byId("analyzers").replaceChildren();
+      setNote("analyzers-note", `Progress unavailable: ${trouble(error)}.`, error.status !== 401);
+      return false;
+    }
+  }
+
+  // --- failures -------------------------------------------------------------------------------
+
+  function failureRow(failure) {
+    const track = failure.track;
+    const when = failure.finished_at ? new Date(failure.finished_at).toLocaleString() : "";
+    return el(
+      "tr",
+      {},
+      el(
+        "td",
+        {},
+        el("div", { class: "path" }, track.path),
+        byline(track) ? el("div", { class: "muted" }, byline(track)) : null,
+      ),
+      el("td", { "data-label": "analyzer" }, failure.analyzer),
+      el("td", { class: "reason-cell" }, failure.error || "no reason recorded"),
+      el("td", { class: "number", "data-label": "attempts" }, String(failure.attempts)),
+      el("td", { "data-label": "when" }, when),
+    );
+  }
+
+  async function loadFailures() {
+    const table = byId("failures");
+    try {
+      const answer = await api("api/analysis/failures?limit=20");
+      table.tBodies[0].replaceChildren(...answer.failures.map(failureRow));
+      table.hidden = answer.failures.length === 0;
+      byId("failures-count").textContent =
+        answer.total > answer.failures.length
+          ? `latest ${answer.failures.length} of ${number.format(answer.total)}`
+          : plural(answer.total, "failure", "failures");
+      setNote("failures-note", answer.total ? "" : "No analysis has failed.");
+    } catch (error) {
+      table.hidden = true;
+      byId("failures-count").textContent = "";
+      const why = error.status === 404 ? "this host does not list them" : trouble(error);
+      setNote("failures-note", `Failures unavailable: ${why}.`, ![401, 404].includes(error.status));
+    }
+  }
+
+  // --- search and similar tracks ---------------------------------------------------------------
+
+  function resultRow(result) {
+    const track = result.track;
+    return el(
+      "li",
+      { "data-track": track.id },
+      el(
+        "div",
+        { class: "track" },
+        el("div", { class: "name" }, trackName(track)),
+        byline(track) ? el("div", { class: "muted" }, byline(track)) : null,
+        el("div", { class: "path" }, track.path),
+      ),
+      el("span", { class: "score", title: "similarity" }, result.score.toFixed(2)),
+      el(
+        "button",
+        { class: "link", type: "button", onclick: () => showSimilar(track.id) },
+        "similar",
+      ),
+    );
+  }
+
+  function showResults(title, results, isError = false) {
+    setNote("results-title", title, isError);
+    byId("results").replaceChildren(...results.map(resultRow));
+  }
+
+  byId("search-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = byId("search-input").value.trim();
+    if (!text) return;
+    showResults(`Searching for “${text}”…`, []);
+    try {
+      const answer = await api("api/vibe/search", { text, limit: 20 });
+      const via = answer.matched_tags
+        ? `${answer.analyzer}, tags: ${answer.matched_tags.join(", ")}`
+        : answer.analyzer;
+      showResults(`${plural(answer.results.length, "track", "tracks")} for “${text}” (${via})`, answer.results);
+    } catch (error) {
+      showResults(`Search failed: ${trouble(error)}.`, [], true);
+    }
+  });
+
+  async function showSimilar(trackId) {
+    showResults("Finding similar tracks…", []);
+    map.selected = trackId; // ringed on the map, when it is there
+    drawMap();
+    try {
+      const answer = await api(`api/vibe/similar/${encodeURIComponent(trackId)}?limit=20`);
+      showResults(`Like “${trackName(answer.track)}” (${answer.analyzer})`, answer.results);
+    } catch (error) {
+      showResults(`No similar tracks: ${trouble(error)}.`, [], true);
+    }
+    byId("results-title").scrollIntoView({ block: "nearest" });
+  }
+
+  // --- the library map ------------------------------------------------------------------------
+
+  const map = { points: [], colours: new Map(), placed: [], selected: null };
+
+  function colourLabels(points) {
+    const counts = new Map();
+    for (const point of points) counts.set(point.label, (counts.get(point.label) || 0) + 1);
+    const labels = [...counts.keys()]
+      .filter((label) => label !== null)
+      .sort((a, b) => counts.get(b) - counts.get(a) || a.localeCompare(b));
+    map.colours = new Map(labels.slice(0, PALETTE.length).map((label, i) => [label, PALETTE[i]]));
+    const legend = labels.slice(0, PALETTE.length).map((label) => [label, map.colours.get(label), counts.get(label)]);
+    const others = points.length - legend.reduce((sum, entry) => sum + entry[2], 0);
+    if (others) legend.push([labels.length > PALETTE.length ? "other" : "no label", GREY, others]);
+    byId("legend").replaceChildren(
+      ...legend.map(([label, colour, count]) => {
+        const swatch = el("span", { class: "swatch" });
+        swatch.style.background = colour;
+        return el("li", { "data-label": label }, swatch, label, el("span", { class: "muted" }, `(${count})`));
+      }),
+    );
+  }
+
+  function drawMap() {
+    const canvas = byId("map");
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth;
+    const height = canvas.clientHeight;
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+    const context = canvas.getContext("2d");
+    context.setTransform(ratio, 0, 0, ratio, 0, 0);
+    context.clearRect(0, 0, width, height);
+    const points = map.points;
+    map.placed = [];
+    if (!points.length) return;
+    // one scale for both axes, so distances on screen keep their proportions
+    const xs = points.map((point) => point.x);
+    const ys = points.map((point) => point.y);
+    const [minX, maxX, minY, maxY] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const pad = 18;
+    const scale = Math.min(
+      (width - 2 * pad) / Math.max(maxX - minX, 1e-6),
+      (height - 2 * pad) / Math.max(maxY - minY, 1e-6),
+    );
+    const radius = points.length < 300 ? 5 : points.length < 5000 ? 3 : 1.6;
+    context.globalAlpha = points.length < 300 ? 0.9 : 0.7;
+    for (const point of points) {
+      const x = width / 2 + (point.x - (minX + maxX) / 2) * scale;
+      const y = height / 2 - (point.y - (minY + maxY) / 2) * scale;
+      map.placed.push([x, y, point]);
+      context.fillStyle = map.colours.get(point.label) || GREY;
+      context.beginPath();
+      context.arc(x, y, radius, 0, 2 * Math.PI);
+      context.fill();
+    }
+    context.globalAlpha = 1;
+    const selected = map.placed.find(([, , point]) => point.id === map.selected);
+    if (selected) {
+      context.strokeStyle = "#1d2329";
+      context.lineWidth = 2;
+      context.beginPath();
+      context.arc(selected[0], selected[1], radius + 4, 0, 2 * Math.PI);
+      context.stroke();
+    }
+  }
+
+  byId("map").addEventListener("click", (event) => {
+    const box = event.currentTarget.getBoundingClientRect();
+    const x = event.clientX - box.left;
+    const y = event.clientY - box.top;
+    let nearest = null;
+    let best = 12 * 12; // within 12 px
+    for (const [px, py, point] of map.placed) {
+      const distance = (px - x) ** 2 + (py - y) ** 2;
+      if (distance < best) [nearest, best] = [point, distance];
+    }
+    if (!nearest) return;
+    showSimilar(nearest.id);
+  });
+
+  async function refreshMap() {
+    try {
+      const answer = await api("api/vibe/map");
+      map.points = answer.points;
+      colourLabels(answer.points);
+      byId("map-note").textContent = answer.points.length
+        ? `${plural(answer.points.length, "track", "tracks")} · ${answer.method.toUpperCase()} of ${answer.analyzer} embeddings · coloured by top tag`
+        : "No track is analyzed yet.";
+    } catch (error) {
+      map.points = [];
+      byId("legend").replaceChildren();
+      byId("map-note").textContent =
+        error.status === 503 || error.status === 404
+          ? "No map: no analyzer with embeddings is enabled."
+          : `Map unavailable: ${trouble(error)}.`;
+    }
+    byId("map").dataset.points = String(map.points.length);
+    drawMap();
+  }
+
+  let resizing = 0;
+  window.addEventListener("resize", () => {
+    cancelAnimationFrame(resizing);
+    resizing = requestAnimationFrame(drawMap);
+  });
+
+  // --- refreshing -----------------------------------------------------------------------------
+
+  async function refreshStatus() {
+    const [, status] = await Promise.allSettled([loadHealth(), loadStatus(), loadFailures()]);
+    byId("updated").textContent =
+      status.value === true ? `updated ${new Date().toLocaleTimeString()}` : "";
+  }
+
+  function every(milliseconds, task) {
+    const run = async () => {
+      try {
+        if (!document.hidden) await task();
+      } finally {
+        setTimeout(run, milliseconds);
+      }
+    };
+    run();
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) refreshStatus();
+  });
+
+  byId("forget-token").hidden = !storedToken();
+  every(REFRESH_MS, refreshStatus);
+  every(MAP_REFRESH_MS, refreshMap);
+})();

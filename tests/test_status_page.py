@@ -1,0 +1,168 @@
+"""The status page at /, in a real headless browser (Debian's chromium, driven by playwright)
+against a real host over HTTP: progress, a failure with its reason, search, similar tracks,
+the library map, and the API token a person types in.
+
+The library is the vectors test analyzer's (known embeddings, tags "north" and "south") plus
+one file that is not audio, named like markup to prove the page shows names as text.
+"""
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+
+from soundspan_hooks import HOST
+from soundspan_host.app import create_app
+from tests.library import eventually, settled
+from tests.test_vibe_journeys import (
+    ARC,
+    OTHERS,
+    SETTINGS,
+    arc_vector,
+    vector_analyzer,  # noqa: F401 - the fixture: the test analyzer with known embeddings
+    write_vector_wav,
+)
+
+# read at import: the autouse clean_environment fixture drops SOUNDSPAN_* variables and moves
+# into tmp_path, so a relative path is taken from where pytest was started
+SCREENSHOT = os.environ.get("SOUNDSPAN_SCREENSHOT")
+SCREENSHOT_COPY = Path(SCREENSHOT).resolve() if SCREENSHOT else None
+pytestmark = pytest.mark.usefixtures("vector_analyzer")
+BROKEN = "<img src=x onerror=alert(1)>.wav"
+TOKEN = "status-page-token-0123456789"
+SOUTH = {"south/a.wav", "south/b.wav", "south/caf\ufffd.wav"}  # as the page shows them
+# where on the map canvas (in CSS pixels) a dot of this colour is drawn
+FIND_COLOUR = """(canvas, colour) => {
+  const [r, g, b] = colour.match(/\\d+/g).map(Number);
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  const scale = canvas.width / canvas.clientWidth;
+  for (let i = 0; i < pixels.length; i += 4) {
+    const [red, green, blue, alpha] = pixels.slice(i, i + 4);
+    const near = Math.abs(red - r) + Math.abs(green - g) + Math.abs(blue - b);
+    if (alpha > 200 && near < 12) {
+      return [((i / 4) % canvas.width) / scale, Math.floor(i / 4 / canvas.width) / scale];
+    }
+  }
+  return null;
+}"""
+
+
+@pytest.fixture
+async def browser():
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("the status page test needs Debian's chromium: apt-get install chromium")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable)
+        yield browser
+        await browser.close()
+
+
+class WatchedPage:
+    """A browser page that records what would go wrong unseen: script errors, blocked
+    resources, and dialogs (an injected alert)."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.on("pageerror", lambda error: self.problems.append(f"error: {error}"))
+        page.on("dialog", self._dialog)
+        page.on(
+            "console",
+            lambda message: message.type == "error" and self.problems.append(message.text),
+        )
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.problems.append(f"dialog: {dialog.message}")
+        asyncio.ensure_future(dialog.dismiss())
+
+
+async def open_page(browser: Browser, url: str) -> WatchedPage:
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    watched = WatchedPage(page)
+    await page.goto(url)
+    return watched
+
+
+async def test_the_status_page_shows_progress_failures_search_similar_and_the_map(
+    aiohttp_server, write_settings, music_dir, browser, tmp_path
+):
+    for step in range(ARC):
+        write_vector_wav(music_dir / "arc" / f"{step:02}.wav", arc_vector(step))
+    for path, vector in OTHERS.items():
+        write_vector_wav(music_dir / path, vector)
+    (music_dir / BROKEN).write_bytes(b"these are my notes, not music\n" * 20)
+    server = await aiohttp_server(create_app(write_settings(SETTINGS)))
+    tracks = ARC + len(OTHERS) + 1
+    await eventually(lambda: settled(server.app[HOST].engine, tracks), what="library")
+
+    watched = await open_page(browser, str(server.make_url("/")))
+    page = watched.page
+    card = page.locator('[data-analyzer="vectors"]')
+    await expect(card.get_by_role("progressbar")).to_have_attribute(
+        "aria-valuenow", str(tracks - 1)
+    )
+    await expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuemax", str(tracks))
+    await expect(card).to_contain_text(f"{tracks - 1} of {tracks} tracks analyzed")
+    await expect(card).to_contain_text("1 failed")
+    await expect(card).to_contain_text("untrained weights")
+    await expect(card).to_contain_text("first-samples")
+    await expect(page.locator("#library")).to_contain_text(f"{tracks} tracks")
+
+    failure = page.locator("#failures tbody tr")
+    await expect(failure).to_have_count(1)
+    await expect(failure).to_contain_text(BROKEN)
+    await expect(failure).to_contain_text("not a readable WAV file")
+    await expect(page.locator("#failures img")).to_have_count(0)
+
+    await expect(page.locator("#map")).to_have_attribute("data-points", str(tracks - 1))
+    await expect(page.locator('#legend [data-label="north"]')).to_contain_text("(13)")
+    await expect(page.locator('#legend [data-label="south"]')).to_contain_text("(3)")
+    south_colour = await page.locator('#legend [data-label="south"] .swatch').evaluate(
+        "swatch => getComputedStyle(swatch).backgroundColor"
+    )
+    where = await page.locator("#map").evaluate(FIND_COLOUR, south_colour)
+    await page.locator("#map").click(position={"x": where[0], "y": where[1]})
+    await expect(page.locator("#results-title")).to_contain_text("Like")
+    results = page.locator("#results li")
+    await expect(results).to_have_count(ARC + len(OTHERS) - 1)
+    nearest = await results.locator(".path").all_inner_texts()
+    assert set(nearest[:2]) < SOUTH  # the south dots overlap: any of them
+
+    await page.locator("#search-input").fill("south")
+    await page.locator("#search-input").press("Enter")
+    await expect(results).to_have_count(3)
+    assert set(await results.locator(".path").all_inner_texts()) == SOUTH
+
+    await results.filter(has_text="south/a.wav").get_by_role("button", name="similar").click()
+    await expect(page.locator("#results-title")).to_contain_text("Like “a.wav”")
+    await expect(results).to_have_count(ARC + len(OTHERS) - 1)
+    nearest = await results.locator(".path").all_inner_texts()
+    assert set(nearest[:2]) == SOUTH - {"south/a.wav"}
+
+    shot = await page.screenshot(path=tmp_path / "status-page.png", full_page=True)
+    if SCREENSHOT_COPY is not None:
+        SCREENSHOT_COPY.parent.mkdir(parents=True, exist_ok=True)
+        SCREENSHOT_COPY.write_bytes(shot)
+    assert watched.problems == []
+
+
+async def test_the_page_asks_for_the_api_token_and_remembers_it(
+    aiohttp_server, write_settings, browser
+):
+    server = await aiohttp_server(create_app(write_settings(f'api_token = "{TOKEN}"\n')))
+    page = (await open_page(browser, str(server.make_url("/")))).page
+    await expect(page.locator("#token")).to_be_visible()
+    await expect(page.locator("#analyzers-note")).to_contain_text("waiting for the API token")
+
+    await page.locator("#token-input").fill(TOKEN)
+    await page.locator("#token-input").press("Enter")
+    await expect(page.locator('[data-analyzer="vectors"]')).to_be_visible()
+    await expect(page.locator("#token")).to_be_hidden()
+
+    await page.reload()
+    await expect(page.locator('[data-analyzer="vectors"]')).to_be_visible()
+    await expect(page.locator("#token")).to_be_hidden()
