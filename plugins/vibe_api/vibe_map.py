@@ -56,16 +56,19 @@ class LibraryMaps:
     async def refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_seconds)
-            for name, analyzer in list(self._analyzers.items()):
-                try:
-                    signature = await queries.embeddings_signature(
-                        self.host.engine, analyzer.embedding_table
-                    )
-                    if name in self._outdated or signature != self._maps[name].signature:
-                        async with self._lock(name):
-                            await self._compute(analyzer)
-                except Exception:  # the database may be away; the old map stays
-                    log.warning("vibe map of %s not refreshed", name, exc_info=True)
+            # side by side: one analyzer's map never waits for another's to be recomputed
+            await asyncio.gather(*(self._refresh(info) for info in list(self._analyzers.values())))
+
+    async def _refresh(self, analyzer: AnalyzerInfo) -> None:
+        try:
+            signature = await queries.embeddings_signature(
+                self.host.engine, analyzer.embedding_table
+            )
+            if analyzer.name in self._outdated or signature != self._maps[analyzer.name].signature:
+                async with self._lock(analyzer.name):
+                    await self._compute(analyzer)
+        except Exception:  # the database may be away; the old map stays
+            log.warning("vibe map of %s not refreshed", analyzer.name, exc_info=True)
 
     def _lock(self, analyzer: str) -> asyncio.Lock:
         return self._locks.setdefault(analyzer, asyncio.Lock())
