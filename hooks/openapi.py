@@ -6,12 +6,16 @@ the handlers accept.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+# ids are opaque to clients, but never hold a NUL (PostgreSQL text cannot)
+TrackId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 
 
 class Track(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from soundspan_hooks import HOST
 from soundspan_hooks.openapi import (
     Track,
+    TrackId,
     component_schemas,
     json_body,
     operation,
@@ -24,7 +25,6 @@ from soundspan_hooks.openapi import (
 from soundspan_host.queue import failed_jobs, retry_failed
 
 routes = web.RouteTableDef()
-TrackId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 AnalyzerName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]+$")]
 
 

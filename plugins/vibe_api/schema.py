@@ -7,14 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from soundspan_hooks.openapi import Track, component_schemas, operation, ref
+from soundspan_hooks.openapi import Track, TrackId, component_schemas, operation, ref
 
 MAX_LIMIT = 200
 MAX_PATH_LENGTH = 100
 MAX_MIX_ITEMS = 20
 MixItemText = Annotated[str, Field(min_length=1, max_length=500)]
-# ids are opaque to clients, but never hold a NUL (PostgreSQL text cannot)
-TrackId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 # a plain file name: no slash, no control character, no leading dot or space, no trailing space
 PLAYLIST_NAME = r"^[^/\\\x00-\x1f\x7f.\s]([^/\\\x00-\x1f\x7f]*[^/\\\x00-\x1f\x7f\s])?$"
 
