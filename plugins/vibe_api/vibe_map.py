@@ -45,7 +45,10 @@ class LibraryMaps:
         if analyzer.name not in self._maps:
             async with self._lock(analyzer.name):
                 if analyzer.name not in self._maps:  # unless a request before us made it
-                    await self._compute(analyzer)
+                    signature = await queries.embeddings_signature(
+                        self.host.engine, analyzer.embedding_table
+                    )
+                    await self._compute(analyzer, signature)
                     self._analyzers[analyzer.name] = analyzer
         return self._maps[analyzer.name].body
 
@@ -66,18 +69,19 @@ class LibraryMaps:
             )
             if analyzer.name in self._outdated or signature != self._maps[analyzer.name].signature:
                 async with self._lock(analyzer.name):
-                    await self._compute(analyzer)
+                    await self._compute(analyzer, signature)
         except Exception:  # the database may be away; the old map stays
             log.warning("vibe map of %s not refreshed", analyzer.name, exc_info=True)
 
     def _lock(self, analyzer: str) -> asyncio.Lock:
         return self._locks.setdefault(analyzer, asyncio.Lock())
 
-    async def _compute(self, analyzer: AnalyzerInfo) -> None:
+    async def _compute(self, analyzer: AnalyzerInfo, signature: tuple[Any, ...]) -> None:
+        """`signature` is taken before the embeddings are read: a change made while they are
+        read shows as a new signature at the next refresh."""
         started = time.monotonic()
         self._outdated.discard(analyzer.name)
         table = analyzer.embedding_table
-        signature = await queries.embeddings_signature(self.host.engine, table)
         if self.method == "umap":
             track_ids, content_ids, coordinates = await _umap(self.host, table)
         else:
