@@ -45,7 +45,7 @@ from pathlib import Path
 
 import asyncpg
 import numpy as np
-from common import BenchHost, host_environment, save_bpe_tokenizer
+from common import BenchHost, host_environment
 from pgvector.asyncpg import register_vector
 
 CLUSTERS = 500
@@ -60,43 +60,6 @@ SEARCH_TEXTS = [
     "warm analog synth pads",
 ]
 MUSICNN_TAGS = [f"tag{index}" for index in range(50)]
-
-
-# --- a tiny random CLAP with the real 512-d projection (as tests/clap_models.py builds) ---------
-
-
-def save_tiny_clap(directory: Path) -> Path:
-    """A random tiny CLAP (projection_dim 512) as a Hugging Face model dir, marked untrained."""
-    import torch
-    from transformers import ClapConfig, ClapModel
-
-    from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
-
-    torch.manual_seed(1)
-    config = ClapConfig(
-        text_config={
-            "vocab_size": 300,
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 1,
-            "intermediate_size": 128,
-            "max_position_embeddings": 80,
-            "layer_norm_eps": 1e-5,
-        },
-        audio_config={
-            "patch_embeds_hidden_size": 8,
-            "depths": [2, 2],
-            "num_attention_heads": [1, 2],
-            "hidden_size": 16,
-            "window_size": 8,
-        },
-        projection_dim=512,
-    )
-    setattr(config, UNTRAINED_MARKER, True)
-    ClapModel(config).eval().save_pretrained(directory)
-    save_bpe_tokenizer(directory, SEARCH_TEXTS + ["solo classical piano", "a cat"])
-    laion_feature_extractor(num_mel_bins=64, fusion=False).save_pretrained(directory)
-    return directory
 
 
 # --- the host ---------------------------------------------------------------------------------
@@ -378,6 +341,10 @@ async def prepare(host: BenchHost, count: int) -> tuple[dict, dict]:
 
 
 def main() -> None:
+    # torch is imported here, not at module level: the load generator processes re-import
+    # this module and need none of it
+    from tests.clap_models import save_tiny_clap
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests per route")
@@ -386,7 +353,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="soundspan-api-bench-"))
     (work / "music").mkdir()
-    host = BenchHost(work, api_environment(work, save_tiny_clap(work / "tiny-clap")))
+    host = BenchHost(
+        work, api_environment(work, save_tiny_clap(work / "tiny-clap", projection_dim=512))
+    )
     try:
         startup_s = host.start()
         timings, recall = asyncio.run(prepare(host, args.tracks))

@@ -34,7 +34,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from common import ChildMemory, save_bpe_tokenizer
+from common import ChildMemory
 from transformers import ClapConfig, ClapModel
 
 from soundspan_plugins.clap.embedding import embed_text
@@ -42,6 +42,7 @@ from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feat
 from soundspan_plugins.clap.loading import load_clap
 from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
 from soundspan_plugins.shared.pool import ModelPool
+from tests.clap_models import save_tokenizer
 
 RATE = 44100
 TRACK_SECONDS = 240.0
@@ -104,7 +105,7 @@ QUERIES = [
 
 def text_latency(model_dir: Path, device: str, rounds: int = 20) -> list[float]:
     """Seconds per text query through the text tower as the host holds it (1 thread)."""
-    save_bpe_tokenizer(model_dir, QUERIES, vocab_size=400)
+    save_tokenizer(model_dir, QUERIES, vocab_size=400)
     clap = load_clap(model_dir, towers=("text",), threads=1, device=device)
     embed_text(clap, QUERIES[:1])  # warm up
     latencies = []

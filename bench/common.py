@@ -1,5 +1,6 @@
-"""What the benchmarks share: a real `soundspan-host serve` in a temp dir, memory sampling of
-processes, and a small tokenizer for the random CLAP models (no download)."""
+"""What the benchmarks share: a real `soundspan-host serve` in a temp dir and memory sampling
+of processes. Importing it also puts the repository on sys.path, so the benchmarks build their
+random CLAP models and tokenizers with the tests' own builders (tests/clap_models.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ from pathlib import Path
 import psutil
 
 from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+if str(REPOSITORY) not in sys.path:
+    sys.path.append(str(REPOSITORY))  # last, so nothing of the repository shadows a package
 
 
 def free_port() -> int:
@@ -185,23 +190,3 @@ class ChildMemory(threading.Thread):
                             continue  # multiprocessing's resource tracker, not a worker
                         rss = child.memory_info().rss
                         self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
-
-
-def save_bpe_tokenizer(directory: Path, phrases: list[str], vocab_size: int = 300) -> None:
-    """A RoBERTa-format byte-level BPE tokenizer trained on a few phrases (ids 0..4 as RoBERTa)."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaTokenizer
-
-    trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(
-        phrases * 3,
-        vocab_size=vocab_size,
-        min_frequency=1,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        show_progress=False,
-    )
-    bpe = json.loads(trainer.to_str())["model"]
-    merges = [
-        tuple(pair) if isinstance(pair, list) else tuple(pair.split()) for pair in bpe["merges"]
-    ]
-    RobertaTokenizer(vocab=bpe["vocab"], merges=merges).save_pretrained(directory)

@@ -53,7 +53,6 @@ from api import (
     load_library,
     percentile,
     report_host_end,
-    save_tiny_clap,
     stop_and_clean,
     track_id,
 )
@@ -355,6 +354,10 @@ async def map_parts(host: BenchHost, table: str, labels: bool) -> dict:
 
 
 def main() -> None:
+    # torch is imported here, not at module level: the load generator processes re-import
+    # this module and need none of it
+    from tests.clap_models import save_tiny_clap
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300, help="sequential requests per route")
@@ -366,7 +369,7 @@ def main() -> None:
     load_at_start = wait_for_quiet()
     work = Path(tempfile.mkdtemp(prefix="soundspan-journeys-bench-"))
     (work / "music").mkdir()
-    env = api_environment(work, save_tiny_clap(work / "tiny-clap"))
+    env = api_environment(work, save_tiny_clap(work / "tiny-clap", projection_dim=512))
     env["SOUNDSPAN_VIBE_API__MAP_REFRESH_SECONDS"] = str(args.refresh_seconds)
     host = BenchHost(work, env)
     results: dict = {"load_at_start": load_at_start}

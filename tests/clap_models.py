@@ -58,13 +58,15 @@ def random_weights(model: ClapModel, seed: int) -> None:
                 tensor.copy_((tensor + noise).abs() if "running_var" in name else tensor + noise)
 
 
-def save_tokenizer(directory: Path) -> None:
+def save_tokenizer(
+    directory: Path, phrases: list[str] | None = None, vocab_size: int = 300
+) -> None:
     """A RoBERTa-style byte-level BPE tokenizer trained on a few phrases (ids 0..4 as RoBERTa)."""
-    corpus = TEXTS + ["fast drum and bass", "calm ambient drone with rain", "a cat"]
+    corpus = phrases or TEXTS + ["fast drum and bass", "calm ambient drone with rain", "a cat"]
     trainer = ByteLevelBPETokenizer()
     trainer.train_from_iterator(
         corpus * 3,
-        vocab_size=300,
+        vocab_size=vocab_size,
         min_frequency=1,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
         show_progress=False,
