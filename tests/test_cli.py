@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -62,8 +63,6 @@ def get_json(port: int, path: str):
 
 def wait_settled(port: int, tracks: int) -> None:
     """Until the library holds `tracks` and nothing is pending or running."""
-    import time
-
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status = get_json(port, "/api/vibe/status")
