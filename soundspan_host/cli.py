@@ -245,17 +245,11 @@ def similar(
     settings: SettingsOption = None,
 ) -> None:
     """Tracks that sound like a track."""
-    music_dir = load_plugins(read_settings(settings)).settings.host.music_dir
-    run_client(
-        settings,
-        partial(show_similar, track=track, music_dir=music_dir, limit=limit, analyzer=analyzer),
-    )
+    run_client(settings, partial(show_similar, track=track, limit=limit, analyzer=analyzer))
 
 
-async def show_similar(
-    client: HostClient, track: str, music_dir: Path, limit: int, analyzer: str | None
-) -> None:
-    track_id = await resolve_track(client, track, music_dir)
+async def show_similar(client: HostClient, track: str, limit: int, analyzer: str | None) -> None:
+    track_id = await resolve_track(client, track, client.settings.music_dir)
     answer = await client.get(f"/api/vibe/similar/{track_id}", limit=limit, analyzer=analyzer)
     title = f"like {answer['track']['path']} by {answer['analyzer']}"
     console.print(results_table(title, answer["results"]))
@@ -370,15 +364,16 @@ def run_client(
 ) -> None:
     """Run a command against the host; an error answer ends it with its message, exit 1."""
 
+    plugins = load_plugins(read_settings(settings))
+
     async def main() -> None:
-        async with connect(settings, start_private=start_private) as client:
+        async with connect(plugins, settings, start_private=start_private) as client:
             if client.private:
                 error_console.print("(no host is running: read from its database)")
             await command(client)
 
-    host_settings = load_plugins(read_settings(settings)).settings.host
     # a private host's start-up chatter would bury the answer: warnings only
-    configure_logging(host_settings.model_copy(update={"log_level": "WARNING"}))
+    configure_logging(plugins.settings.host.model_copy(update={"log_level": "WARNING"}))
     try:
         asyncio.run(main())
     except ApiError as error:

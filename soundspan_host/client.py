@@ -15,7 +15,7 @@ from aiohttp import web
 
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import Plugins, load_plugins
-from soundspan_host.settings import env_name, read_settings
+from soundspan_host.settings import HostSettings, env_name, read_settings
 
 
 class ApiError(Exception):
@@ -31,6 +31,7 @@ class HostClient:
     session: aiohttp.ClientSession
     base_url: str
     private: bool  # True: no host was running; this command started its own
+    settings: HostSettings  # as this command read them (its music dir, say)
 
     async def get(self, route: str, **params: Any) -> Any:
         query = {key: str(value) for key, value in params.items() if value is not None}
@@ -66,10 +67,11 @@ def api_url(plugins: Plugins) -> str:
 
 @contextlib.asynccontextmanager
 async def connect(
-    settings_file: Path | None, start_private: bool = True
+    plugins: Plugins, settings_file: Path | None, start_private: bool = True
 ) -> AsyncIterator[HostClient]:
-    """A client of the running host; else, with start_private, of a private one."""
-    plugins = load_plugins(read_settings(settings_file))
+    """A client of the running host; else, with start_private, of a private one.
+
+    `plugins` are those loaded from `settings_file`, which a private host reads again."""
     token = plugins.settings.host.api_token
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = aiohttp.ClientTimeout(total=120, sock_connect=3)
@@ -78,7 +80,7 @@ async def connect(
         try:
             async with session.get(url + "/healthz") as answer:
                 await answer.read()
-            yield HostClient(session, url, private=False)
+            yield HostClient(session, url, private=False, settings=plugins.settings.host)
             return
         except aiohttp.ClientConnectionError:
             if not start_private:
@@ -86,7 +88,7 @@ async def connect(
                     f"no host answers at {url}; start it with `soundspan-host serve`"
                 ) from None
         async with private_host(plugins, settings_file) as private_url:
-            yield HostClient(session, private_url, private=True)
+            yield HostClient(session, private_url, private=True, settings=plugins.settings.host)
 
 
 @contextlib.asynccontextmanager
