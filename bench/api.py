@@ -319,7 +319,7 @@ def run_client(base: str, count: int, requests: int) -> dict:
 
 
 async def prepare(host: BenchHost, count: int) -> tuple[dict, dict]:
-    db = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{host.database_port}/soundspan")
+    db = await asyncpg.connect(host.database_url)
     try:
         await register_vector(db)
         print(f"loading {count} tracks ...", file=sys.stderr)

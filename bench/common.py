@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from soundspan_host.database.embedded_access import worker_url
 from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -117,6 +118,11 @@ class BenchHost:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
+
+    @property
+    def database_url(self) -> str:
+        """The host's embedded database, as a worker reaches it (password from its data dir)."""
+        return worker_url(Path(self.env["SOUNDSPAN_DATA_DIR"]), self.database_port)
 
     def plugins(self) -> list[dict]:
         with urllib.request.urlopen(self.url("/api/plugins"), timeout=5) as answer:

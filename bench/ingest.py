@@ -329,7 +329,7 @@ async def measure(args: argparse.Namespace, work: Path, host: BenchHost) -> dict
         (music / folder).mkdir()
     await asyncio.sleep(1.0)  # the watcher adds its watches on the new folders
 
-    db = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{host.database_port}/soundspan")
+    db = await asyncpg.connect(host.database_url)
     try:
         results: dict = {}
         until_done = args.workers > 0

@@ -234,12 +234,8 @@ def wait_for_quiet() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
-def database_url(host: BenchHost) -> str:
-    return f"postgresql://postgres@127.0.0.1:{host.database_port}/soundspan"
-
-
 async def load(host: BenchHost, count: int) -> dict:
-    db = await asyncpg.connect(database_url(host))
+    db = await asyncpg.connect(host.database_url)
     try:
         await register_vector(db)
         return await load_library(db, count, MSD_TAGS)
@@ -248,7 +244,7 @@ async def load(host: BenchHost, count: int) -> dict:
 
 
 async def add_tracks(host: BenchHost, first: int, count: int) -> None:
-    db = await asyncpg.connect(database_url(host))
+    db = await asyncpg.connect(host.database_url)
     try:
         await register_vector(db)
         await copy_tracks(db, first, count, MSD_TAGS)
@@ -318,7 +314,7 @@ async def map_parts(host: BenchHost, table: str, labels: bool) -> dict:
     from soundspan_plugins.musicnn import _genre_labels
     from soundspan_plugins.vibe_api import queries, vibe_map
 
-    engine = create_async_engine(database_url(host).replace("postgresql:", "postgresql+asyncpg:"))
+    engine = create_async_engine(host.database_url.replace("postgresql:", "postgresql+asyncpg:"))
     stub = SimpleNamespace(engine=engine)
     parts: dict[str, float] = {}
     try:

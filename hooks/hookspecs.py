@@ -139,3 +139,28 @@ def soundspan_content_labels(
 @hookspec
 def soundspan_track_details(host: HostContext, content_id: str) -> Awaitable[dict] | None:
     """This analyzer's public result for a content, e.g. {"musicnn": {"tags": {...}}}; or None."""
+
+
+# --- Playlists -----------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def soundspan_playlist_tracks(host: HostContext, recipe: dict) -> Awaitable[list[str]] | None:
+    """Build a playlist's track ids, in order, from a recipe: one POST /api/playlists source,
+    e.g. {"search": {"text": "rainy night", "limit": 50}}; answered by vibe_api."""
+
+
+@hookspec(firstresult=True)
+def soundspan_send_playlist(
+    host: HostContext, name: str, track_ids: list[str], destination: dict
+) -> Awaitable[dict] | None:
+    """Put a playlist on a music server, replacing the songs of the one sent under `name`
+    before; `destination` is e.g. {"server_user": "alice"}. Answers what was sent."""
+
+
+@hookspec(firstresult=True)
+def soundspan_content_tags(
+    host: HostContext, content_ids: list[str]
+) -> Awaitable[dict[str, list[str]]] | None:
+    """Each content's top tags, likeliest first, to say why a result was chosen (the tags it
+    shares with the query); contents without tags are left out."""

@@ -27,11 +27,25 @@ class Track(BaseModel):
     artist: str | None
     album: str | None
     duration: float | None
+    # the richer tags: in the answers that read them (the vibe API's), absent elsewhere
+    album_artist: str | None = None
+    track_number: int | None = None
+    disc_number: int | None = None
+    year: int | None = None
+    genre: str | None = None
+    isrc: str | None = None
+    musicbrainz_recording_id: str | None = None
+
+
+RICHER_TAGS = tuple(name for name, field in Track.model_fields.items() if not field.is_required())
 
 
 def track_json(row: Any) -> dict[str, Any]:
-    """A `tracks` row (any object with Track's fields) as clients see it."""
-    return {name: getattr(row, name) for name in Track.model_fields}
+    """A `tracks` row (any object with Track's required fields) as clients see it, with
+    the richer tags the row carries."""
+    shown = {name: getattr(row, name) for name in Track.model_fields if name not in RICHER_TAGS}
+    shown.update({name: getattr(row, name) for name in RICHER_TAGS if hasattr(row, name)})
+    return shown
 
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -87,6 +101,8 @@ def operation(
         described.setdefault(
             str(status), {"description": _reason(status), "content": json_content(ERROR)}
         )
+    if body is not None:  # a body not sent as application/json
+        described.setdefault("415", {"description": _reason(415), "content": json_content(ERROR)})
     result: dict[str, Any] = {"summary": summary, "responses": described}
     if parameters:
         result["parameters"] = parameters

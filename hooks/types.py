@@ -49,13 +49,23 @@ class LibraryEventKind(enum.StrEnum):
 class TrackFacts:
     """What ingest read from a file: its content identity, stat and tags."""
 
-    fingerprint: str  # identity of the content, not the path: moves keep it, edits change it
+    fingerprint: str  # identity of the audio, not the path: moves and retags keep it, edits not
     size: int
     mtime: float
     title: str | None = None
     artist: str | None = None
     album: str | None = None
     duration: float | None = None  # seconds
+    album_artist: str | None = None
+    track_number: int | None = None
+    disc_number: int | None = None
+    year: int | None = None
+    genre: str | None = None
+    isrc: str | None = None
+    musicbrainz_recording_id: str | None = None  # Picard's "musicbrainz_trackid" tag
+    # the identity every file had before fingerprints hashed only the audio (tags included):
+    # finds content recorded that way, so that an upgrade analyzes nothing again
+    bytes_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,12 +105,14 @@ class AnalyzerInfo:
     trained: bool  # False for random or test weights: never reported as a trained model
     dimension: int  # length of the stored embedding
     device: str  # "cpu" or "cuda"
-    state: Literal["ready", "loading", "unavailable"] = "ready"
+    state: Literal["ready", "loading", "downloading", "unavailable"] = "ready"
     reason: str | None = None  # why it is unavailable, and what to set
     embeds_text: bool = False  # answers soundspan_embed_text
     embedding_table: str | None = None  # (content_id, embedding vector) rows, HNSW cosine index
     workers: int = 1  # tracks it can analyze at once (its pool size); 0: remote workers only
     poll_interval: float = 5.0  # seconds between looks at the queue for work other hosts added
+    # while its model downloads: bytes_done, bytes_total, bytes_per_second, eta_seconds, file
+    download: dict | None = None
 
 
 class UnreadableTrack(Exception):

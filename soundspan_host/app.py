@@ -32,12 +32,21 @@ from soundspan_host.middlewares import bearer_token, check_exposure, json_errors
 from soundspan_host.openapi import HOST_OPENAPI, build_spec
 from soundspan_host.plugins import Plugins
 from soundspan_host.queue import AnalysisQueue, analysis_progress
+from soundspan_host.request_guards import (
+    allow_cross_origin,
+    allowed_host_names,
+    json_bodies,
+    known_hosts_only,
+    same_origin_changes,
+)
 from soundspan_host.settings import HostSettings
 from soundspan_host.workers import DATABASE_ERRORS, AnalyzerWorker
 
 log = logging.getLogger(__name__)
 
 PLUGINS = web.AppKey("soundspan_plugins", Plugins)
+# False for a host started to answer one CLI command: the queue is the real host's to keep
+REQUEUES_OUTDATED = web.AppKey("soundspan_requeues_outdated", bool)
 CATALOG_PLUGIN = "soundspan-catalog"
 routes = web.RouteTableDef()
 
@@ -76,21 +85,32 @@ class Host:
         return [info for info in await self.call("soundspan_analyzer", host=self) if info]
 
 
-def create_app(plugins: Plugins) -> web.Application:
-    """Build the app: host routes, plugin routes, and one lifetime for database and plugins."""
+def create_app(plugins: Plugins, requeue_outdated: bool = True) -> web.Application:
+    """Build the app: host routes, plugin routes, and one lifetime for database and plugins.
+
+    `requeue_outdated`: at start-up, queue re-analysis by the analyzers whose model changed.
+    """
     settings = plugins.settings.host
     check_exposure(settings.host, settings.api_token)
     metrics = Metrics()
     middlewares = [metrics.middleware(), json_errors()]
+    allowed_hosts = allowed_host_names(settings)
+    if allowed_hosts is not None:
+        middlewares.append(known_hosts_only(allowed_hosts))
+    middlewares.append(same_origin_changes(settings.cors_origins))
     if settings.api_token:
         middlewares.append(bearer_token(settings.api_token))
+    middlewares.append(json_bodies(settings.http_body_timeout))
     app = web.Application(client_max_size=1024**2, middlewares=middlewares)
     app[PLUGINS] = plugins
+    app[REQUEUES_OUTDATED] = requeue_outdated
     app[METRICS] = metrics
     app.add_routes([*routes, *failure_routes, *metrics_routes])
     for plugin_routes in plugins.manager.hook.soundspan_routes():
         if plugin_routes is not None:
             app.add_routes(plugin_routes)
+    if settings.cors_origins:
+        allow_cross_origin(app, settings.cors_origins)
     app.cleanup_ctx.append(host_lifetime)
     return app
 
@@ -111,8 +131,10 @@ async def host_lifetime(app: web.Application) -> AsyncIterator[None]:
         plugins.manager.register(host.catalog, name=CATALOG_PLUGIN)
         stack.callback(plugins.manager.unregister, name=CATALOG_PLUGIN)
         await start_plugins(stack, host)
-        await queue.requeue_outdated({analyzer.name: analyzer.version for analyzer in analyzers})
-        for analyzer in await host.describe_analyzers():
+        analyzers = await host.describe_analyzers()
+        if app[REQUEUES_OUTDATED]:
+            await queue_reanalysis(queue, analyzers)
+        for analyzer in analyzers:
             if analyzer.state == "unavailable":
                 log.warning("%s is unavailable: %s", analyzer.name, analyzer.reason)
                 continue
@@ -197,6 +219,26 @@ async def open_host(
     return host
 
 
+async def queue_reanalysis(queue: AnalysisQueue, analyzers: list[AnalyzerInfo]) -> None:
+    """Queue re-analysis for the analyzers whose model changed since their results were made.
+
+    Never for an unavailable analyzer: the version it reports (e.g. a missing checkpoint's)
+    says nothing about the model its results came from.
+    """
+    available = {info.name: info.version for info in analyzers if info.state != "unavailable"}
+    for analyzer, (jobs, older) in (await queue.requeue_outdated(available)).items():
+        if jobs:
+            log.warning(
+                "%s: %d tracks queued for analysis with %s (%s)",
+                analyzer,
+                jobs,
+                available[analyzer],
+                f"results from {', '.join(older)} are replaced as the new ones come"
+                if older
+                else "they had none from it",
+            )
+
+
 def plugin_migrations(plugins: Plugins) -> list[Path]:
     return [path for path in plugins.manager.hook.soundspan_migrations() if path]
 
@@ -228,15 +270,17 @@ async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for people and orchestrators: 200 when the database answers, else 503."""
+    """Liveness for people and orchestrators: 200 when the database answers, else 503.
+
+    Open to anyone, so it says no more than that: the version is in /api/plugins, the
+    database's error in the host's log."""
     try:
         async with request.app[HOST].engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except (OSError, SQLAlchemyError) as error:
-        return web.json_response(
-            {"status": "unavailable", "database": str(error).splitlines()[0]}, status=503
-        )
-    return web.json_response({"status": "ok", "database": "ok", "version": __version__})
+        log.warning("/healthz: the database does not answer: %s", str(error).splitlines()[0])
+        return web.json_response({"status": "unavailable", "database": "unavailable"}, status=503)
+    return web.json_response({"status": "ok", "database": "ok"})
 
 
 @routes.get("/api/openapi.json")

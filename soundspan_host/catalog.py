@@ -3,7 +3,8 @@
 This is the host's answer to `soundspan_library_event`. A track keeps its id when its file
 is moved or renamed (also when the move arrives as a delete and a create, matched by content
 fingerprint) and when its content changes in place; duplicates share one content and so
-are analyzed once.
+are analyzed once. Content is found by its audio payload identity, so a retag changes tags
+only; a content recorded before payload identities is found once by its old byte fingerprint.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from soundspan_hooks import LibraryEvent, LibraryEventKind, TrackFacts, hookimpl
@@ -24,6 +26,11 @@ log = logging.getLogger(__name__)
 PRIORITY_NEW_FILE = 10  # new files go before re-analysis with a new model version
 PRIORITY_REANALYSIS = 0
 LATE_MOVE_SECONDS = 120.0
+TAGS_VERSION = 1  # the tag set ingest reads; a row read with an older one is read again
+TAG_COLUMNS = (
+    "title", "artist", "album", "duration", "album_artist", "track_number", "disc_number", "year",
+    "genre", "isrc", "musicbrainz_recording_id",
+)  # fmt: skip
 
 
 def raw_path(relative_path: str) -> bytes:
@@ -54,7 +61,20 @@ class Catalog:
         return self.apply(event)
 
     async def apply(self, event: LibraryEvent) -> None:
-        """Apply one event in one transaction; events are idempotent, so repeats do no harm."""
+        """Apply one event in one transaction; events are idempotent, so repeats do no harm.
+
+        Raises ValueError for a file the database can never record (its path is past the
+        index's size limit, say), so that ingest reports it and goes on with the others.
+        """
+        try:
+            await self._apply(event)
+        except DBAPIError as error:
+            reason = _unrecordable(error, event.path)
+            if reason is None:
+                raise  # the database is away or failing: ingest retries later
+            raise ValueError(reason) from error
+
+    async def _apply(self, event: LibraryEvent) -> None:
         async with self.engine.begin() as connection:
             if event.kind is LibraryEventKind.VANISHED:
                 await self._vanished(connection, event.path)
@@ -71,8 +91,16 @@ class Catalog:
     async def tracks_on_record(self) -> dict[str, tuple[int, float]]:
         """Present tracks' relative paths with the size and mtime last seen, for a reconcile."""
         async with self.engine.connect() as connection:
+            # a row read with an older tag set, or whose content has no payload identity yet
+            # (recorded before there were any), shows no mtime: the reconcile reads it again
             rows = await connection.execute(
-                text("SELECT raw_path, size, mtime FROM tracks WHERE missing_since IS NULL")
+                text(
+                    "SELECT t.raw_path, t.size, CASE WHEN t.tags_version >= :tags_version"
+                    " AND c.payload_id IS NOT NULL THEN t.mtime END AS mtime"
+                    " FROM tracks t JOIN contents c ON c.id = t.content_id"
+                    " WHERE t.missing_since IS NULL"
+                ),
+                {"tags_version": TAGS_VERSION},
             )
             return {os.fsdecode(row.raw_path): (row.size, row.mtime) for row in rows}
 
@@ -155,20 +183,15 @@ class Catalog:
 
     async def _present(self, connection: AsyncConnection, path: str, facts: TrackFacts) -> bool:
         """Record the file at `path` with these facts; True if analysis jobs were queued."""
-        await connection.execute(
-            text("INSERT INTO contents (id, size) VALUES (:id, :size) ON CONFLICT DO NOTHING"),
-            {"id": facts.fingerprint, "size": facts.size},
-        )
+        content_id = await _content_of(connection, facts)
         values = {
             "raw": raw_path(path),
             "path": readable_path(path),
-            "content_id": facts.fingerprint,
+            "content_id": content_id,
             "size": facts.size,
             "mtime": facts.mtime,
-            "title": facts.title,
-            "artist": facts.artist,
-            "album": facts.album,
-            "duration": facts.duration,
+            "tags_version": TAGS_VERSION,
+            **{column: getattr(facts, column) for column in TAG_COLUMNS},
         }
         track_id = (
             await connection.execute(
@@ -184,16 +207,15 @@ class Catalog:
                         " AND missing_since IS NOT NULL"
                         " ORDER BY missing_since DESC LIMIT 1 FOR UPDATE"
                     ),
-                    {"content_id": facts.fingerprint},
+                    {"content_id": content_id},
                 )
             ).scalar()
         if track_id is None:
             await connection.execute(
                 text(
-                    "INSERT INTO tracks (id, raw_path, path, content_id, size, mtime,"
-                    " title, artist, album, duration)"
-                    " VALUES (:id, :raw, :path, :content_id, :size, :mtime,"
-                    " :title, :artist, :album, :duration)"
+                    "INSERT INTO tracks (id, raw_path, path, content_id, size, mtime, tags_version,"
+                    f" {', '.join(TAG_COLUMNS)}) VALUES (:id, :raw, :path, :content_id, :size,"
+                    f" :mtime, :tags_version, {', '.join(':' + c for c in TAG_COLUMNS)})"
                 ),
                 {"id": uuid.uuid4().hex, **values},
             )
@@ -201,15 +223,59 @@ class Catalog:
             await connection.execute(
                 text(
                     "UPDATE tracks SET raw_path = :raw, path = :path, content_id = :content_id,"
-                    " size = :size, mtime = :mtime, title = :title, artist = :artist,"
-                    " album = :album, duration = :duration, missing_since = NULL,"
-                    " updated_at = now() WHERE id = :id"
+                    " size = :size, mtime = :mtime, tags_version = :tags_version,"
+                    f" {', '.join(f'{c} = :{c}' for c in TAG_COLUMNS)},"
+                    " missing_since = NULL, updated_at = now() WHERE id = :id"
                 ),
                 {"id": track_id, **values},
             )
         return await queue_analysis(
-            connection, facts.fingerprint, self.analyzer_versions, PRIORITY_NEW_FILE
+            connection, content_id, self.analyzer_versions, PRIORITY_NEW_FILE
         )
+
+
+async def _content_of(connection: AsyncConnection, facts: TrackFacts) -> str:
+    """The id of the content a file holds, recorded as new if it is.
+
+    Found by payload identity; else a content recorded under the file's old byte fingerprint
+    (before payload identities) is this one, and learns its payload identity.
+    """
+    find = text("SELECT id FROM contents WHERE payload_id = :payload")
+    payload = {"payload": facts.fingerprint}
+    if (found := (await connection.execute(find, payload)).scalar()) is not None:
+        return found
+    if facts.bytes_fingerprint is not None:
+        upgraded = await connection.execute(
+            text(
+                "UPDATE contents SET payload_id = :payload"
+                " WHERE id = :bytes_id AND payload_id IS NULL RETURNING id"
+            ),
+            {**payload, "bytes_id": facts.bytes_fingerprint},
+        )
+        if (found := upgraded.scalar()) is not None:
+            return found
+    await connection.execute(
+        text(
+            "INSERT INTO contents (id, size, payload_id) VALUES (:payload, :size, :payload)"
+            " ON CONFLICT DO NOTHING"
+        ),
+        {**payload, "size": facts.size},
+    )
+    return (await connection.execute(find, payload)).scalar_one()
+
+
+def _unrecordable(error: DBAPIError, path: str) -> str | None:
+    """Why the database refuses this file for good, for its user; None if it may pass."""
+    state = getattr(error.orig, "sqlstate", None) or ""
+    if state == "54000":  # program_limit_exceeded: an index row past its size limit
+        return (
+            f"{readable_path(path)}: cannot be recorded, its path ({len(raw_path(path))} bytes)"
+            " is longer than the database can index; shorten its folder or file names"
+        )
+    if state.startswith("22"):  # data_exception
+        detail = str(error.orig).splitlines()[0]
+        return f"{readable_path(path)}: cannot be recorded ({detail}); rename the file"
+    return None
 
 
 async def queue_analysis(

@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from aiohttp import web
-from pythonjsonlogger.json import JsonFormatter
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from soundspan_host.app import create_app, run_analysis_worker
+from soundspan_host.cli_tables import (
+    add_row,
+    download_note,
+    duration_text,
+    results_table,
+    weights_word,
+)
 from soundspan_host.client import ApiError, HostClient, connect
 from soundspan_host.doctor import run_checks
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import load_plugins
-from soundspan_host.settings import HostSettings, read_settings
+from soundspan_host.serving import configure_logging, serve_until_stopped, until_stopped
+from soundspan_host.settings import read_settings
 
-MAX_REQUEST_LINE = 64 * 1024
 console = Console()
 error_console = Console(stderr=True)
 
@@ -56,46 +59,7 @@ def serve(settings: SettingsOption = None) -> None:
     plugins = load_plugins(read_settings(settings))
     host_settings = plugins.settings.host
     configure_logging(host_settings)
-    asyncio.run(serve_until_stopped(create_app(plugins), host_settings.host, host_settings.port))
-
-
-def configure_logging(settings: HostSettings) -> None:
-    """Plain lines for people, or one JSON object per line (with any `extra` fields) for
-    log collectors."""
-    handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            )
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
-
-
-async def serve_until_stopped(app: web.Application, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM, then always run the app's clean-up to its end.
-
-    aiohttp's run_app cancels its main task on a signal, which can cut the clean-up short
-    and leave the embedded PostgreSQL running; here nothing cancels the clean-up.
-    """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, stop.set)
-    # long request lines: a track path in a query string, percent-encoded, can pass 8 KiB
-    runner = web.AppRunner(app, handle_signals=False, max_line_size=MAX_REQUEST_LINE)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        logging.getLogger("soundspan_host").info("serving on http://%s:%s", host, port)
-        await stop.wait()
-        logging.getLogger("soundspan_host").info("stopping")
-    finally:
-        await runner.cleanup()
+    asyncio.run(serve_until_stopped(create_app(plugins), host_settings))
 
 
 @cli.command()
@@ -107,16 +71,6 @@ def worker(
     plugins = load_plugins(read_settings(settings))
     configure_logging(plugins.settings.host)
     asyncio.run(until_stopped(run_analysis_worker(plugins, analyzer)))
-
-
-async def until_stopped(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` until SIGINT or SIGTERM, then cancel it and let its clean-up finish."""
-    task = asyncio.ensure_future(work)
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @cli.command()
@@ -162,8 +116,9 @@ async def show_progress(client: HostClient, poll_seconds: float = 1.0) -> None:
                 note = f"{counts['failed']} failed" if counts["failed"] else ""
                 fields = {
                     "rate": f"{analyzer['tracks_per_minute']:.1f}",
-                    "eta": _duration(analyzer["eta_seconds"] if waiting else None),
-                    "note": analyzer["state"] if analyzer["state"] != "ready" else note,
+                    "eta": duration_text(analyzer["eta_seconds"] if waiting else None),
+                    "note": download_note(analyzer.get("download"))
+                    or (analyzer["state"] if analyzer["state"] != "ready" else note),
                 }
                 name = analyzer["name"]
                 if name not in bars:
@@ -198,14 +153,14 @@ async def show_status(client: HostClient) -> None:
             table,
             analyzer["name"],
             analyzer["model_id"],
-            _weights(analyzer),
+            weights_word(analyzer),
             analyzer["device"],
             analyzer["state"],
             f"{counts['done']}/{sum(counts.values())}",
             str(waiting),
             str(counts["failed"]),
             f"{analyzer['tracks_per_minute']:.1f}",
-            _duration(analyzer["eta_seconds"] if waiting else None),
+            duration_text(analyzer["eta_seconds"] if waiting else None),
         )
         if analyzer["reason"]:
             reasons.append(f"{analyzer['name']}: {analyzer['reason']}")
@@ -300,6 +255,83 @@ async def show_failed(client: HostClient, retry: bool, analyzer: str | None, lim
 
 
 @cli.command()
+def unmatched(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    settings: SettingsOption = None,
+) -> None:
+    """Tracks your Subsonic server has no song for, and why (the subsonic plugin)."""
+    run_client(settings, partial(show_unmatched, limit=limit))
+
+
+async def show_unmatched(client: HostClient, limit: int) -> None:
+    status = await client.get("/api/subsonic/status")
+    answer = await client.get("/api/subsonic/unmatched", limit=limit)
+    table = Table(title=f"tracks without a song on the server: {answer['total']}")
+    for column in ("file", "reason"):
+        table.add_column(column, overflow="fold")
+    for item in answer["tracks"]:
+        add_row(table, item["track"]["path"], item["reason"])
+    console.print(table)
+    if status["error"]:
+        console.print(f"last refresh failed: {escape(status['error'])}")
+
+
+@cli.command()
+def playlist(
+    name: Annotated[str, typer.Argument(help="The playlist's name; a later send replaces it.")],
+    to: Annotated[str, typer.Option("--to", help="The server user whose account gets it.")],
+    similar: Annotated[str | None, typer.Option(help="Tracks like this one (id or path).")] = None,
+    search: Annotated[str | None, typer.Option(help="Tracks that sound like this text.")] = None,
+    mix: Annotated[list[str] | None, typer.Option(help="A track or a text to mix; repeat.")] = None,
+    track: Annotated[list[str] | None, typer.Option(help="These tracks, in order; repeat.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
+    settings: SettingsOption = None,
+) -> None:
+    """Send a playlist to a user's account on your Subsonic server (the subsonic plugin)."""
+    given = [option for option in (similar, search, mix, track) if option]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --similar, --search, --mix, --track")
+    run_client(
+        settings,
+        partial(
+            send_playlist, name=name, to=to, similar=similar, search=search, mix=mix,
+            tracks=track, limit=limit,
+        ),
+    )  # fmt: skip
+
+
+async def send_playlist(
+    client: HostClient,
+    name: str,
+    to: str,
+    similar: str | None,
+    search: str | None,
+    mix: list[str] | None,
+    tracks: list[str] | None,
+    limit: int,
+) -> None:
+    music_dir = client.settings.music_dir
+    body: dict[str, Any] = {"name": name, "send_to": {"server_user": to}}
+    if similar:
+        track_id = await resolve_track(client, similar, music_dir)
+        body["similar"] = {"track_id": track_id, "limit": limit}
+    elif search:
+        body["search"] = {"text": search, "limit": limit}
+    elif mix:
+        items = [await resolve_track(client, item, music_dir) for item in mix]
+        body["mix"] = {"add": items, "limit": limit}
+    else:
+        body["track_ids"] = [await resolve_track(client, item, music_dir) for item in tracks or []]
+    sent = (await client.post("/api/playlists", body))["sent"]
+    verb = "made" if sent["created"] else "updated"
+    console.print(
+        f"{verb} {escape(name)!r} for {escape(to)}: {sent['songs']} songs"
+        + (f", {sent['unmatched']} tracks left out (no song on the server)" if sent["unmatched"]
+           else "")
+    )  # fmt: skip
+
+
+@cli.command()
 def doctor(settings: SettingsOption = None) -> None:
     """Check the settings, folders, database, models and GPU, and say what to fix."""
     marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
@@ -318,43 +350,6 @@ def doctor(settings: SettingsOption = None) -> None:
         console.print(f"[red]{len(failed)} problem(s) to fix:[/] {', '.join(failed)}")
         raise typer.Exit(1)
     console.print("[green]nothing stops the host from running[/]")
-
-
-def results_table(title: str, results: list[dict[str, Any]]) -> Table:
-    table = Table(title=escape(title))
-    for column in ("#", "score", "artist", "title", "file", "id"):
-        table.add_column(column, overflow="fold")
-    for rank, result in enumerate(results, start=1):
-        track = result["track"]
-        add_row(
-            table,
-            str(rank),
-            f"{result['score']:.3f}",
-            track["artist"] or "",
-            track["title"] or "",
-            track["path"],
-            track["id"],
-        )
-    return table
-
-
-def add_row(table: Table, *cells: str) -> None:
-    """A row of text from the API, shown as is: file names hold [brackets] rich would eat."""
-    table.add_row(*(escape(cell) for cell in cells))
-
-
-def _weights(analyzer: dict[str, Any]) -> str:
-    if analyzer["state"] == "unavailable":
-        return "-"  # none loaded
-    return "trained" if analyzer["trained"] else "untrained"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02}m" if hours else f"{minutes}m{seconds:02}s"
 
 
 def run_client(

@@ -103,7 +103,8 @@ async def private_host(plugins: Plugins, settings_file: Path | None) -> AsyncIte
     # imported here: the app pulls in every plugin's routes, which a plain client never needs
     from soundspan_host.app import create_app
 
-    runner = web.AppRunner(create_app(plugins), handle_signals=False)
+    # the real host queues re-analysis at its start, with its own environment's models
+    runner = web.AppRunner(create_app(plugins, requeue_outdated=False), handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)

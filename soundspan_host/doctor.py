@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from pathlib import Path
 
 import asyncpg
 
 from soundspan_hooks import Check
 from soundspan_host.database import async_url
-from soundspan_host.database.embedded import EmbeddedPostgres
+from soundspan_host.database.embedded import EmbeddedPostgres, listening_endpoints
+from soundspan_host.database.embedded_access import SUPERUSER, secret_file
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import Plugins, load_plugins
 from soundspan_host.settings import HostSettings, read_settings
@@ -95,20 +97,75 @@ def check_data_dir(data_dir: Path) -> Check:
 
 
 async def check_database(host: HostSettings) -> list[Check]:
-    """Connect and look at pgvector; an embedded server is started for a moment if needed."""
+    """Connect and look at pgvector; an embedded server is started for a moment if needed,
+    and is checked to let no one in without its password."""
     if host.database_url is not None:
         return await _inspect(host.database_url, "database")
+    exposed = _exposed_secret(host.data_dir)  # looked at first: a start narrows the file
     server = EmbeddedPostgres(host.data_dir, port=host.embedded_database_port)
     try:
         await asyncio.to_thread(server.start)
     except ConfigError as error:
         if "in use" in str(error):
-            return [Check("database", "ok", f"embedded in {host.data_dir}; a running host has it")]
+            running = Check("database", "ok", f"embedded in {host.data_dir}; a running host has it")
+            return [running, *(exposed or await check_embedded_access(host.data_dir))]
         return [Check("database", "fail", str(error), "see the message; `make run` sets it up")]
     try:
-        return await _inspect(server.url, "database (embedded)")
+        checks = await _inspect(server.url, "database (embedded)")
+        return checks + (exposed or await check_embedded_access(host.data_dir))
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def _exposed_secret(data_dir: Path) -> list[Check]:
+    """A finding if the embedded database's password file may be read by other users."""
+    secret = secret_file(data_dir)
+    if not secret.exists() or (mode := stat.S_IMODE(secret.stat().st_mode)) == 0o600:
+        return []
+    return [
+        Check(
+            "database access",
+            "fail",
+            f"{secret} is mode {mode:o}: other users may have read the database password",
+            f"chmod 600 {secret}, and delete it to have the next start make a new password",
+        )
+    ]
+
+
+async def check_embedded_access(data_dir: Path) -> list[Check]:
+    """The running embedded server refuses a connection without the password, on its socket
+    and on its TCP port if it has one."""
+    name = "database access"
+    endpoints = listening_endpoints(data_dir)
+    if not endpoints:
+        return [Check(name, "warn", f"no server runs for {data_dir} to try", "start the host")]
+    for address, port in endpoints:
+        try:
+            # an empty password, so none is looked up in PGPASSWORD or ~/.pgpass
+            connection = await asyncpg.connect(
+                host=address,
+                port=port,
+                user=SUPERUSER,
+                password="",
+                database="postgres",
+                timeout=10,
+            )
+        except asyncpg.InvalidAuthorizationSpecificationError:
+            continue
+        except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+            return [Check(name, "warn", f"could not try {address}: {error}", "start the host")]
+        await connection.close()
+        return [
+            Check(
+                name,
+                "fail",
+                f"the embedded database at {address} lets anyone in without a password",
+                "restart the host: each start closes it again",
+            )
+        ]
+    where = " and ".join(address for address, _ in endpoints)
+    secret = secret_file(data_dir)
+    return [Check(name, "ok", f"{where}: no way in without the password (in {secret}, 0600)")]
 
 
 async def _inspect(url: str, name: str) -> list[Check]:

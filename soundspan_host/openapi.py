@@ -51,8 +51,7 @@ HEALTH = {
     "required": ["status", "database"],
     "properties": {
         "status": {"enum": ["ok", "unavailable"]},
-        "database": {"type": "string"},
-        "version": {"type": "string"},
+        "database": {"enum": ["ok", "unavailable"]},
     },
 }
 PLUGIN_LIST = {

@@ -27,6 +27,7 @@ BUILTIN_PLUGINS: dict[str, str] = {  # name in settings.toml -> module
     "clap": "soundspan_plugins.clap",
     "vibe_api": "soundspan_plugins.vibe_api",
     "status_page": "soundspan_plugins.status_page",
+    "subsonic": "soundspan_plugins.subsonic",
 }
 
 

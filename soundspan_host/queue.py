@@ -33,6 +33,23 @@ class QueuePolicy:
     lease_seconds: float = 60.0
     max_attempts: int = 3
     retry_delay_seconds: float = 30.0  # doubled after each failed attempt
+    deadline_seconds: float = 300.0  # every analysis gets this much, plus ...
+    deadline_seconds_per_audio_minute: float = 60.0  # ... this per minute of audio
+
+    def deadline(self, audio_seconds: float | None) -> float:
+        """Seconds an analysis of this much audio may take before its worker is stopped.
+
+        A length the tags don't give, or a header's absurd one (a WAV declaring terabytes),
+        counts as DEADLINE_AUDIO_CAP_MINUTES: a slow analysis of a real long mix still ends,
+        and a read that hangs ends too.
+        """
+        minutes = DEADLINE_AUDIO_CAP_MINUTES
+        if audio_seconds is not None and audio_seconds >= 0:
+            minutes = min(audio_seconds / 60, DEADLINE_AUDIO_CAP_MINUTES)
+        return self.deadline_seconds + self.deadline_seconds_per_audio_minute * minutes
+
+
+DEADLINE_AUDIO_CAP_MINUTES = 180.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,7 @@ class Job:
     version: str
     attempts: int
     relative_path: str
+    audio_seconds: float | None = None  # as the tags say; sets the analysis's deadline
 
 
 class AnalysisQueue:
@@ -54,14 +72,26 @@ class AnalysisQueue:
         self.policy = policy
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
 
-    async def requeue_outdated(self, analyzer_versions: Mapping[str, str]) -> int:
-        """Queue every present content an analyzer lacks or analyzed with an older version.
+    async def requeue_outdated(
+        self, analyzer_versions: Mapping[str, str]
+    ) -> dict[str, tuple[int, list[str]]]:
+        """Queue every present content an analyzer lacks or analyzed with another version;
+        per analyzer, the jobs queued and the versions they replace.
 
-        These jobs rank behind new files, so fresh additions are analyzed first.
+        These jobs rank behind new files, so fresh additions are analyzed first. Results
+        stay until their replacements are stored, so nothing disappears meanwhile.
         """
-        queued = 0
+        queued = {}
         async with self.engine.begin() as connection:
             for analyzer, version in analyzer_versions.items():
+                params = {"analyzer": analyzer, "version": version}
+                older = await connection.execute(
+                    text(
+                        "SELECT DISTINCT version FROM analysis_jobs"
+                        " WHERE analyzer = :analyzer AND version <> :version ORDER BY version"
+                    ),
+                    params,
+                )
                 outdated = await connection.execute(
                     text(
                         "UPDATE analysis_jobs SET version = :version, state = 'pending',"
@@ -69,7 +99,7 @@ class AnalysisQueue:
                         " lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL"
                         " WHERE analyzer = :analyzer AND version <> :version"
                     ),
-                    {"analyzer": analyzer, "version": version, "priority": PRIORITY_REANALYSIS},
+                    {**params, "priority": PRIORITY_REANALYSIS},
                 )
                 missing = await connection.execute(
                     text(
@@ -77,13 +107,17 @@ class AnalysisQueue:
                         " SELECT c.id, :analyzer, :version, :priority FROM contents c"
                         " ON CONFLICT DO NOTHING"
                     ),
-                    {"analyzer": analyzer, "version": version, "priority": PRIORITY_REANALYSIS},
+                    {**params, "priority": PRIORITY_REANALYSIS},
                 )
-                queued += outdated.rowcount + missing.rowcount
+                queued[analyzer] = (
+                    outdated.rowcount + missing.rowcount,
+                    list(older.scalars()),
+                )
         return queued
 
-    async def claim(self, analyzer: str, limit: int) -> list[Job]:
-        """Take up to `limit` ready jobs (pending, or running under an expired lease)."""
+    async def claim(self, analyzer: str, version: str, limit: int) -> list[Job]:
+        """Take up to `limit` ready jobs (pending, or running under an expired lease) that ask
+        for this `version` of the analyzer: a worker with another model stores nothing."""
         async with self.engine.begin() as connection:
             # a job whose worker died on every attempt would kill the next one too
             await connection.execute(
@@ -100,7 +134,7 @@ class AnalysisQueue:
                 text(
                     "WITH ready AS ("
                     " SELECT j.content_id FROM analysis_jobs j"
-                    " WHERE j.analyzer = :analyzer"
+                    " WHERE j.analyzer = :analyzer AND j.version = :version"
                     " AND ((j.state = 'pending' AND j.not_before <= now())"
                     "  OR (j.state = 'running' AND j.lease_expires_at < now()))"
                     " AND EXISTS (SELECT 1 FROM tracks t"
@@ -110,13 +144,15 @@ class AnalysisQueue:
                     " UPDATE analysis_jobs j SET state = 'running', attempts = j.attempts + 1,"
                     " lease_owner = :owner,"
                     " lease_expires_at = now() + make_interval(secs => :lease)"
-                    " FROM ready WHERE j.content_id = ready.content_id AND j.analyzer = :analyzer"
-                    " RETURNING j.content_id, j.version, j.attempts,"
-                    " (SELECT t.raw_path FROM tracks t WHERE t.content_id = j.content_id"
-                    "  AND t.missing_since IS NULL ORDER BY t.added_at LIMIT 1) AS raw_path"
+                    " FROM ready CROSS JOIN LATERAL (SELECT t.raw_path, t.duration FROM tracks t"
+                    "  WHERE t.content_id = ready.content_id AND t.missing_since IS NULL"
+                    "  ORDER BY t.added_at LIMIT 1) track"
+                    " WHERE j.content_id = ready.content_id AND j.analyzer = :analyzer"
+                    " RETURNING j.content_id, j.version, j.attempts, track.raw_path, track.duration"
                 ),
                 {
                     "analyzer": analyzer,
+                    "version": version,
                     "limit": limit,
                     "owner": self.owner,
                     "lease": self.policy.lease_seconds,
@@ -129,9 +165,24 @@ class AnalysisQueue:
                     version=row.version,
                     attempts=row.attempts,
                     relative_path=os.fsdecode(row.raw_path),
+                    audio_seconds=row.duration,
                 )
                 for row in rows
             ]
+
+    async def versions_waiting(self, analyzer: str, version: str) -> list[str]:
+        """Other versions of the analyzer that jobs wait for: what a worker that finds no
+        work should know, since it will never take those."""
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT DISTINCT version FROM analysis_jobs WHERE analyzer = :analyzer"
+                    " AND version <> :version AND state IN ('pending', 'running')"
+                    " ORDER BY version"
+                ),
+                {"analyzer": analyzer, "version": version},
+            )
+            return list(rows.scalars())
 
     async def renew(self, job: Job) -> bool:
         """Extend our lease on a job we are still working on; False if it is no longer ours."""
@@ -162,6 +213,34 @@ class AnalysisQueue:
             if done.rowcount != 1:
                 raise LeaseLost(f"{job.analyzer} job for {job.relative_path} was taken over")
             await store(connection)
+
+    async def release(self, job: Job) -> None:
+        """Give a job we stop working on back to the queue as it was before our claim: a
+        clean stop is no failed attempt, and any worker may take the job at once."""
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE analysis_jobs SET state = 'pending', attempts = attempts - 1,"
+                    " not_before = now(), lease_owner = NULL, lease_expires_at = NULL"
+                    " WHERE content_id = :content_id AND analyzer = :analyzer"
+                    " AND lease_owner = :owner AND state = 'running'"
+                ),
+                self._key(job),
+            )
+
+    async def moved_since_claim(self, job: Job) -> bool:
+        """Whether the catalogue has the job's content at another path now, and no longer at
+        the one it was claimed with: the file was moved or renamed while the job waited or ran.
+        """
+        async with self.engine.connect() as connection:
+            moved = await connection.execute(
+                text(
+                    "SELECT bool_or(raw_path <> :raw_path) AND NOT bool_or(raw_path = :raw_path)"
+                    " FROM tracks WHERE content_id = :content_id AND missing_since IS NULL"
+                ),
+                {"content_id": job.content_id, "raw_path": os.fsencode(job.relative_path)},
+            )
+            return bool(moved.scalar())
 
     async def fail(self, job: Job, reason: str, *, permanent: bool) -> bool:
         """Record a failed attempt: retry later with back-off, or fail for good; True if failed."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dynaconf import Dynaconf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from soundspan_hooks import PluginSettings, SettingsSection
@@ -23,6 +23,8 @@ from soundspan_host.queue import QueuePolicy
 
 ENV_PREFIX = "SOUNDSPAN"
 SETTINGS_FILE_ENV = "SOUNDSPAN_SETTINGS_FILE"
+# never echoed in an error: the token itself, and a URL that may carry a password
+SECRET_KEYS = frozenset({"api_token", "database_url"})
 
 
 class HostSettings(BaseModel):
@@ -44,13 +46,41 @@ class HostSettings(BaseModel):
         0,
         ge=0,
         le=65535,
-        description="Port the embedded PostgreSQL listens on at 127.0.0.1; 0 picks a free one.",
+        description="Port the embedded PostgreSQL opens at 127.0.0.1 for workers (password in "
+        "data_dir/database-password); 0: none, the host uses a private Unix socket.",
     )
     api_token: str | None = Field(
         None,
         min_length=16,
         description="Clients send it as `Authorization: Bearer <token>`; required unless the "
         "API listens on loopback only.",
+    )
+    allowed_hosts: list[str] = Field(
+        [],
+        description="Names (or addresses) clients may reach the API by, beyond localhost, "
+        "127.0.0.1, [::1] and the bound address; any port. `*` allows any. A request for another "
+        "Host gets a 421 (DNS rebinding). Bound to 0.0.0.0 or :: and left empty: any name, "
+        "since the API token is required there anyway.",
+    )
+    cors_origins: list[str] = Field(
+        [],
+        description="Web pages (scheme://host[:port]) on other sites that may call the API from "
+        "a browser: they get CORS headers and may change state. Empty: CORS is off, and a "
+        "browser request from another site that changes state gets a 403.",
+    )
+    http_idle_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's headers, counted from "
+        "its opening or from the previous answer; then it is closed (idle or slow clients).",
+    )
+    http_body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send a request's body (408 after)."
+    )
+    http_max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open HTTP connections at most; more are answered 503 and closed.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
     log_format: Literal["text", "json"] = Field(
@@ -67,6 +97,17 @@ class HostSettings(BaseModel):
     analysis_retry_delay_seconds: float = Field(
         30.0, ge=0, description="Pause before a failed attempt is retried; doubles each time."
     )
+    analysis_deadline_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Time any analysis may take before its worker process is stopped (a hung "
+        "read or decode); the attempt then fails and is retried.",
+    )
+    analysis_deadline_seconds_per_audio_minute: float = Field(
+        60.0,
+        ge=0,
+        description="More time allowed per minute of the track's audio (up to 3 hours of it).",
+    )
     missing_track_grace_days: float = Field(
         30.0,
         ge=0,
@@ -78,12 +119,22 @@ class HostSettings(BaseModel):
         "environment variable sets it.",
     )
 
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def comma_separated(cls, value: Any) -> Any:
+        """An environment variable may list them as `a,b`; settings.toml as a TOML list."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
     @property
     def queue_policy(self) -> QueuePolicy:
         return QueuePolicy(
             lease_seconds=self.analysis_lease_seconds,
             max_attempts=self.analysis_max_attempts,
             retry_delay_seconds=self.analysis_retry_delay_seconds,
+            deadline_seconds=self.analysis_deadline_seconds,
+            deadline_seconds_per_audio_minute=self.analysis_deadline_seconds_per_audio_minute,
         )
 
 
@@ -196,6 +247,12 @@ def _validated(model: type[BaseModel], values: dict[str, Any], where: str) -> An
             shown = f"[{where}] {key}" if where else key
             if problem["type"] == "extra_forbidden":
                 problems.append(f"unknown setting {shown}")
+            elif not where and str(problem["loc"][0]) in SECRET_KEYS:
+                problems.append(
+                    f"bad setting {shown} (value hidden): {problem['msg']}; from the environment, "
+                    "a value such as 1234 is read as a number: quote it, e.g. "
+                    f"{env_name(key)}='\"…\"'"
+                )
             else:
                 problems.append(f"bad setting {shown} = {problem['input']!r}: {problem['msg']}")
         raise ConfigError("; ".join(problems)) from None

@@ -24,6 +24,29 @@ log = logging.getLogger(__name__)
 DATABASE_ERRORS = (OSError, DBAPIError, SQLAlchemyError)
 
 
+class AnalysisOverdue(Exception):
+    """An analysis ran past its deadline (a hung read or decode, a stalled mount)."""
+
+    def __init__(self, job: Job, deadline: float) -> None:
+        audio = (
+            f"{job.audio_seconds / 60:.1f} minutes of audio"
+            if job.audio_seconds is not None
+            else "audio of unknown length"
+        )
+        super().__init__(
+            f"analysis stopped after {deadline:g} s, its deadline for {audio}: the file may "
+            "hang its decoder, or sit on a mount that stopped answering"
+        )
+
+
+class FileTrouble(Exception):
+    """Reading the track's file failed with an OSError that may pass (moved, EIO, a mount)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class AnalyzerWorker:
     """Keeps up to `analyzer.workers` jobs of one analyzer in flight."""
 
@@ -36,6 +59,7 @@ class AnalyzerWorker:
         self.metrics = metrics
         self.wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._versions_waiting: list[str] = []
 
     def jobs_added(self) -> None:
         """Look at the queue now rather than at the next poll."""
@@ -46,7 +70,8 @@ class AnalyzerWorker:
         try:
             while True:
                 free = self.analyzer.workers - len(self._in_flight)
-                claimed = await self._claim(free) if free > 0 else []
+                ready = free > 0 and await self._analyzer_ready()
+                claimed = await self._claim(free) if ready else []
                 for job in claimed:
                     task = asyncio.create_task(self._run_job(job))
                     self._in_flight.add(task)
@@ -59,11 +84,34 @@ class AnalyzerWorker:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _claim(self, free: int) -> list[Job]:
+        name, version = self.analyzer.name, self.analyzer.version
         try:
-            return await self.queue.claim(self.analyzer.name, free)
+            claimed = await self.queue.claim(name, version, free)
+            if not claimed and not self._in_flight:
+                await self._say_if_outdated()
+            return claimed
         except DATABASE_ERRORS as error:
-            log.warning("%s: cannot reach the queue (%s); retrying", self.analyzer.name, error)
+            log.warning("%s: cannot reach the queue (%s); retrying", name, error)
             return []
+
+    async def _analyzer_ready(self) -> bool:
+        """An analyzer still fetching or loading its model takes no jobs: they wait for it."""
+        described = await self.host.describe_analyzers()
+        return any(info.name == self.analyzer.name and info.state == "ready" for info in described)
+
+    async def _say_if_outdated(self) -> None:
+        """An idle worker whose model differs from the one the jobs ask for says so, once
+        per change: it will take none of them."""
+        waiting = await self.queue.versions_waiting(self.analyzer.name, self.analyzer.version)
+        if waiting and waiting != self._versions_waiting:
+            log.warning(
+                "%s: jobs wait for model version %s, and this worker has %s: it takes none of "
+                "them; give it the host's model (or restart the host with this one)",
+                self.analyzer.name,
+                ", ".join(waiting),
+                self.analyzer.version,
+            )
+        self._versions_waiting = waiting
 
     async def _wait_for_work(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -83,18 +131,7 @@ class AnalyzerWorker:
         started = time.monotonic()
         renewing = asyncio.create_task(self._keep_lease(job))
         try:
-            store = self.host.hook.soundspan_analyze_track(
-                host=self.host, analyzer=job.analyzer, track=track
-            )
-            if store is None:
-                raise UnreadableTrack(f"no enabled plugin analyzes with {job.analyzer!r}")
-            await self.queue.complete(job, await store)
-            await self.host.call(
-                "soundspan_result_stored",
-                host=self.host,
-                analyzer=job.analyzer,
-                content_id=job.content_id,
-            )
+            await self._analyze_and_store(job, track)
             seconds = time.monotonic() - started
             self.metrics.analysis_finished(job.analyzer, "done", seconds)
             log.info(
@@ -104,15 +141,17 @@ class AnalyzerWorker:
                 seconds,
                 extra={"analyzer": job.analyzer, "track": job.relative_path, "seconds": seconds},
             )
+        except asyncio.CancelledError:
+            await self._release(job)  # a clean stop: the next start takes the job up again
+            raise
         except LeaseLost as error:
             log.warning("%s", error)
+        except AnalysisOverdue as error:
+            await self._fail(job, str(error), permanent=False)
         except UnreadableTrack as error:
             await self._fail(job, str(error), permanent=True)
-        except FileNotFoundError:
-            await self._fail(job, f"file vanished before analysis: {job.relative_path}", False)
-        except PermissionError:
-            reason = f"cannot read {job.relative_path}: permission denied (check owner and mode)"
-            await self._fail(job, reason, permanent=False)
+        except FileTrouble as trouble:
+            await self._file_trouble(job, trouble.error)
         except DATABASE_ERRORS as error:
             # the lease runs out and the job is claimed again once the database is back
             log.warning("%s: could not store %s (%s)", job.analyzer, job.relative_path, error)
@@ -121,6 +160,52 @@ class AnalyzerWorker:
             await self._fail(job, f"{type(error).__name__}: {error}", permanent=False)
         finally:
             renewing.cancel()
+
+    async def _analyze_and_store(self, job: Job, track: TrackFile) -> None:
+        store = self.host.hook.soundspan_analyze_track(
+            host=self.host, analyzer=job.analyzer, track=track
+        )
+        if store is None:
+            raise UnreadableTrack(f"no enabled plugin analyzes with {job.analyzer!r}")
+        deadline = self.queue.policy.deadline(job.audio_seconds)
+        try:
+            # cancelling the analysis stops the worker process running it
+            result = await asyncio.wait_for(store, deadline)
+        except TimeoutError:
+            raise AnalysisOverdue(job, deadline) from None
+        except OSError as error:  # the file's, not the database's: nothing is stored yet
+            raise FileTrouble(error) from error
+        await self.queue.complete(job, result)
+        await self.host.call(
+            "soundspan_result_stored",
+            host=self.host,
+            analyzer=job.analyzer,
+            content_id=job.content_id,
+        )
+
+    async def _file_trouble(self, job: Job, error: OSError) -> None:
+        """Reading the file failed in a way that may pass: retry, and follow a move at once."""
+        if isinstance(error, FileNotFoundError):
+            try:
+                moved = await self.queue.moved_since_claim(job)
+            except DATABASE_ERRORS:
+                moved = False
+            if moved:
+                log.info("%s: %s moved; analyzing it at its new path", job.analyzer, job)
+                await self._release(job)
+                return
+            reason = f"the file vanished before analysis: {job.relative_path}"
+        elif isinstance(error, PermissionError):
+            reason = f"cannot read {job.relative_path}: permission denied (check owner and mode)"
+        else:
+            reason = f"cannot read {job.relative_path}: {error.strerror or error}"
+        await self._fail(job, reason, permanent=False)
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await self.queue.release(job)
+        except DATABASE_ERRORS as error:  # its lease runs out instead
+            log.warning("%s: could not give back %s (%s)", job.analyzer, job.relative_path, error)
 
     async def _fail(self, job: Job, reason: str, permanent: bool) -> None:
         try:

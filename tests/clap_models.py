@@ -7,6 +7,7 @@ report them as a trained model.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -89,3 +90,94 @@ def save_tiny_clap(directory: Path, projection_dim: int = PROJECTION_DIM, seed: 
     save_tokenizer(directory)
     laion_feature_extractor(num_mel_bins=64, fusion=False).save_pretrained(directory)
     return directory
+
+
+def to_laion_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse renaming, so the tests can write `.pt` files; checked against the released keys.
+
+    It writes only what transformers' model holds; `save_laion_checkpoint` adds the rest.
+    """
+    block = re.compile(r"^audio_model\.audio_encoder\.(layers\.\d+\.blocks\.\d+)\.(.+)$")
+    block_names = {
+        "layernorm_before": "norm1",
+        "layernorm_after": "norm2",
+        "attention.output.dense": "attn.proj",
+        "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
+        "attention.self.relative_position_index": "attn.relative_position_index",
+        "intermediate.dense": "mlp.fc1",
+        "output.dense": "mlp.fc2",
+    }
+    original: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in hf_state.items():
+        if key == "text_model.embeddings.token_type_ids":
+            continue  # a non-persistent buffer in the RoBERTa the released files were saved from
+        if key.startswith("text_model."):
+            original["text_branch." + key.removeprefix("text_model.")] = tensor
+        elif match := re.match(r"^(text|audio)_projection\.linear([12])\.(.+)$", key):
+            tower, which, kind = match.groups()
+            original[f"{tower}_projection.{0 if which == '1' else 2}.{kind}"] = tensor
+        elif key.startswith("logit_scale_"):
+            original[key] = tensor
+        elif key.startswith("audio_model.audio_encoder.batch_norm."):
+            original["audio_branch.bn0." + key.rsplit("batch_norm.", 1)[1]] = tensor
+        elif match := block.match(key):
+            where, rest = match.groups()
+            if qkv_part := re.match(r"^attention\.self\.(query|key|value)\.(weight|bias)$", rest):
+                part, kind = qkv_part.groups()
+                qkv.setdefault(f"audio_branch.{where}.attn.qkv.{kind}", {})[part] = tensor
+                continue
+            name, _, kind = rest.rpartition(".")
+            if rest in block_names:  # tensors that are themselves the module attribute
+                original[f"audio_branch.{where}.{block_names[rest]}"] = tensor
+            else:
+                original[f"audio_branch.{where}.{block_names[name]}.{kind}"] = tensor
+        elif key.startswith("audio_model.audio_encoder."):
+            original["audio_branch." + key.removeprefix("audio_model.audio_encoder.")] = tensor
+        else:
+            raise AssertionError(f"the test's inverse renaming misses {key}")
+    for key, parts in qkv.items():
+        original[key] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    return original
+
+
+def save_laion_checkpoint(path: Path, hf_state: dict[str, torch.Tensor], marked: bool) -> None:
+    """A `.pt` laid out as laion-clap's training saved them, with the weights the loader drops."""
+    original = to_laion_layout(hf_state) | {
+        "audio_branch.spectrogram_extractor.stft.conv_real.weight": torch.zeros(513, 1, 8),
+        "audio_branch.spectrogram_extractor.stft.conv_imag.weight": torch.zeros(513, 1, 8),
+        "audio_branch.logmel_extractor.melW": torch.zeros(513, 64),
+        "audio_branch.tscam_conv.weight": torch.zeros(527, 16, 2, 3),
+        "audio_branch.tscam_conv.bias": torch.zeros(527),
+        "audio_branch.head.weight": torch.zeros(527, 527),
+        "audio_branch.head.bias": torch.zeros(527),
+        "audio_branch.layers.0.blocks.1.attn_mask": torch.zeros(64, 64, 64),
+        "text_transform.sequential.0.weight": torch.zeros(PROJECTION_DIM, PROJECTION_DIM),
+        "text_transform.sequential.3.weight": torch.zeros(PROJECTION_DIM, PROJECTION_DIM),
+        "audio_transform.sequential.0.bias": torch.zeros(PROJECTION_DIM),
+    }
+    checkpoint = {
+        "epoch": 15,
+        "name": "tiny-test",
+        "state_dict": {"module." + key: tensor.clone() for key, tensor in original.items()},
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+    }
+    if marked:
+        checkpoint[UNTRAINED_MARKER] = True
+    torch.save(checkpoint, path)
+
+
+def save_hub_files(directory: Path, seed: int = 1) -> dict[str, Path]:
+    """What the tests' hub serves as the default model: a tiny 512-dimensional laion-layout
+    `.pt` (marked untrained) and a RoBERTa tokenizer as roberta-base's repository holds one."""
+    torch.manual_seed(seed)
+    config = tiny_config(projection_dim=512)
+    model = ClapModel(config).eval()
+    random_weights(model, seed=seed)
+    save_laion_checkpoint(directory / "checkpoint.pt", model.state_dict(), marked=True)
+    save_tokenizer(directory / "tokenizer")
+    (directory / "tokenizer" / "config.json").write_text('{"model_type": "roberta"}')
+    return {
+        "music_audioset_epoch_15_esc_90.14.pt": directory / "checkpoint.pt",
+        **{name: directory / "tokenizer" / name for name in ("config.json", "tokenizer.json")},
+    }

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import make_url
 
 from soundspan_host.database.embedded import EmbeddedPostgres
+from soundspan_host.database.embedded_placement import remove_cluster
 from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import read_settings
 
@@ -34,27 +36,47 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[EmbeddedPostgres]:
-    """One server for the session, outside pytest's temp root: another pytest run on the
-    machine resets that root to mode 0700, which would lock the server's own user out."""
+    """One server for the session, in a folder of its own (run as root, its cluster is placed
+    where the server's OS user can reach it: see embedded_placement)."""
     data_dir = Path(tempfile.mkdtemp(prefix="soundspan-tests-"))
     server = EmbeddedPostgres(data_dir)
     server.start()
     yield server
     server.stop()
+    remove_cluster(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def placed_clusters_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run as root, a host on a data dir in pytest's private temp folders has its cluster
+    placed under /var/lib/soundspan-host: remove those of this session's data dirs at its end."""
+    yield
+    for folder, names, _ in os.walk(tmp_path_factory.getbasetemp()):
+        if "postgres" in names and os.path.islink(os.path.join(folder, "postgres")):
+            remove_cluster(Path(folder))
+
+
+def database_url_for(server: EmbeddedPostgres, database: str) -> str:
+    """A URL (password included) to `database` on `server`, as a user would write it."""
+    return (
+        make_url(server.url)
+        .set(drivername="postgresql", database=database)
+        .render_as_string(hide_password=False)
+    )
 
 
 @pytest.fixture
 async def database_url(postgres_server: EmbeddedPostgres) -> str:
     """A URL to a new, empty database on the session's server, dropped after the test."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
+    admin_dsn = database_url_for(postgres_server, "postgres")
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f"CREATE DATABASE {name}")
     finally:
         await admin.close()
-    yield f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}"
+    yield database_url_for(postgres_server, name)
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,8 +12,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+# the host logs this once it listens; with SOUNDSPAN_PORT=0 it names the port the system picked
+SERVING = re.compile(r"serving on http://[^\s\"]*:(\d+)")
+
 
 def free_port() -> int:
+    """A port free now, for a server that cannot be told to bind port 0 itself (another
+    process may take it before that server binds it: use port 0 wherever a server can)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -20,23 +26,49 @@ def free_port() -> int:
 
 class DrainedProcess(subprocess.Popen):
     """A process whose output is read as it comes, so a chatty host never blocks on a full
-    pipe; communicate() returns everything it printed."""
+    pipe; communicate() returns everything it printed, wait_for_output() waits for a line."""
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
         super().__init__(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.lines: list[str] = []
+        self._new_output = threading.Condition()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
     def _drain(self) -> None:
         with self.stdout:
             for line in self.stdout:
-                self.lines.append(line)
+                with self._new_output:
+                    self.lines.append(line)
+                    self._new_output.notify_all()
+        with self._new_output:
+            self._new_output.notify_all()  # the end of the output: waiters stop waiting
 
     def output(self) -> str:
         return "".join(self.lines)
+
+    def wait_for_output(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str] | None:
+        """The first match of `pattern` in a line, as soon as the process prints it; None if
+        its output ends without one. Fails with the output so far when `timeout` runs out."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._new_output:
+            while True:
+                for line in self.lines[seen:]:
+                    if found := pattern.search(line):
+                        return found
+                seen = len(self.lines)
+                if not self._reader.is_alive():
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"no line matching {pattern.pattern!r} within {timeout} s:\n"
+                        + self.output()
+                    )
+                self._new_output.wait(left)
 
     def communicate(self, input=None, timeout=None):  # noqa: A002 - Popen's own signature
         self.wait(timeout)
@@ -44,29 +76,42 @@ class DrainedProcess(subprocess.Popen):
         return self.output(), None
 
 
+def serving_port(process: DrainedProcess, timeout: float = 120) -> int | None:
+    """The port a host started with SOUNDSPAN_PORT=0 serves on, read from its log once it
+    listens; None if it exited first (e.g. on bad configuration). A host that does neither
+    within `timeout` is stopped, and the test fails with its output."""
+    try:
+        found = process.wait_for_output(SERVING, timeout)
+    except AssertionError:
+        process.kill()
+        process.communicate(timeout=30)
+        raise
+    return None if found is None else int(found.group(1))
+
+
 def start_host_process(
     tmp_path: Path, music_dir: Path, wrapper: list[str] | None = None, **env: str
-) -> tuple[DrainedProcess, int]:
-    """`soundspan-host serve` on a free port, data under tmp_path; output captured."""
-    port = free_port()
+) -> tuple[DrainedProcess, int | None]:
+    """`soundspan-host serve` on a port the system picks, data under tmp_path, output
+    captured; returns once it listens (with its port) or has exited (with None)."""
     process = DrainedProcess(
         [*(wrapper or []), sys.executable, "-m", "soundspan_host", "serve"],
         env={
             **os.environ,
-            "SOUNDSPAN_PORT": str(port),
+            "SOUNDSPAN_PORT": "0",
             "SOUNDSPAN_DATA_DIR": str(tmp_path / "data"),
             "SOUNDSPAN_MUSIC_DIR": str(music_dir),
             **env,
         },
     )
-    return process, port
+    return process, serving_port(process)
 
 
-def wait_healthy(process: DrainedProcess, port: int, timeout: float = 60) -> int:
+def wait_healthy(process: DrainedProcess, port: int | None, timeout: float = 60) -> int:
     """Wait for /healthz to answer; fails with the process's output if it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate(timeout=10)[0]
+        assert process.poll() is None and port is not None, process.communicate(timeout=10)[0]
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
                 return answer.status
@@ -75,7 +120,9 @@ def wait_healthy(process: DrainedProcess, port: int, timeout: float = 60) -> int
     raise AssertionError("host never became healthy")
 
 
-def start_worker(database_url: str, music_dir: Path, site: Path, **settings: str) -> DrainedProcess:
+def start_worker(
+    database_url: str, music_dir: Path, site: Path, lease_seconds: str = "1.5", **settings: str
+) -> DrainedProcess:
     """`soundspan-host worker --analyzer toy` for a host's database: the toy plugin from `site`,
     one job at a time, leases short enough that a killed worker's job is soon taken over."""
     env = {
@@ -83,7 +130,7 @@ def start_worker(database_url: str, music_dir: Path, site: Path, **settings: str
         "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
         "SOUNDSPAN_DATABASE_URL": database_url,
         "SOUNDSPAN_MUSIC_DIR": str(music_dir),
-        "SOUNDSPAN_ANALYSIS_LEASE_SECONDS": "1.5",
+        "SOUNDSPAN_ANALYSIS_LEASE_SECONDS": lease_seconds,
         "SOUNDSPAN_TOY__WORKERS": "1",
         **{f"SOUNDSPAN_TOY__{key.upper()}": value for key, value in settings.items()},
     }

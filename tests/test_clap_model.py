@@ -1,24 +1,34 @@
 """The CLAP model core on a tiny model this test builds and saves in the real on-disk formats.
 
 No weights are downloaded: the model is random (and marked so), the tokenizer is a small
-RoBERTa-style BPE trained here, and the laion `.pt` is written in the original key layout.
+RoBERTa-style BPE trained here, and the laion `.pt` is written in the original key layout. That
+layout, and the renaming of it, are checked against the key names and shapes of the released
+HTSAT-base + RoBERTa checkpoint, recorded from laion-clap's own model definition
+(tests/fixtures/laion_clap, no weights).
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import ClapModel
+from transformers import AutoTokenizer, ClapConfig, ClapModel, RobertaTokenizer
 
 from soundspan_plugins.clap.embedding import (
+    HALF_PRECISION_MIN_COSINE,
     MIN_TAIL_SECONDS,
     embed_text,
     embed_track,
     embed_windows,
+    embedding_agreement,
+    placed,
     select_windows,
 )
 from soundspan_plugins.clap.laion_checkpoint import (
@@ -29,88 +39,89 @@ from soundspan_plugins.clap.laion_checkpoint import (
     laion_feature_extractor,
 )
 from soundspan_plugins.clap.loading import ClapUnavailable, load_clap
+from soundspan_plugins.clap.preprocessing import (
+    ROBERTA_SAMPLE_IDS,
+    ROBERTA_SPECIAL_IDS,
+    ROBERTA_VOCAB_SIZE,
+    _checked_tokenizer,
+    int16_round_trip,
+)
 from tests.clap_models import (
     PROJECTION_DIM,
     TEXTS,
     random_weights,
+    save_laion_checkpoint,
     save_tiny_clap,
     save_tokenizer,
     tiny_config,
+    to_laion_layout,
 )
 
 RATE = 48_000
 WINDOW = 10 * RATE
 
 
-def to_laion_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse renaming, written from laion-clap's module names (htsat.py, model.py)."""
-    block = re.compile(r"^audio_model\.audio_encoder\.(layers\.\d+\.blocks\.\d+)\.(.+)$")
-    block_names = {
-        "layernorm_before": "norm1",
-        "layernorm_after": "norm2",
-        "attention.output.dense": "attn.proj",
-        "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
-        "attention.self.relative_position_index": "attn.relative_position_index",
-        "intermediate.dense": "mlp.fc1",
-        "output.dense": "mlp.fc2",
-    }
-    original: dict[str, torch.Tensor] = {}
-    qkv: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in hf_state.items():
-        if key.startswith("text_model."):
-            original["text_branch." + key.removeprefix("text_model.")] = tensor
-        elif match := re.match(r"^(text|audio)_projection\.linear([12])\.(.+)$", key):
-            tower, which, kind = match.groups()
-            original[f"{tower}_projection.{0 if which == '1' else 2}.{kind}"] = tensor
-        elif key.startswith("logit_scale_"):
-            original[key] = tensor
-        elif key.startswith("audio_model.audio_encoder.batch_norm."):
-            original["audio_branch.bn0." + key.rsplit("batch_norm.", 1)[1]] = tensor
-        elif match := block.match(key):
-            where, rest = match.groups()
-            if qkv_part := re.match(r"^attention\.self\.(query|key|value)\.(weight|bias)$", rest):
-                part, kind = qkv_part.groups()
-                qkv.setdefault(f"audio_branch.{where}.attn.qkv.{kind}", {})[part] = tensor
-                continue
-            name, _, kind = rest.rpartition(".")
-            if rest in block_names:  # tensors that are themselves the module attribute
-                original[f"audio_branch.{where}.{block_names[rest]}"] = tensor
-            else:
-                original[f"audio_branch.{where}.{block_names[name]}.{kind}"] = tensor
-        elif key.startswith("audio_model.audio_encoder."):
-            original["audio_branch." + key.removeprefix("audio_model.audio_encoder.")] = tensor
-        else:
-            raise AssertionError(f"the test's inverse renaming misses {key}")
-    for key, parts in qkv.items():
-        original[key] = torch.cat([parts["query"], parts["key"], parts["value"]])
-    # What the original module holds beyond transformers' model, all dropped by the loader.
-    original |= {
-        "audio_branch.spectrogram_extractor.stft.conv_real.weight": torch.zeros(513, 1, 8),
-        "audio_branch.spectrogram_extractor.stft.conv_imag.weight": torch.zeros(513, 1, 8),
-        "audio_branch.logmel_extractor.melW": torch.zeros(513, 64),
-        "audio_branch.tscam_conv.weight": torch.zeros(527, 16, 2, 3),
-        "audio_branch.tscam_conv.bias": torch.zeros(527),
-        "audio_branch.head.weight": torch.zeros(527, 527),
-        "audio_branch.head.bias": torch.zeros(527),
-        "audio_branch.layers.0.blocks.1.attn_mask": torch.zeros(64, 64, 64),
-        "text_transform.sequential.0.weight": torch.zeros(PROJECTION_DIM, PROJECTION_DIM),
-        "text_transform.sequential.3.weight": torch.zeros(PROJECTION_DIM, PROJECTION_DIM),
-        "audio_transform.sequential.0.bias": torch.zeros(PROJECTION_DIM),
-    }
-    return original
+RELEASED_KEYS = Path(__file__).parent / "fixtures" / "laion_clap" / "htsat_base_roberta_keys.json"
+# What the released checkpoint holds and transformers' ClapModel has no place for, on purpose:
+# the STFT and mel front end (the feature extractor computes it), the AudioSet classifier heads,
+# and the training-only MLPs. The shifted windows' masks are dropped too (listed per block).
+NOT_IN_TRANSFORMERS = {
+    "audio_branch.spectrogram_extractor.stft.conv_real.weight",
+    "audio_branch.spectrogram_extractor.stft.conv_imag.weight",
+    "audio_branch.logmel_extractor.melW",
+    "audio_branch.head.weight",
+    "audio_branch.head.bias",
+    "audio_branch.tscam_conv.weight",
+    "audio_branch.tscam_conv.bias",
+} | {
+    f"{mlp}_transform.sequential.{layer}.{kind}"
+    for mlp in ("text", "audio")
+    for layer in (0, 3)
+    for kind in ("weight", "bias")
+}
+REBUILT = {"text_branch.embeddings.position_ids"}  # a constant, rebuilt as transformers does
+SHIFTED_WINDOW_MASK = re.compile(r"^audio_branch\.layers\.\d+\.blocks\.\d+\.attn_mask$")
 
 
-def save_laion_checkpoint(path: Path, hf_state: dict[str, torch.Tensor], marked: bool) -> None:
-    original = to_laion_layout(hf_state)
-    checkpoint = {
-        "epoch": 15,
-        "name": "tiny-test",
-        "state_dict": {"module." + key: tensor.clone() for key, tensor in original.items()},
-        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
-    }
-    if marked:
-        checkpoint[UNTRAINED_MARKER] = True
-    torch.save(checkpoint, path)
+def released_state_dict() -> dict[str, torch.Tensor]:
+    """The released checkpoint's `state_dict` as meta tensors: its real names and shapes only."""
+    record = json.loads(RELEASED_KEYS.read_text())
+    assert record["wrapped_in"] == "state_dict"
+    return {key: torch.empty(shape, device="meta") for key, shape in record["shapes"].items()}
+
+
+def htsat_base_roberta_config() -> ClapConfig:
+    """HTSAT-base (laion-clap's htsat.py) with roberta-base, as transformers' ClapConfig."""
+    return ClapConfig(
+        text_config={
+            "vocab_size": 50265,
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "max_position_embeddings": 514,
+            "type_vocab_size": 1,
+            "layer_norm_eps": 1e-5,
+        },
+        audio_config={
+            "num_mel_bins": 64,
+            "spec_size": 256,
+            "patch_size": 4,
+            "patch_stride": [4, 4],
+            "patch_embeds_hidden_size": 128,
+            "depths": [2, 2, 12, 2],
+            "num_attention_heads": [4, 8, 16, 32],
+            "window_size": 8,
+            "hidden_size": 1024,
+        },
+        projection_dim=512,
+    )
+
+
+def meta_shapes(config: ClapConfig) -> dict[str, tuple[int, ...]]:
+    """The state dict shapes of transformers' ClapModel for `config`, built without memory."""
+    with torch.device("meta"):
+        return {key: tuple(value.shape) for key, value in ClapModel(config).state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +155,47 @@ def music(seconds: float, seed: int = 0) -> np.ndarray:
     return signal.astype(np.float32)
 
 
-def test_key_conversion_covers_every_key_both_ways(saved_models: dict[str, Path]) -> None:
-    model = ClapModel(tiny_config())
-    hf_state = model.state_dict()
-    converted = convert_laion_state_dict(to_laion_layout(hf_state))
-    assert set(converted) == set(hf_state)
-    for key in converted:
-        assert torch.equal(converted[key], hf_state[key]), key
-    rebuilt = ClapModel(clap_config_from_state_dict(converted))
-    rebuilt.load_state_dict(converted, strict=True)  # no missing, no unexpected key
+def test_every_released_key_is_renamed_or_dropped_on_purpose() -> None:
+    released = released_state_dict()
+    assert all(key.startswith("module.") for key in released)  # saved from a DDP-wrapped model
+    dropped, targets = set(), []
+    for key, tensor in released.items():  # one key at a time: which keys each one becomes
+        renamed = convert_laion_state_dict({key: tensor})
+        if not renamed:
+            dropped.add(key.removeprefix("module."))
+        targets += renamed
+    masks = {key for key in dropped if SHIFTED_WINDOW_MASK.match(key)}
+    assert len(masks) == 8  # the odd blocks of stages 0-2; stage 3 is one window, never shifted
+    assert dropped - masks == NOT_IN_TRANSFORMERS | REBUILT
+    assert len(targets) == len(set(targets)), "two released weights land on one key"
+
+
+def test_released_checkpoint_converts_to_transformers_htsat_base_roberta() -> None:
+    converted = convert_laion_state_dict(released_state_dict())
+    expected = meta_shapes(htsat_base_roberta_config())
+    assert set(converted) == set(expected)
+    assert {key: tuple(tensor.shape) for key, tensor in converted.items()} == expected
+    # The config the plugin reads off the shapes builds that same model, and takes every weight.
+    config = clap_config_from_state_dict(converted)
+    assert meta_shapes(config) == expected
+    assert config.audio_config.depths == [2, 2, 12, 2] and not config.audio_config.enable_fusion
+    assert config.text_config.num_attention_heads == 12
+    with torch.device("meta"):
+        model = ClapModel(config)
+    model.load_state_dict(converted, strict=True, assign=True)
+
+
+def test_the_tests_laion_files_are_laid_out_as_the_released_checkpoint() -> None:
+    released = {key.removeprefix("module."): t for key, t in released_state_dict().items()}
+    kept = {
+        key: tuple(t.shape)
+        for key, t in released.items()
+        if key not in NOT_IN_TRANSFORMERS and not SHIFTED_WINDOW_MASK.match(key)
+    }
+    with torch.device("meta"):
+        hf_state = ClapModel(htsat_base_roberta_config()).state_dict()
+    written = {key: tuple(t.shape) for key, t in to_laion_layout(hf_state).items()}
+    assert written == kept
 
 
 def test_unknown_checkpoint_keys_are_named_not_dropped() -> None:
@@ -300,3 +343,95 @@ def test_missing_tokenizer_names_the_setting(tmp_path: Path, saved_models: dict[
         load_clap(saved_models["pt"], tokenizer=tmp_path, cache_dir=empty_cache)
     # An audio worker needs no tokenizer at all.
     assert load_clap(saved_models["pt"], towers=["audio"], cache_dir=empty_cache).tokenizer is None
+
+
+def test_the_waveform_goes_through_laion_claps_int16_round_trip(hf_clap) -> None:
+    samples = np.array([1.5, 1.0, 0.5, 1e-5, -1e-5, -0.5, -1.0, -3.0, 0.123456], np.float32)
+    # the original's float32_to_int16 and int16_to_float32 (laion_clap/training/data.py)
+    original = (np.clip(samples, a_min=-1.0, a_max=1.0) * 32767.0).astype(np.int16)
+    np.testing.assert_array_equal(
+        int16_round_trip(samples), (original / 32767.0).astype(np.float32)
+    )
+    assert int16_round_trip(samples).dtype == np.float32
+    # embedding applies it before the mel front end: audio below one int16 step is silence
+    whisper = (1e-5 * np.sin(np.arange(RATE) / 7)).astype(np.float32)
+    np.testing.assert_array_equal(
+        embed_windows(hf_clap, [whisper]), embed_windows(hf_clap, [np.zeros(RATE, np.float32)])
+    )
+    loud = music(10)
+    np.testing.assert_array_equal(
+        embed_windows(hf_clap, [loud]), embed_windows(hf_clap, [int16_round_trip(loud)])
+    )
+
+
+def roberta_like(vocab: dict[str, int], directory: Path):
+    """A tokenizer with this vocabulary (no merges), saved and loaded as a user's would be."""
+    RobertaTokenizer(vocab=vocab, merges=[]).save_pretrained(directory)
+    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
+def test_a_tokenizer_without_robertas_special_ids_is_refused(
+    tmp_path: Path, saved_models: dict[str, Path]
+) -> None:
+    swapped = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, "a": 5, "b": 6}
+    roberta_like(swapped, tmp_path / "swapped")
+    with pytest.raises(ClapUnavailable, match="special tokens") as raised:
+        load_clap(saved_models["pt"], towers=["text"], tokenizer=tmp_path / "swapped")
+    assert raised.value.setting.startswith("[clap] tokenizer")
+
+
+def test_a_real_text_tower_takes_only_robertas_vocabulary(tmp_path: Path) -> None:
+    config = htsat_base_roberta_config()
+    ids = dict(ROBERTA_SAMPLE_IDS) | ROBERTA_SPECIAL_IDS
+    filler = (f"tok{index}" for index in range(ROBERTA_VOCAB_SIZE))
+    roberta = ids | {
+        next(filler): index for index in range(ROBERTA_VOCAB_SIZE) if index not in ids.values()
+    }
+    found = roberta_like(roberta, tmp_path / "roberta")
+    assert _checked_tokenizer(found, config, "here") is found
+    shuffled = dict(roberta) | {"Ġthe": roberta["Ġand"], "Ġand": roberta["Ġthe"]}
+    with pytest.raises(ClapUnavailable, match="not roberta-base's vocabulary"):
+        _checked_tokenizer(roberta_like(shuffled, tmp_path / "shuffled"), config, "here")
+    small = {token: index for token, index in roberta.items() if index < 300}
+    with pytest.raises(ClapUnavailable, match="not roberta-base's vocabulary"):
+        _checked_tokenizer(roberta_like(small, tmp_path / "small"), config, "here")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("sampling_rate", 44_100),
+        ("feature_size", 128),
+        ("frequency_min", 0),
+        ("frequency_max", 24_000),
+        ("hop_length", 320),
+        ("fft_window_size", 2048),
+    ],
+)
+def test_a_model_directory_with_another_front_end_is_refused(
+    tmp_path: Path, saved_models: dict[str, Path], name: str, value: int
+) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(saved_models["hf_dir"], copy)
+    preprocessor = copy / "preprocessor_config.json"
+    settings = json.loads(preprocessor.read_text())
+    settings[name] = value
+    preprocessor.write_text(json.dumps(settings))
+    with pytest.raises(ClapUnavailable, match=f"{name} {value}") as raised:
+        load_clap(copy, towers=["audio"])
+    assert raised.value.setting.startswith("[clap] model")
+
+
+def test_lower_precision_is_kept_only_where_it_embeds_as_float32_does(hf_clap) -> None:
+    # CPU stands in for CUDA, float64 for float16: the decision is the same code
+    kept = placed(hf_clap, "cpu", dtype=torch.float64)
+    assert kept.info.dtype == "float64"
+    assert embedding_agreement(hf_clap, kept) > 0.99999
+    perturbed = copy.deepcopy(hf_clap.model)
+    random_weights(perturbed, seed=9)
+    disagreeing = replace(hf_clap, model=perturbed)
+    assert embedding_agreement(hf_clap, disagreeing) < HALF_PRECISION_MIN_COSINE
+    # a model whose lowered copy disagrees (forced by a bar no copy meets) stays in float32
+    fallback = placed(hf_clap, "cpu", dtype=torch.float64, min_cosine=1.01)
+    assert fallback.info.dtype == "float32"
+    assert next(fallback.model.parameters()).dtype == torch.float32

@@ -4,6 +4,7 @@ status never calls the random model trained, and a host with no weights keeps wo
 
 import numpy as np
 import pytest
+import torch
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
@@ -67,6 +68,8 @@ async def test_status_names_the_model_and_never_calls_it_trained(clap_host, tiny
     assert clap["name"] == "clap" and clap["state"] == "ready"
     assert clap["model_id"] == str(tiny_clap_dir) and clap["trained"] is False
     assert clap["dimension"] == 512 and clap["counts"]["done"] == 3
+    # auto's pick; on CUDA with the precision it runs in (float16 unless it disagreed)
+    assert clap["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
 
     listing = await (await clap_host.get("/api/tracks", params={"path": "calm.wav"})).json()
     track_id = listing["tracks"][0]["id"]
@@ -81,6 +84,7 @@ async def test_without_weights_clap_is_unavailable_and_the_host_works(
 ):
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", "laion/larger_clap_music")
+    monkeypatch.setenv("SOUNDSPAN_CLAP__ALLOW_DOWNLOAD", "false")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
     write_wave(music_dir / "waiting.wav", tone(3.0, 16000), 16000)
     client = await aiohttp_client(create_app(write_settings(FAST)))

@@ -2,7 +2,8 @@
 none runs, the database it left), plus what the host shows operators: /metrics and JSON logs.
 
 The library is the known-vector one of test_vibe_journeys: arc tracks, south tracks, and one
-broken file whose analysis fails with a reason.
+broken file whose analysis fails with a reason. The module's host keeps that library as it is
+(a retry ends where it began); a test that adds files or stops its host has a host of its own.
 """
 
 import json
@@ -16,26 +17,32 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TESTS, install_plugin
-from tests.processes import DrainedProcess, free_port, wait_healthy
+from tests.processes import DrainedProcess, serving_port, wait_healthy
 from tests.test_vibe_journeys import OTHERS, arc_vector, write_vector_wav
 
 BROKEN = "broken.wav"
+TRACKS = 3 + 4 + 1
 
 
-def write_library(music_dir: Path) -> int:
+def write_library(music_dir: Path) -> None:
     for step in (0, 5, 10):
         write_vector_wav(music_dir / "arc" / f"{step:02}.wav", arc_vector(step))
     for path, vector in OTHERS.items():
         if "caf" not in path:
             write_vector_wav(music_dir / path, vector)
     (music_dir / BROKEN).write_bytes(b"RIFF\x00\x00\x00\x00not a wave at all")
-    return 3 + 4 + 1
 
 
-def environment(tmp: Path, site: Path, port: int, **extra: str) -> dict[str, str]:
+def environment(tmp: Path, **extra: str) -> dict[str, str]:
+    """The machine's environment less its SOUNDSPAN_* variables (a module fixture runs before
+    the autouse clean-up), with the vectors analyzer installed under `tmp`."""
+    site = tmp / "site"
+    if not site.exists():
+        install_plugin(
+            site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0"
+        )
     return {
         **{key: value for key, value in os.environ.items() if not key.startswith("SOUNDSPAN_")},
-        "SOUNDSPAN_PORT": str(port),
         "SOUNDSPAN_MUSIC_DIR": str(tmp / "music"),
         "SOUNDSPAN_DATA_DIR": str(tmp / "data"),
         "SOUNDSPAN_MUSICNN__ENABLED": "false",
@@ -46,7 +53,23 @@ def environment(tmp: Path, site: Path, port: int, **extra: str) -> dict[str, str
     }
 
 
-def cli(env: dict[str, str], *arguments: str, timeout: float = 90) -> subprocess.CompletedProcess:
+def serve(env: dict[str, str]) -> tuple[DrainedProcess, dict[str, str], int]:
+    """A host on a port the system picks; returns it, `env` with that port (for the commands
+    that talk to it), and the port."""
+    process = DrainedProcess(
+        [sys.executable, "-m", "soundspan_host", "serve"], env={**env, "SOUNDSPAN_PORT": "0"}
+    )
+    port = serving_port(process)
+    wait_healthy(process, port)
+    return process, {**env, "SOUNDSPAN_PORT": str(port)}, port
+
+
+def stop(process: DrainedProcess) -> None:
+    process.terminate()
+    process.communicate(timeout=60)
+
+
+def cli(env: dict[str, str], *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "soundspan_host", *arguments],
         env={**env, "COLUMNS": "200"},
@@ -63,7 +86,7 @@ def get_json(port: int, path: str):
 
 def wait_settled(port: int, tracks: int) -> None:
     """Until the library holds `tracks` and nothing is pending or running."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         status = get_json(port, "/api/vibe/status")
         counts = status["analyzers"][0]["counts"]
@@ -77,20 +100,13 @@ def wait_settled(port: int, tracks: int) -> None:
 def host(tmp_path_factory):
     """One host for the module, logging JSON, with the library analyzed."""
     tmp = tmp_path_factory.mktemp("cli")
-    (tmp / "music").mkdir()
-    tracks = write_library(tmp / "music")
-    site = tmp / "site"
-    install_plugin(site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0")
-    port = free_port()
-    env = environment(tmp, site, port, SOUNDSPAN_LOG_FORMAT="json")
-    process = DrainedProcess([sys.executable, "-m", "soundspan_host", "serve"], env=env)
+    write_library(tmp / "music")
+    process, env, port = serve(environment(tmp, SOUNDSPAN_LOG_FORMAT="json"))
     try:
-        wait_healthy(process, port)
-        wait_settled(port, tracks)
+        wait_settled(port, TRACKS)
         yield env, port, tmp, process
     finally:
-        process.terminate()
-        process.communicate(timeout=30)
+        stop(process)
 
 
 def test_status_shows_each_analyzer_and_its_progress(host):
@@ -132,20 +148,33 @@ def test_failed_shows_reasons_and_retry_queues_them_again(host):
     assert BROKEN in done.stdout and "not a readable WAV file" in done.stdout
     retried = cli(env, "failed", "--retry")
     assert "queued 1 again" in retried.stdout
-    wait_settled(port, 8)
+    wait_settled(port, TRACKS)
     assert get_json(port, "/api/analysis/failures")["total"] == 1  # broken again, not lost
 
 
-def test_scan_waits_with_progress_until_new_files_are_analyzed(host):
-    env, port, tmp, _ = host
+def test_scan_waits_with_progress_until_new_files_are_analyzed(tmp_path, database_url):
+    # files there before start, and no scan at start: only the command finds them
+    write_library(tmp_path / "music")
     for step in (2, 3):
-        write_vector_wav(tmp / "music" / "late" / f"{step}.wav", arc_vector(step))
-    done = cli(env, "scan", "--wait")
-    assert done.returncode == 0, done.stderr
-    assert "scan " in done.stdout and "vectors" in done.stdout
-    assert "10/10" in done.stdout and "1 failed" in done.stdout  # finished, one of them failed
-    status = get_json(port, "/api/vibe/status")
-    assert status["analyzers"][0]["counts"]["pending"] == 0
+        write_vector_wav(tmp_path / "music" / "late" / f"{step}.wav", arc_vector(step))
+    process, env, port = serve(
+        environment(
+            tmp_path,
+            SOUNDSPAN_DATABASE_URL=database_url,
+            SOUNDSPAN_WATCHER__RECONCILE_ON_START="false",
+        )
+    )
+    try:
+        assert get_json(port, "/api/vibe/status")["library"]["tracks"] == 0
+        done = cli(env, "scan", "--wait")
+        assert done.returncode == 0, done.stderr
+        assert "scan " in done.stdout and "vectors" in done.stdout
+        assert "10/10" in done.stdout and "1 failed" in done.stdout  # finished, one failed
+        status = get_json(port, "/api/vibe/status")
+        assert status["library"]["tracks"] == TRACKS + 2
+        assert status["analyzers"][0]["counts"]["pending"] == 0
+    finally:
+        stop(process)
 
 
 def test_doctor_finds_nothing_wrong_with_a_running_host(host):
@@ -158,12 +187,7 @@ def test_doctor_finds_nothing_wrong_with_a_running_host(host):
 
 
 def test_doctor_says_what_to_fix(tmp_path):
-    env = environment(
-        tmp_path,
-        tmp_path,
-        free_port(),
-        SOUNDSPAN_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none",
-    )
+    env = environment(tmp_path, SOUNDSPAN_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
     done = cli(env, "doctor")
     assert done.returncode == 1
     assert "does not exist" in done.stdout and "SOUNDSPAN_MUSIC_DIR" in done.stdout
@@ -197,19 +221,12 @@ def test_logs_are_json_with_one_line_per_analyzed_track(host):
 
 
 def test_without_a_running_host_commands_read_its_database(tmp_path):
-    (tmp_path / "music").mkdir()
-    tracks = write_library(tmp_path / "music")
-    site = tmp_path / "site"
-    install_plugin(site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0")
-    port = free_port()
-    env = environment(tmp_path, site, port)
-    process = DrainedProcess([sys.executable, "-m", "soundspan_host", "serve"], env=env)
+    write_library(tmp_path / "music")
+    process, env, port = serve(environment(tmp_path))
     try:
-        wait_healthy(process, port)
-        wait_settled(port, tracks)
+        wait_settled(port, TRACKS)
     finally:
-        process.terminate()
-        process.communicate(timeout=30)
+        stop(process)
     done = cli(env, "status")
     assert done.returncode == 0, done.stderr
     assert "no host is running" in done.stderr and "7/8" in done.stdout

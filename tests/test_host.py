@@ -25,7 +25,8 @@ MUSICNN_OFF = {"name": "musicnn", "version": __version__, "builtin": True, "enab
 VIBE_API = {"name": "vibe_api", "version": __version__, "builtin": True, "enabled": True}
 STATUS_PAGE = {"name": "status_page", "version": __version__, "builtin": True, "enabled": True}
 CLAP_OFF = {"name": "clap", "version": __version__, "builtin": True, "enabled": False}
-BUILTINS = [WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE]
+SUBSONIC_OFF = {"name": "subsonic", "version": __version__, "builtin": True, "enabled": False}
+BUILTINS = [WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE, SUBSONIC_OFF]
 
 
 async def test_health_and_the_built_in_plugins(aiohttp_client, write_settings):

@@ -138,13 +138,22 @@ async def test_bad_files_fail_with_a_reason_and_the_queue_moves_on(start_host, m
     assert outcome["truncated.wav"] == ("failed", "truncated.wav: truncated (4956 of 16000 bytes)")
 
 
-async def test_a_file_deleted_before_its_analysis_waits_and_returns(start_host, music_dir):
-    client, engine = await start_host("delay_seconds = 1.0\n")
+async def test_a_file_deleted_before_its_analysis_waits_and_returns(
+    start_host, music_dir, tmp_path, monkeypatch
+):
+    # no job of a missing file is claimed: a short retry delay cannot spend its attempts
+    monkeypatch.setenv("SOUNDSPAN_ANALYSIS_RETRY_DELAY_SECONDS", "0.5")
+    release = tmp_path / "release"
+    client, engine = await start_host(f'hold_until = "{release}"\n')
     song = write_wav(music_dir / "brief.wav", 1000)
     kept = song.read_bytes()
-    await eventually(lambda: _job_state(engine, "running"), what="the analysis to start")
-    song.unlink()  # while the analyzer sleeps, before it reads
-    await eventually(lambda: _missing(engine, "brief.wav"), what="the deletion")
+    try:
+        await eventually(lambda: _job_state(engine, "running"), what="the analysis to start")
+        song.unlink()  # while the analyzer is held, before it reads
+        await eventually(lambda: _missing(engine, "brief.wav"), what="the deletion")
+    finally:
+        release.touch()
+    await eventually(lambda: _job_error(engine, "file vanished"), what="the failed read")
     assert "done" not in {state for state, _ in (await jobs(engine)).values()}
 
     song.write_bytes(kept)
@@ -185,6 +194,10 @@ async def _content_changed(engine, old_content):
 
 async def _job_state(engine, state):
     return state in {job_state for job_state, _ in (await jobs(engine)).values()}
+
+
+async def _job_error(engine, words):
+    return any(words in (error or "") for _, error in (await jobs(engine)).values())
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")

@@ -1,40 +1,121 @@
-"""The analyzers' process pool: one model load per worker process, and self-healing."""
+"""The analyzers' process pool: one model load per worker process, thread budgets, and
+self-healing."""
 
+import asyncio
 import os
 import signal
 
+import psutil
 import pytest
 
 from soundspan_plugins.shared.audio import UnreadableAudio
-from soundspan_plugins.shared.pool import ModelPool, WorkerCrashed
-from tests.pool_tasks import describe, load_model, refuse
+from soundspan_plugins.shared.pool import THREAD_VARIABLES, ModelPool, WorkerCrashed
+from tests.library import eventually
+from tests.pool_tasks import (
+    describe,
+    die,
+    hang_reading,
+    load_model,
+    meet,
+    refuse,
+    thread_pools,
+    wait_for_file,
+)
 
 
-async def test_each_worker_loads_the_model_once():
+async def test_each_worker_loads_the_model_once(tmp_path):
     pool = ModelPool("test", workers=2, load=load_model, load_args=("tiny",), threads=3)
     try:
+        both = await asyncio.gather(*(pool.run(meet, str(tmp_path), 2) for _ in range(2)))
         answers = [await pool.run(describe, f"-{number}") for number in range(8)]
     finally:
         await pool.close()
     pids = {pid for pid, _, _, _ in answers}
-    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+    assert len(set(both)) == 2 and pids <= set(both) and os.getpid() not in pids
     assert [name for _, name, _, _ in answers] == [f"tiny-{number}" for number in range(8)]
     assert {loads for _, _, loads, _ in answers} == {1}
     assert {threads for _, _, _, threads in answers} == {"3"}
 
 
-async def test_a_killed_worker_is_replaced_and_the_call_says_so():
+@pytest.mark.parametrize("threads", [1, 2])
+async def test_a_worker_keeps_to_its_thread_budget_from_its_first_import(threads, monkeypatch):
+    # the host's own environment asks for more: the worker's budget must win, and the host's
+    # environment must be left as it was
+    for variable in THREAD_VARIABLES:
+        monkeypatch.setenv(variable, "8")
+    pool = ModelPool("test", workers=1, load=load_model, load_args=("tiny",), threads=threads)
+    try:
+        pools = await pool.run(thread_pools)
+    finally:
+        await pool.close()
+    assert any(api == "blas" for api, _ in pools), pools  # numpy's OpenBLAS is seen
+    assert {count for _, count in pools} == {threads}, pools
+    assert {os.environ[variable] for variable in THREAD_VARIABLES} == {"8"}
+
+
+async def test_an_idle_worker_killed_is_replaced_and_no_call_fails():
     pool = ModelPool("test", workers=1, load=load_model, load_args=("tiny",))
     try:
         victim, _, _, _ = await pool.run(describe, "")
         os.kill(victim, signal.SIGKILL)
-        with pytest.raises(WorkerCrashed, match="test worker process stopped"):
-            for _ in range(50):  # the pool notices the death on its next use
-                await pool.run(describe, "")
+        await eventually(lambda: _gone(victim), what="the killed worker's exit")
         successor, name, loads, _ = await pool.run(describe, "")
     finally:
         await pool.close()
     assert successor != victim and name == "tiny" and loads == 1
+
+
+async def test_a_worker_that_dies_fails_its_own_call_and_no_other(tmp_path):
+    pool = ModelPool("test", workers=2, load=load_model, load_args=("tiny",))
+    go = tmp_path / "go"
+    try:
+        bystander = asyncio.ensure_future(pool.run(wait_for_file, str(go)))
+        with pytest.raises(WorkerCrashed, match="stopped while analyzing .killed by SIGKILL"):
+            await pool.run(die)
+        go.touch()
+        bystander_pid = await bystander
+        after, _, _, _ = await pool.run(describe, "")
+    finally:
+        await pool.close()
+    assert bystander_pid != os.getpid() and after != os.getpid()
+
+
+async def test_a_cancelled_call_stops_its_hung_process_and_the_pool_goes_on(tmp_path):
+    fifo, pid_file = tmp_path / "stalled-mount.fifo", tmp_path / "hung.pid"
+    os.mkfifo(fifo)
+    pool = ModelPool("test", workers=1, load=load_model, load_args=("tiny",))
+    try:
+        hung = asyncio.ensure_future(pool.run(hang_reading, str(fifo), str(pid_file)))
+        await eventually(lambda: _exists(pid_file), what="the hung call's start")
+        hung_pid = int(pid_file.read_text())
+        hung.cancel()
+        await eventually(lambda: _gone(hung_pid), what="the hung process's end")
+        successor, name, _, _ = await pool.run(describe, "")
+    finally:
+        await pool.close()
+    assert successor != hung_pid and name == "tiny"
+
+
+async def test_close_stops_a_hung_call_instead_of_waiting_for_it(tmp_path):
+    fifo, pid_file = tmp_path / "stalled-mount.fifo", tmp_path / "hung.pid"
+    os.mkfifo(fifo)
+    pool = ModelPool("test", workers=1, load=load_model, load_args=("tiny",))
+    hung = asyncio.ensure_future(pool.run(hang_reading, str(fifo), str(pid_file)))
+    await eventually(lambda: _exists(pid_file), what="the hung call's start")
+    await asyncio.wait_for(pool.close(), timeout=60)
+    assert await _gone(int(pid_file.read_text()))
+    hung.cancel()
+
+
+async def _exists(path) -> bool:
+    return path.exists()
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 async def test_an_analysis_error_comes_back_whole_and_the_pool_lives_on():

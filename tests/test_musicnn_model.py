@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -359,8 +360,15 @@ def _damaged_copies(directory: Path) -> dict[str, tuple[Path, str]]:
                          16_000, 32_000, 2, 16, b"data", 0)  # fmt: skip
     (directory / "header-only.wav").write_bytes(header)
     out["header-only.wav"] = (directory / "header-only.wav", "no audio samples")
-    out["missing.ogg"] = (directory / "missing.ogg", "does not exist")
+    os.mkfifo(directory / "pipe.mp3")
+    out["pipe.mp3"] = (directory / "pipe.mp3", "not a regular file")
     return out
+
+
+def test_a_missing_file_is_trouble_that_may_pass_not_an_unreadable_file(tmp_path: Path) -> None:
+    # moved away while queued: the queue retries (and follows the move) instead of failing it
+    with pytest.raises(FileNotFoundError):
+        read_patches(tmp_path / "moved-away.ogg")
 
 
 def test_unreadable_files_raise_a_clear_error_naming_the_file(tmp_path: Path) -> None:

@@ -69,16 +69,17 @@ async def test_scan_on_demand_over_http(write_settings, toy_analyzer, aiohttp_cl
         )
     )
     engine = client.app[HOST].engine
-    await asyncio.sleep(0.5)
-    assert await tracks(engine) == {}
+    write_wav(music_dir / "after.wav", 650)  # the watcher runs: a new file is catalogued
+    await eventually(lambda: _catalogued(engine, "after.wav"), what="the new file")
+    assert list(await tracks(engine)) == ["after.wav"]
     answer = await client.post("/api/library/scan")
     assert answer.status == 202
     assert await answer.json() in ({"scan": "started"}, {"scan": "already running"})
-    await eventually(lambda: settled(engine, 1), what="the scan")
+    await eventually(lambda: settled(engine, 2), what="the scan")
 
 
 async def test_a_new_model_version_requeues_with_new_files_first(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
+    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
 ):
     client = await aiohttp_client(create_app(write_settings(FAST)))
     engine = client.app[HOST].engine
@@ -87,10 +88,16 @@ async def test_a_new_model_version_requeues_with_new_files_first(
     await eventually(lambda: settled(engine, 6))
     await client.close()
 
-    slow = FAST.replace("[toy]\n", '[toy]\nversion = "2"\nworkers = 1\ndelay_seconds = 0.3\n')
-    client = await aiohttp_client(create_app(write_settings(slow)))
+    # one worker, its first re-analysis held until the new file waits in the queue
+    release = tmp_path / "release"
+    held = FAST.replace("[toy]\n", f'[toy]\nversion = "2"\nworkers = 1\nhold_until = "{release}"\n')
+    client = await aiohttp_client(create_app(write_settings(held)))
     engine = client.app[HOST].engine
     write_wav(music_dir / "new.wav", 800)
+    try:
+        await eventually(lambda: _pending(engine, "new.wav"), what="the new file's job")
+    finally:
+        release.touch()
     await eventually(lambda: settled(engine, 7), timeout=60)
 
     order = [
@@ -110,7 +117,9 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_runs_it_once(
     # this host only catalogues; worker processes analyze
     client = await aiohttp_client(create_app(write_settings(FAST + "workers = 0\n")))
     engine = client.app[HOST].engine
-    doomed = start_worker(database_url, music_dir, toy_analyzer, delay_seconds="30")
+    # its job waits for a file that never comes: the kill lands mid-job
+    never = str(music_dir.parent / "never")
+    doomed = start_worker(database_url, music_dir, toy_analyzer, hold_until=never)
     survivor = None
     try:
         write_wav(music_dir / "victim.wav", 900)
@@ -142,7 +151,7 @@ def own_server(tmp_path):
 
 
 async def test_a_restarted_database_loses_and_duplicates_nothing(
-    own_server, toy_analyzer, aiohttp_client, music_dir, tmp_path
+    own_server, toy_analyzer, aiohttp_client, music_dir, tmp_path, caplog
 ):
     settings_file = tmp_path / "restart.toml"
     settings_file.write_text(
@@ -159,8 +168,11 @@ async def test_a_restarted_database_loses_and_duplicates_nothing(
 
     port = own_server.port
     await asyncio.to_thread(own_server.stop)
-    await asyncio.sleep(1.0)  # workers, heartbeats and the watcher meet a dead database
     write_wav(music_dir / "during.wav", 2000)  # a change while the database is away
+    await eventually(
+        lambda: _logged(caplog, "cannot reach the queue", "could not record a library change"),
+        what="a worker and the watcher to meet the dead database",
+    )
     own_server.requested_port = port
     await asyncio.to_thread(own_server.start)
 
@@ -172,6 +184,20 @@ async def test_a_restarted_database_loses_and_duplicates_nothing(
 
 async def _queued(engine, count):
     return len(await jobs(engine)) == count
+
+
+async def _catalogued(engine, path):
+    return path in await tracks(engine)
+
+
+async def _pending(engine, path):
+    track = (await tracks(engine)).get(path)
+    return track is not None and (await jobs(engine)).get(track[1], ("",))[0] == "pending"
+
+
+async def _logged(caplog, *messages):
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    return all(message in logged for message in messages)
 
 
 def test_database_urls_in_the_usual_spellings_and_bad_ones():

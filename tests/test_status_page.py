@@ -31,6 +31,8 @@ from tests.test_vibe_journeys import (
 SCREENSHOT = os.environ.get("SOUNDSPAN_SCREENSHOT")
 SCREENSHOT_COPY = Path(SCREENSHOT).resolve() if SCREENSHOT else None
 pytestmark = pytest.mark.usefixtures("vector_analyzer")
+# chromium, the host and its map share two slow cores in CI: 5 s (the default) is too little
+expect.set_options(timeout=30_000)
 BROKEN = "<img src=x onerror=alert(1)>.wav"
 TOKEN = "status-page-token-0123456789"
 SOUTH = {"south/a.wav", "south/b.wav", "south/caf\ufffd.wav"}  # as the page shows them

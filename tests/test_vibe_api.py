@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from soundspan_hooks import HOST
+from soundspan_hooks.openapi import RICHER_TAGS
 from soundspan_host.app import create_app
 from soundspan_host.errors import ConfigError
 from tests.library import eventually, settled, write_wav
@@ -47,7 +48,7 @@ async def test_tracks_are_found_by_path_and_by_words(library):
     assert (page["total"], len(page["tracks"])) == (5, 1)
     exact = await (await library.get("/api/tracks", params={"path": "near copy.wav"})).json()
     [track] = exact["tracks"]
-    assert set(track) == {"id", "path", "title", "artist", "album", "duration"}
+    assert set(track) == {"id", "path", "title", "artist", "album", "duration"} | set(RICHER_TAGS)
     assert track["duration"] == pytest.approx(0.12, abs=0.01)
 
 

@@ -283,6 +283,11 @@ async def test_a_playlist_needs_exactly_one_source_of_tracks(library):
 async def test_umap_is_used_when_installed_and_refused_when_asked_for_without_it(
     write_settings, vector_analyzer, aiohttp_client, music_dir
 ):
+    """A stand-in `umap` module proves the host picks UMAP when the package is there and
+    refuses it by name when not. umap-learn itself stays out of the test extra: it installs
+    from wheels (~480 MB with numba, llvmlite, scipy and scikit-learn), but its import took
+    3-33 s and its first fit on 20 points 16-19 s of numba compiling on a 2-core machine, and
+    installed it would turn every other map test's `auto` into UMAP."""
     with pytest.raises(ConfigError, match="umap-learn"):
         write_settings('[vibe_api]\nmap_projection = "umap"\n')
     (vector_analyzer / "umap.py").write_text(

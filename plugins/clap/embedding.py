@@ -15,20 +15,28 @@ MIN_TAIL_SECONDS long and falls on the current spacing, or when it is the whole 
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .loading import LoadedClap
-from .preprocessing import SAMPLE_RATE, WINDOW_SAMPLES
+from .preprocessing import SAMPLE_RATE, WINDOW_SAMPLES, int16_round_trip
+
+log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = WINDOW_SAMPLES // SAMPLE_RATE
 DEFAULT_MAX_WINDOWS = 32
 MIN_TAIL_SECONDS = 5
 TEXT_MAX_TOKENS = 77  # the context length laion-clap trained its text tower with
-_RECIPE_VERSION = 1  # bump when a change here would change stored embeddings
+_RECIPE_VERSION = 2  # bump when a change here would change stored embeddings
+
+HALF_PRECISION_MIN_COSINE = 0.999  # below it, float16 embeddings are not float32's
+PROBE_TEXTS = ("soft piano ballad", "aggressive metal with blast beats", "rain and thunder")
 
 AudioInput = np.ndarray | Iterable[np.ndarray]
 
@@ -135,7 +143,7 @@ def embed_windows(
     device, dtype = _placement(model)
     batches = []
     for start in range(0, len(windows), batch_size):
-        batch = list(windows[start : start + batch_size])
+        batch = [int16_round_trip(window) for window in windows[start : start + batch_size]]
         features = extractor(
             batch,
             sampling_rate=SAMPLE_RATE,
@@ -197,3 +205,58 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     if not np.isfinite(norm) or norm == 0.0:
         raise ValueError("the window embeddings cancel out; no direction to normalise")
     return (vector / norm).astype(np.float32)
+
+
+def placed(
+    clap: LoadedClap,
+    device: str,
+    dtype: torch.dtype = torch.float16,
+    min_cosine: float = HALF_PRECISION_MIN_COSINE,
+) -> LoadedClap:
+    """The model on `device` in `dtype` (half precision halves GPU memory and uses tensor
+    cores) if its embeddings of a few probe clips and phrases agree with float32's there
+    (cosine >= min_cosine); else in float32, logged."""
+    full = _moved(clap, clap.model.to(device=device, dtype=torch.float32), device, torch.float32)
+    lowered = _moved(full, copy.deepcopy(full.model).to(dtype=dtype), device, dtype)
+    cosine = embedding_agreement(full, lowered)
+    if cosine >= min_cosine:
+        del full
+        return lowered
+    log.warning(
+        "CLAP on %s: %s embeddings differ from float32 ones (cosine %.4f < %g); running in float32",
+        device,
+        lowered.info.dtype,
+        cosine,
+        min_cosine,
+    )
+    return full
+
+
+def embedding_agreement(reference: LoadedClap, candidate: LoadedClap) -> float:
+    """The lowest cosine between the two models' embeddings of the same probe clips and phrases."""
+    cosines = []
+    if reference.feature_extractor is not None:
+        clips = _probe_clips()
+        cosines.append(np.sum(embed_windows(reference, clips) * embed_windows(candidate, clips), 1))
+    if reference.tokenizer is not None:
+        texts = list(PROBE_TEXTS)
+        cosines.append(np.sum(embed_text(reference, texts) * embed_text(candidate, texts), 1))
+    return float(np.concatenate(cosines).min())
+
+
+def _probe_clips() -> list[np.ndarray]:
+    """Three 10-s clips of the kinds a library holds: a chord with noise, loud noise, and a
+    quiet tone (where float16 loses most)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(WINDOW_SAMPLES) / SAMPLE_RATE
+    chord = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
+    return [
+        (chord + 0.02 * rng.standard_normal(t.size)).astype(np.float32),
+        rng.uniform(-0.9, 0.9, t.size).astype(np.float32),
+        (0.01 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32),
+    ]
+
+
+def _moved(clap: LoadedClap, model: torch.nn.Module, device: str, dtype: torch.dtype) -> LoadedClap:
+    info = replace(clap.info, device=device, dtype=str(dtype).removeprefix("torch."))
+    return LoadedClap(model, clap.feature_extractor, clap.tokenizer, info)

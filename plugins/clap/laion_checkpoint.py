@@ -84,12 +84,20 @@ class CheckpointMismatch(ValueError):
     """The file is not a laion-clap checkpoint this module knows how to convert."""
 
 
-def read_laion_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+class UnsafeCheckpoint(ValueError):
+    """The file holds Python objects besides tensors: only full unpickling, which runs code
+    from the file, could read it."""
+
+
+def read_laion_checkpoint(
+    path: Path, allow_unsafe: bool = False
+) -> tuple[dict[str, torch.Tensor], bool]:
     """The state dict of a laion-clap `.pt` (unwrapped, `module.` stripped) and its untrained mark.
 
     Memory-maps the file, so the optimizer state such files also carry is never read into RAM.
+    Raises UnsafeCheckpoint where reading it needs full unpickling and `allow_unsafe` is off.
     """
-    raw = _torch_load(path)
+    raw = _torch_load(path, allow_unsafe)
     marked = bool(isinstance(raw, Mapping) and raw.get(UNTRAINED_MARKER, False))
     state = raw.get("state_dict", raw) if isinstance(raw, Mapping) else None
     if not isinstance(state, Mapping) or not state:
@@ -102,14 +110,21 @@ def read_laion_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     return tensors, marked
 
 
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path, allow_unsafe: bool) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError:
-        # Checkpoints saved with extra Python objects beside the tensors. The user named this
-        # file in their settings, so unpickling it in full is their call, but say so.
+        return _load_weights_only(path)
+    except pickle.UnpicklingError as error:
+        # Checkpoints saved with extra Python objects beside the tensors: unpickling them in
+        # full runs whatever code the file names, so only when the user says they trust it.
+        if not allow_unsafe:
+            raise UnsafeCheckpoint(str(error).splitlines()[0]) from error
         log.warning("%s needs full unpickling (weights_only=False); loading it as trusted", path)
         return torch.load(path, map_location="cpu", weights_only=False, mmap=_is_zip(path))
+
+
+def _load_weights_only(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as error:
         if _is_zip(path):
             raise

@@ -15,15 +15,13 @@ of the model, the text tower (RoBERTa) the other two thirds.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import transformers
-from huggingface_hub import constants as hub_constants
 from transformers import (
     ClapAudioModelWithProjection,
     ClapConfig,
@@ -37,19 +35,17 @@ from .errors import ClapUnavailable, setting
 from .laion_checkpoint import (
     UNTRAINED_MARKER,
     CheckpointMismatch,
+    UnsafeCheckpoint,
     clap_config_from_state_dict,
     convert_laion_state_dict,
     laion_feature_extractor,
     read_laion_checkpoint,
 )
+from .model_source import ModelSource, locate_model, not_in_hub_cache
 from .preprocessing import DEFAULT_MODEL, find_tokenizer, hf_feature_extractor, quiet_transformers
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-
-ModelSource = Literal["hf-dir", "hub-cache", "laion-pt"]
 Tower = Literal["audio", "text"]
 BOTH_TOWERS: tuple[Tower, ...] = ("audio", "text")
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 # Buffers transformers rebuilds from the config; their absence from a file loses nothing.
 _REBUILT_BUFFERS = (
     "embeddings.position_ids",
@@ -96,38 +92,25 @@ def load_clap(
     threads: int | None = None,
     allow_download: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    allow_unsafe_checkpoint: bool = False,
 ) -> LoadedClap:
     """Load a CLAP model (HF dir, cached hub id, or laion `.pt`) in eval mode on `device`.
 
-    Raises ClapUnavailable, naming the setting to change, when nothing usable is found.
+    Raises ClapUnavailable, naming the setting to change, when nothing usable is found, or
+    when a `.pt` could be read only by running code from it and that is not allowed.
     """
     wanted = _validated_towers(towers)
     _check_device(device)
     if threads:
         torch.set_num_threads(threads)
-    location = str(model)
-    path = Path(location).expanduser()
-    if path.suffix in CHECKPOINT_SUFFIXES:
-        if not path.is_file():
-            raise ClapUnavailable(
-                f"CLAP checkpoint {path} does not exist. Set {setting('model')} to an existing "
-                f".pt file, a Hugging Face model directory, or a hub id in the local cache.",
-                setting("model"),
-            )
+    source, location = locate_model(model, allow_download, cache_dir)
+    if source == "laion-pt":
         loaded = _load_laion_checkpoint(
-            path.resolve(), wanted, tokenizer, allow_download, cache_dir
+            Path(location), wanted, tokenizer, allow_download, cache_dir, allow_unsafe_checkpoint
         )
-    elif path.is_dir():
-        local_only = not allow_download  # the model is local; this only governs a tokenizer
-        loaded = _load_hf(str(path.resolve()), "hf-dir", wanted, tokenizer, local_only, cache_dir)
-    elif _HUB_ID.match(location) and not location.startswith((".", "~")):
-        loaded = _load_hf(location, "hub-cache", wanted, tokenizer, not allow_download, cache_dir)
     else:
-        raise ClapUnavailable(
-            f"CLAP model directory {path} does not exist. Set {setting('model')} to a Hugging "
-            f"Face model directory, a laion-clap .pt checkpoint, or a hub id in the local cache.",
-            setting("model"),
-        )
+        # for a local directory, downloads only govern a tokenizer from the hub
+        loaded = _load_hf(str(location), source, wanted, tokenizer, not allow_download, cache_dir)
     return _placed(loaded, device)
 
 
@@ -190,7 +173,6 @@ def _load_hf(
 def _not_found(
     location: str, source: ModelSource, options: dict[str, Any], error: Exception
 ) -> Exception:
-    cache_dir = options["cache_dir"] or hub_constants.HF_HUB_CACHE
     if source == "hf-dir":
         return ClapUnavailable(
             f"{location} is not a usable CLAP model directory ({error}). Set {setting('model')} "
@@ -198,12 +180,7 @@ def _not_found(
             setting("model"),
         )
     if options["local_files_only"]:
-        return ClapUnavailable(
-            f"CLAP model {location} is not in the local Hugging Face cache ({cache_dir}) and "
-            f"downloads are off. Set {setting('model')} to a local model directory or a "
-            f"laion-clap .pt checkpoint, or set {setting('allow_download')} = true.",
-            setting("model"),
-        )
+        return not_in_hub_cache(location, options["cache_dir"])
     return ClapUnavailable(
         f"CLAP model {location} could not be fetched from the Hugging Face hub ({error}). "
         f"Check the id, or set {setting('model')} to a local model directory or .pt checkpoint.",
@@ -217,11 +194,20 @@ def _load_laion_checkpoint(
     tokenizer_location: str | os.PathLike[str] | None,
     allow_download: bool,
     cache_dir: str | os.PathLike[str] | None,
+    allow_unsafe: bool,
 ) -> LoadedClap:
     try:
-        original, marked = read_laion_checkpoint(path)
+        original, marked = read_laion_checkpoint(path, allow_unsafe)
         converted = convert_laion_state_dict(original)
         config = clap_config_from_state_dict(converted)
+    except UnsafeCheckpoint as error:
+        raise ClapUnavailable(
+            f"{path} holds Python objects besides its weights ({error}); reading it would run "
+            f"code from the file. Save its state dict alone (torch.save(checkpoint["
+            f"'state_dict'], ...)) and point {setting('model')} at that, or, only if you trust "
+            f"the file, set {setting('allow_unsafe_checkpoint')} = true.",
+            setting("allow_unsafe_checkpoint"),
+        ) from error
     except (CheckpointMismatch, OSError, RuntimeError) as error:
         raise ClapUnavailable(
             f"{path} is not a laion-clap checkpoint this version can read: {error}. "
@@ -342,9 +328,9 @@ def _at_initial_value(norm: torch.nn.LayerNorm) -> bool:
 
 
 def _placed(loaded: LoadedClap, device: str) -> LoadedClap:
-    """Move to the device; half precision on CUDA, to halve GPU memory and use tensor cores."""
+    """On CUDA: float16 where it embeds as float32 does (checked at load), else float32."""
     if device == "cpu":
         return loaded
-    model = loaded.model.to(device=device, dtype=torch.float16)
-    info = replace(loaded.info, device=device, dtype="float16")
-    return LoadedClap(model, loaded.feature_extractor, loaded.tokenizer, info)
+    from .embedding import placed  # embedding builds on this module
+
+    return placed(loaded, device)

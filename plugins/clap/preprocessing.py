@@ -13,11 +13,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from .errors import ClapUnavailable, setting
-from .laion_checkpoint import laion_feature_extractor, truncation_for
+from .laion_checkpoint import (
+    LAION_FFT_SIZE,
+    LAION_HOP_LENGTH,
+    LAION_MAX_FREQUENCY,
+    LAION_MIN_FREQUENCY,
+    LAION_SAMPLE_RATE,
+    laion_feature_extractor,
+    truncation_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +35,20 @@ DEFAULT_MODEL = "laion/larger_clap_music"
 TOKENIZER_CACHE_CANDIDATES = (DEFAULT_MODEL, "FacebookAI/roberta-base", "roberta-base")
 SAMPLE_RATE = 48_000
 WINDOW_SAMPLES = 480_000  # the 10-s clip every LAION CLAP model was trained on
+LAION_MEL_BINS = 64
+INT16_SCALE = 32767.0  # laion-clap's float32_to_int16 / int16_to_float32
+ROBERTA_SPECIAL_IDS = {"<s>": 0, "<pad>": 1, "</s>": 2}
+ROBERTA_VOCAB_SIZE = 50_265
+# A sample of roberta-base's vocab.json: another BPE vocabulary of its size puts them elsewhere.
+ROBERTA_SAMPLE_IDS = {"<unk>": 3, ".": 4, "Ġthe": 5, ",": 6, "Ġto": 7, "Ġand": 8, "<mask>": 50_264}
+
+
+def int16_round_trip(samples: np.ndarray) -> np.ndarray:
+    """laion-clap's `int16_to_float32(float32_to_int16(x))`, which every inference path of the
+    original (and its training data) applies before the mel front end: clip to [-1, 1], scale
+    by 32767, truncate to int16, scale back. What lies below one int16 step becomes silence."""
+    as_int16 = (np.clip(samples, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
+    return (as_int16 / INT16_SCALE).astype(np.float32)
 
 
 def hf_feature_extractor(
@@ -39,6 +62,7 @@ def hf_feature_extractor(
     except OSError:
         log.info("%s has no preprocessor_config.json: using laion-clap's front end", location)
         return laion_feature_extractor(audio.num_mel_bins, audio.enable_fusion)
+    _require_laion_front_end(extractor, location)
     if extractor.feature_size != audio.num_mel_bins:
         raise ClapUnavailable(
             f"{location}: its feature extractor makes {extractor.feature_size} mel bins, its "
@@ -58,6 +82,31 @@ def hf_feature_extractor(
         log.info("%s: using truncation=%r to match the audio tower", location, truncation)
         extractor.truncation = truncation
     return extractor
+
+
+def _require_laion_front_end(extractor: ClapFeatureExtractor, location: str) -> None:
+    """Refuse a feature extractor whose mel front end is not the one HTSAT was trained on."""
+    expected = {
+        "sampling_rate": LAION_SAMPLE_RATE,
+        "feature_size": LAION_MEL_BINS,
+        "frequency_min": LAION_MIN_FREQUENCY,
+        "frequency_max": LAION_MAX_FREQUENCY,
+        "hop_length": LAION_HOP_LENGTH,
+        "fft_window_size": LAION_FFT_SIZE,
+    }
+    wrong = {
+        name: getattr(extractor, name, None)
+        for name, value in expected.items()
+        if getattr(extractor, name, None) != value
+    }
+    if wrong:
+        shown = ", ".join(f"{name} {value} (not {expected[name]})" for name, value in wrong.items())
+        raise ClapUnavailable(
+            f"{location}: its preprocessor_config.json describes another audio front end than "
+            f"the CLAP audio tower's: {shown}. Set {setting('model')} to a LAION CLAP model "
+            f"with its own preprocessor_config.json, or remove that file to use laion-clap's.",
+            setting("model"),
+        )
 
 
 def find_tokenizer(
@@ -110,6 +159,24 @@ def _has_vocabulary(found: PreTrainedTokenizerBase) -> bool:
 def _checked_tokenizer(
     found: PreTrainedTokenizerBase, config: ClapConfig, where: str
 ) -> PreTrainedTokenizerBase:
+    """Refuse a tokenizer that is not RoBERTa's: its ids would name other words to the tower."""
+    special = {token: found.convert_tokens_to_ids(token) for token in ROBERTA_SPECIAL_IDS}
+    if special != ROBERTA_SPECIAL_IDS:
+        raise ClapUnavailable(
+            f"the tokenizer from {where} numbers its special tokens {special}, RoBERTa's are "
+            f"{ROBERTA_SPECIAL_IDS}. Set {setting('tokenizer')} to a RoBERTa (roberta-base) "
+            f"tokenizer directory.",
+            setting("tokenizer"),
+        )
+    if config.text_config.vocab_size == ROBERTA_VOCAB_SIZE:  # a real RoBERTa text tower
+        sample = {token: found.convert_tokens_to_ids(token) for token in ROBERTA_SAMPLE_IDS}
+        if len(found) != ROBERTA_VOCAB_SIZE or sample != ROBERTA_SAMPLE_IDS:
+            raise ClapUnavailable(
+                f"the tokenizer from {where} is not roberta-base's vocabulary ({len(found)} "
+                f"tokens; {sample} where RoBERTa has {ROBERTA_SAMPLE_IDS}). Set "
+                f"{setting('tokenizer')} to a roberta-base tokenizer directory.",
+                setting("tokenizer"),
+            )
     if len(found) > config.text_config.vocab_size:
         raise ClapUnavailable(
             f"the tokenizer from {where} has {len(found)} tokens, the text tower knows "

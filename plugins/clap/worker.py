@@ -18,6 +18,7 @@ class ModelSource:
     tokenizer: str | None
     allow_download: bool
     cache_dir: str | None
+    allow_unsafe_checkpoint: bool
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ def load_audio_tower(source: ModelSource, device: str, threads: int) -> LoadedCl
         threads=threads,
         allow_download=source.allow_download,
         cache_dir=source.cache_dir,
+        allow_unsafe_checkpoint=source.allow_unsafe_checkpoint,
     )
 
 
@@ -43,3 +45,8 @@ def embed_file(clap: LoadedClap, path: str, max_windows: int, batch_size: int) -
     windows = select_windows(decode_mono(path, SAMPLE_RATE), max_windows)
     embedding = embed_selected(clap, windows, batch_size)
     return TrackEmbedding(embedding=embedding.tolist(), windows=len(windows))
+
+
+def loaded_precision(clap: LoadedClap) -> str:
+    """The dtype this worker's audio tower runs in (float32 when float16 disagreed at load)."""
+    return clap.info.dtype

@@ -43,10 +43,10 @@ def ensure_onnx(
         return onnx_path, card
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    temporary_onnx = _temporary_path(cache_dir, ".onnx")
+    temporary_onnx = temporary_path(cache_dir, ".onnx")
     try:
         card = convert(model_name, temporary_onnx, index_path)
-        _fsync(temporary_onnx)
+        fsync_file(temporary_onnx)
         os.replace(temporary_onnx, onnx_path)
     finally:
         temporary_onnx.unlink(missing_ok=True)
@@ -59,7 +59,7 @@ def ensure_onnx(
         "converter_version": CONVERTER_VERSION,
         "onnx_bytes": onnx_path.stat().st_size,
     }
-    _write_atomically(record_path, json.dumps(record, indent=1) + "\n")
+    write_atomically(record_path, json.dumps(record, indent=1) + "\n")
     return onnx_path, card
 
 
@@ -84,20 +84,20 @@ def _read_record(record_path: Path, onnx_path: Path, digest: str) -> ModelCard |
         return None
 
 
-def _temporary_path(directory: Path, suffix: str) -> Path:
+def temporary_path(directory: Path, suffix: str) -> Path:
     handle, name = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=suffix)
     os.close(handle)
     os.chmod(name, 0o644)  # mkstemp's 0600 would hide the cache from other readers
     return Path(name)
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = _temporary_path(path.parent, path.suffix)
+def write_atomically(path: Path, text: str) -> None:
+    temporary = temporary_path(path.parent, path.suffix)
     try:
         with temporary.open("w") as handle:
             handle.write(text)

@@ -1,7 +1,7 @@
 """Decoding any audio file to mono float32 at a chosen rate, streaming, for the analyzers.
 
 FFmpeg (PyAV) decodes, soxr resamples; nothing is hand-written. A file is read chunk by chunk,
-so a 3-hour mix never sits in memory whole. Every way a file can be unusable (missing, empty,
+so a 3-hour mix never sits in memory whole. Every way a file's content can be unusable (empty,
 not audio, damaged, truncated) becomes one UnreadableAudio with a reason a user can act on.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_ISREG
 
 import av
 import numpy as np
@@ -36,8 +37,9 @@ def decode_mono(path: Path | str, sample_rate: int) -> Iterator[np.ndarray]:
     """Yield the file's audio as float32 mono chunks at `sample_rate` (channel mean, soxr HQ).
 
     A few undecodable packets are skipped, as FFmpeg's command line does. Raises
-    ``UnreadableAudio`` for files that are missing, empty, not audio, badly damaged, without
-    samples, or that end well before their declared duration (truncated or still copying).
+    ``UnreadableAudio`` for files that are not regular files, empty, not audio, badly damaged,
+    without samples, or that end well before their declared duration (truncated or still
+    copying); a missing or unreadable file raises its OSError.
     """
     path = Path(path)
     container = _open_audio(path)
@@ -69,6 +71,8 @@ def decode_mono(path: Path | str, sample_rate: int) -> Iterator[np.ndarray]:
                     pending, pending_samples = [], 0
                     if len(out):
                         yield out
+        except OSError:
+            raise  # an I/O error may pass: the queue retries
         except (av.error.FFmpegError, ValueError) as error:
             raise UnreadableAudio(path, f"reading the file failed ({error}).") from error
         if damaged_packets > MAX_DAMAGED_FRACTION * (good_packets + damaged_packets) + 2:
@@ -95,22 +99,25 @@ def decode_mono(path: Path | str, sample_rate: int) -> Iterator[np.ndarray]:
 
 
 def _open_audio(path: Path) -> av.container.InputContainer:
-    """Open ``path`` with FFmpeg, turning every way that fails into one readable reason."""
-    if not path.exists():
-        raise UnreadableAudio(path, "the file does not exist.")
-    if not path.is_file():
+    """Open ``path`` with FFmpeg, turning every way the content fails into one readable reason.
+
+    Trouble that may pass (the file moved away, a permission or I/O error on a flaky mount)
+    is raised as the OSError it is, so the queue retries the job instead of failing it.
+    """
+    stat = path.stat()
+    if not S_ISREG(stat.st_mode):
         raise UnreadableAudio(path, "it is not a regular file.")
-    if path.stat().st_size == 0:
+    if stat.st_size == 0:
         raise UnreadableAudio(path, "the file is empty (0 bytes).")
     try:
         container = av.open(str(path))
+    except OSError:
+        raise  # PyAV's own errors for these are OSErrors too
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise UnreadableAudio(
             path, f"it is not an audio file FFmpeg can read ({reason})."
         ) from error
-    except OSError as error:
-        raise UnreadableAudio(path, f"the file cannot be opened ({error}).") from error
     if not container.streams.audio:
         container.close()
         raise UnreadableAudio(path, "the file has no audio stream.")

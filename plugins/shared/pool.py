@@ -1,21 +1,25 @@
 """A process pool whose worker processes each load a model once, and that heals itself.
 
 Analysis runs in separate processes so a model's memory, threads and crashes stay out of the
-host. When a worker process dies (killed, out of memory, a crash in native code) the pool is
-replaced and the call raises WorkerCrashed, which the queue treats as a failed attempt to
-retry: the next attempt runs in a fresh process.
+host. When a worker process dies (killed, out of memory, a crash in native code) the call it
+was running raises WorkerCrashed, which the queue treats as a failed attempt to retry, and a
+fresh process takes its place; the calls running beside it go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, TypeVar
+
+from pebble import ProcessExpired, ProcessPool
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +32,61 @@ class WorkerCrashed(RuntimeError):
     """The worker process running an analysis died; the attempt can be retried."""
 
 
-def _start_worker(load: Callable[..., Any], load_args: tuple[Any, ...], threads: int) -> None:
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = str(threads)
+# read once, when BLAS, OpenMP or torch load; torch and onnxruntime also take the count in code
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_environment_lock = threading.Lock()
+
+
+class _BudgetedProcess(SpawnProcess):
+    """A spawned worker process whose thread budget is in its environment from its first line.
+
+    Setting the variables inside the worker is too late: a spawned child imports the parent's
+    main module and unpickles the pool's load function (so the plugin and numpy) before any
+    initializer runs, and OpenBLAS sizes its thread pool when it loads. Two workers whose
+    BLAS each keep a spinning thread per core fight over the cores (issue 16 measured 2
+    workers slower than 1). multiprocessing gives a child the parent's environment and has no
+    per-process one, so the variables are set in the parent for the instant of the spawn.
+    """
+
+    thread_budget = 1
+
+    @staticmethod
+    def _Popen(process_obj: _BudgetedProcess):  # noqa: N802 - multiprocessing's hook name
+        budget = {variable: str(process_obj.thread_budget) for variable in THREAD_VARIABLES}
+        with _environment(budget):
+            return SpawnProcess._Popen(process_obj)
+
+
+class _BudgetedSpawnContext(SpawnContext):
+    """The spawn start method (a fork would copy the host's threads, event loop and database
+    connections), with every process started under `threads`' budget."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__()
+        self.threads = threads
+
+    def Process(self, *args: Any, **kwargs: Any) -> _BudgetedProcess:  # noqa: N802
+        process = _BudgetedProcess(*args, **kwargs)
+        process.thread_budget = self.threads
+        return process
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    with _environment_lock:
+        saved = {name: os.environ.get(name) for name in variables}
+        os.environ.update(variables)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _start_worker(load: Callable[..., Any], load_args: tuple[Any, ...]) -> None:
     global _loaded_model
     _loaded_model = load(*load_args)
 
@@ -40,7 +96,14 @@ def _run_with_model(task: Callable[..., Result], args: tuple[Any, ...]) -> Resul
 
 
 class ModelPool:
-    """`workers` processes, each holding the model `load(*load_args)` returned."""
+    """`workers` processes, each holding the model `load(*load_args)` returned, each limited to
+    `threads` threads in every thread pool it loads.
+
+    Built on pebble's ProcessPool rather than the standard library's executor: pebble tells a
+    crashed worker's own call apart from its neighbours' (the standard pool breaks and fails
+    every call in flight), and it stops a worker whose call is cancelled, so a hung read or
+    decode can be given a deadline and a stop never waits on it.
+    """
 
     def __init__(
         self,
@@ -52,41 +115,71 @@ class ModelPool:
     ) -> None:
         self.name = name
         self.workers = workers
-        self._start = (load, load_args, threads)
-        self._executor = self._new_executor()
+        self._start = (load, load_args)
+        self._context = _BudgetedSpawnContext(threads)
+        self._pool = self._new_pool()
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        # spawn: a fork would copy the host's threads, event loop and database connections
-        return ProcessPoolExecutor(
+    def _new_pool(self) -> ProcessPool:
+        return ProcessPool(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
             initargs=self._start,
+            context=self._context,
         )
 
     async def run(self, task: Callable[..., Result], *args: Any) -> Result:
-        """Run `task(model, *args)` in a worker process."""
-        executor = self._executor
+        """Run `task(model, *args)` in a worker process. Cancelling the call stops its process
+        (a fresh one takes its place); a process that dies fails its own call only."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                executor, _run_with_model, task, args
-            )
+            return await self._schedule(task, args)
         except BrokenProcessPool:
-            if self._executor is executor:  # the first to notice replaces it
-                log.warning("%s: a worker process died; starting fresh ones", self.name)
-                executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = self._new_executor()
+            # pebble gives up on a pool whose every worker ended while none was busy (an idle
+            # worker killed, say) and fails the calls still waiting; none of them is to blame.
+            # A model that cannot load breaks the fresh pool as well, and says so.
+            try:
+                return await self._schedule(task, args)
+            except BrokenProcessPool:
+                raise WorkerCrashed(
+                    f"the {self.name} worker processes keep stopping before they take work "
+                    "(does the model load? see the log above)"
+                ) from None
+        except ProcessExpired as error:
             raise WorkerCrashed(
-                f"the {self.name} worker process stopped (killed or out of memory)"
+                f"the {self.name} worker process stopped while analyzing "
+                f"({_exit_reason(error.exitcode)})"
             ) from None
 
+    async def _schedule(self, task: Callable[..., Result], args: tuple[Any, ...]) -> Result:
+        pool = self._pool
+        if not pool.active:
+            log.warning("%s: the worker processes were lost; starting fresh ones", self.name)
+            await asyncio.to_thread(_stop, pool)
+            self._pool = pool = self._new_pool()
+        return await asyncio.wrap_future(pool.schedule(_run_with_model, (task, args)))
+
     async def warm_up(self) -> None:
-        """Start every worker and load its model now, so a bad model shows at start-up."""
+        """Start the workers and load the model now, so a bad model shows at start-up."""
         await asyncio.gather(*(self.run(_loaded_model_type) for _ in range(self.workers)))
 
     async def close(self) -> None:
-        executor = self._executor
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        """Stop every worker process now; calls still running are cancelled."""
+        await asyncio.to_thread(_stop, self._pool)
+
+
+def _stop(pool: ProcessPool) -> None:
+    pool.stop()
+    pool.join()
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = ", likely out of memory" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {exitcode}"
 
 
 def _loaded_model_type(model: Any) -> str:

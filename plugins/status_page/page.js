@@ -154,6 +154,19 @@
 
   // --- analysis progress ----------------------------------------------------------------------
 
+  // "downloading 35 % (245 of 700 MB, 12 MB/s, about 40 s left)": a model on its way
+  function downloadWords(download) {
+    const megabytes = (bytes) => number.format(Math.round(bytes / 1e6));
+    if (!download.bytes_total) return `downloading ${megabytes(download.bytes_done)} MB`;
+    const done = Math.floor((100 * download.bytes_done) / download.bytes_total);
+    const parts = [
+      `${megabytes(download.bytes_done)} of ${megabytes(download.bytes_total)} MB`,
+      `${megabytes(download.bytes_per_second)} MB/s`,
+    ];
+    if (download.eta_seconds !== null) parts.push(`about ${duration(download.eta_seconds)} left`);
+    return `downloading ${done} % (${parts.join(", ")})`;
+  }
+
   function analyzerCard(analyzer) {
     const counts = analyzer.counts;
     const total = counts.done + counts.pending + counts.running + counts.failed;
@@ -212,6 +225,7 @@
       analyzer.state !== "ready" && analyzer.reason
         ? el("p", { class: "reason" }, analyzer.reason)
         : null,
+      analyzer.download ? el("p", { class: "download" }, downloadWords(analyzer.download)) : null,
     );
   }
 
@@ -308,10 +322,58 @@
     );
   }
 
-  function showResults(title, results, isError = false) {
+  function showResults(title, results, isError = false, playlistName = "") {
     setNote("results-title", title, isError);
     byId("results").replaceChildren(...results.map(resultRow));
+    sending.trackIds = results.map((result) => result.track.id);
+    // a playlist name is a plain name: no slashes, control characters or leading dots
+    byId("send-name").value = playlistName.replace(/[/\\\x00-\x1f\x7f]+/g, " ")
+      .replace(/^[\s.]+/, "").slice(0, 60).trim();
+    setNote("send-note", "");
+    showSendForm();
   }
+
+  // --- a result list sent to the user's music server (the subsonic plugin) -------------------
+
+  const sending = { trackIds: [], users: [] };
+
+  function showSendForm() {
+    byId("send-form").hidden = !(sending.users.length && sending.trackIds.length);
+  }
+
+  async function loadServerUsers() {
+    try {
+      // asked only of a host whose subsonic plugin is on: another route would answer 404
+      const { plugins } = await api("api/plugins");
+      const subsonic = plugins.some((plugin) => plugin.name === "subsonic" && plugin.enabled);
+      sending.users = subsonic ? (await api("api/subsonic/status")).server_users : [];
+    } catch {
+      sending.users = []; // it is not answering: no button
+    }
+    const select = byId("send-user");
+    const chosen = select.value;
+    select.replaceChildren(...sending.users.map((user) => el("option", { value: user }, user)));
+    if (sending.users.includes(chosen)) select.value = chosen;
+    showSendForm();
+  }
+
+  byId("send-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = byId("send-name").value.trim();
+    const user = byId("send-user").value;
+    setNote("send-note", `Sending “${name}” to ${user}…`);
+    try {
+      const body = { name, track_ids: sending.trackIds, send_to: { server_user: user } };
+      const sent = (await api("api/playlists", body)).sent;
+      const left = sent.unmatched
+        ? `; ${plural(sent.unmatched, "track", "tracks")} left out (not on the server)`
+        : "";
+      const verb = sent.created ? "Made" : "Updated";
+      setNote("send-note", `${verb} “${name}” for ${user}: ${plural(sent.songs, "song", "songs")}${left}.`);
+    } catch (error) {
+      setNote("send-note", `Not sent: ${trouble(error)}.`, true);
+    }
+  });
 
   byId("search-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -323,7 +385,7 @@
       const via = answer.matched_tags
         ? `${answer.analyzer}, tags: ${answer.matched_tags.join(", ")}`
         : answer.analyzer;
-      showResults(`${plural(answer.results.length, "track", "tracks")} for “${text}” (${via})`, answer.results);
+      showResults(`${plural(answer.results.length, "track", "tracks")} for “${text}” (${via})`, answer.results, false, text);
     } catch (error) {
       showResults(`Search failed: ${trouble(error)}.`, [], true);
     }
@@ -335,7 +397,8 @@
     drawMap();
     try {
       const answer = await api(`api/vibe/similar/${encodeURIComponent(trackId)}?limit=20`);
-      showResults(`Like “${trackName(answer.track)}” (${answer.analyzer})`, answer.results);
+      const like = `Like ${trackName(answer.track)}`;
+      showResults(`Like “${trackName(answer.track)}” (${answer.analyzer})`, answer.results, false, like);
     } catch (error) {
       showResults(`No similar tracks: ${trouble(error)}.`, [], true);
     }
@@ -452,7 +515,9 @@
   // --- refreshing -----------------------------------------------------------------------------
 
   async function refreshStatus() {
-    const [, status] = await Promise.allSettled([loadHealth(), loadStatus(), loadFailures()]);
+    const [, status] = await Promise.allSettled([
+      loadHealth(), loadStatus(), loadFailures(), loadServerUsers(),
+    ]);
     byId("updated").textContent =
       status.value === true ? `updated ${new Date().toLocaleTimeString()}` : "";
   }

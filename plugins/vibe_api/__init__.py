@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,14 +28,21 @@ from soundspan_hooks import (
 )
 from soundspan_hooks.openapi import json_body, parse, track_json
 from soundspan_plugins.vibe_api import queries, vibes
-from soundspan_plugins.vibe_api.handling import pick_analyzer, track_or_404
-from soundspan_plugins.vibe_api.playlists import PlaylistRefused, write_playlist
+from soundspan_plugins.vibe_api.handling import maybe_await, pick_analyzer, track_or_404
+from soundspan_plugins.vibe_api.playlists import (
+    PlaylistFolderRefused,
+    PlaylistRefused,
+    playlists_folder,
+    write_playlist,
+)
 from soundspan_plugins.vibe_api.schema import (
     MapQuery,
     MixRequest,
     PathQuery,
+    PlaylistRecipe,
     PlaylistRequest,
     SearchRequest,
+    SimilarLookup,
     SimilarQuery,
     TrackQuery,
     openapi_fragment,
@@ -118,6 +126,14 @@ async def similar(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+@routes.get("/api/vibe/similar")
+async def similar_by_key(request: web.Request) -> web.Response:
+    """Tracks nearest to one track named by our id, its path or its MusicBrainz id: the keys
+    a music server's plugin can forward as they are."""
+    query = parse(SimilarLookup, dict(request.query))
+    return web.json_response(await vibes.similar_answer(request.app[HOST], None, query))
+
+
 @routes.post("/api/vibe/search")
 async def search(request: web.Request) -> web.Response:
     """Text-to-vibe: through an analyzer that embeds text, else through tag names."""
@@ -151,20 +167,25 @@ async def library_map(request: web.Request) -> web.Response:
 
 @routes.post("/api/playlists")
 async def create_playlist(request: web.Request) -> web.Response:
-    """Write an extended M3U playlist from track ids, a path, a mix, similar tracks or a search."""
+    """Write an extended M3U playlist from track ids, a path, a mix, similar tracks or a search,
+    or send it to a music server (`send_to`)."""
     body = parse(PlaylistRequest, await json_body(request))
     host = request.app[HOST]
-    track_ids = await _playlist_track_ids(host, body)
+    track_ids = await playlist_track_ids(host, body)
+    if body.send_to is not None:
+        return await _send(host, body, track_ids)
     tracks = await queries.playlist_tracks(host.engine, track_ids)
     if not tracks:
         raise web.HTTPNotFound(reason="none of the playlist's tracks is in the library")
-    folder = host.music_dir / _settings(host).playlists_dir
     try:
+        folder = playlists_folder(host.music_dir, _settings(host).playlists_dir)
         written = await asyncio.to_thread(
             write_playlist, folder, body.name, host.music_dir, tracks, body.overwrite
         )
     except PlaylistRefused as error:
         raise web.HTTPBadRequest(reason=str(error)) from None
+    except PlaylistFolderRefused as error:
+        raise web.HTTPServiceUnavailable(reason=str(error)) from None
     except FileExistsError as error:
         raise web.HTTPConflict(reason=str(error)) from None
     except OSError as error:
@@ -172,19 +193,36 @@ async def create_playlist(request: web.Request) -> web.Response:
             reason=f"cannot write into {folder}: {error.strerror}"
             " (is the music dir mounted read-only? set [vibe_api] playlists_dir)"
         ) from None
-    return web.json_response(
-        {
-            "name": body.name,
-            "file": str(written.relative_to(host.music_dir))
-            if written.is_relative_to(host.music_dir)
-            else str(written),
-            "tracks": len(tracks),
-        },
-        status=201,
+    answer: dict[str, Any] = {
+        "name": body.name,
+        "file": str(written.file.relative_to(host.music_dir))
+        if written.file.is_relative_to(host.music_dir)
+        else str(written.file),
+        "tracks": written.tracks,
+    }
+    if written.left_out:
+        answer["left_out"] = written.left_out
+    return web.json_response(answer, status=201)
+
+
+async def _send(host: HostContext, body: PlaylistRequest, track_ids: list[str]) -> web.Response:
+    """Not an M3U as well: Navidrome would import the file as a second copy of the playlist."""
+    assert body.send_to is not None
+    destination = body.send_to.model_dump()
+    sent = await maybe_await(
+        host.hook.soundspan_send_playlist(
+            host=host, name=body.name, track_ids=track_ids, destination=destination
+        )
     )
+    if sent is None:
+        raise web.HTTPServiceUnavailable(
+            reason="no plugin sends playlists to a music server: enable [subsonic]"
+        )
+    return web.json_response({"name": body.name, "sent": sent}, status=201)
 
 
-async def _playlist_track_ids(host: HostContext, body: PlaylistRequest) -> list[str]:
+async def playlist_track_ids(host: HostContext, body: PlaylistRecipe) -> list[str]:
+    """The track ids of a playlist, in order, from its one source."""
     if body.track_ids is not None:
         return body.track_ids
     if body.path is not None:
@@ -225,6 +263,7 @@ async def status(request: web.Request) -> web.Response:
                 "counts": counts,
                 "tracks_per_minute": round(per_minute, 2),
                 "eta_seconds": round(remaining / per_minute * 60) if per_minute else None,
+                "download": info.download,
             }
         )
     return web.json_response(
@@ -273,6 +312,11 @@ def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
             "mount the music dir writable, or set [vibe_api] playlists_dir to a writable folder",
         )
     ]
+
+
+@hookimpl
+def soundspan_playlist_tracks(host: HostContext, recipe: dict) -> Awaitable[list[str]]:
+    return playlist_track_ids(host, parse(PlaylistRecipe, recipe))
 
 
 @hookimpl

@@ -1,9 +1,10 @@
-"""What the vibe API's handlers share: track lookup, the analyzer to ask, and scored results
-as clients see them."""
+"""What the vibe API's handlers share: track lookup (by our id, path or MusicBrainz id), the
+analyzer to ask, and scored results as clients see them, each with why it was chosen."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from aiohttp import web
 from soundspan_hooks import AnalyzerInfo, HostContext
 from soundspan_hooks.openapi import track_json
 from soundspan_plugins.vibe_api import queries
+from soundspan_plugins.vibe_api.shaping import Chosen
 
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -51,18 +53,73 @@ def pick_analyzer(analyzers: list[AnalyzerInfo], name: str | None) -> AnalyzerIn
 
 
 async def scored_results(
-    host: HostContext, contents: list[tuple[str, float]], scores_are_distances: bool = True
+    host: HostContext,
+    chosen: list[Chosen],
+    query_contents: Iterable[str] = (),
+    query_tags: Iterable[str] = (),
+    scores_are_distances: bool = True,
 ) -> list[dict[str, Any]]:
-    """Each content's representative track with its score (a similarity: higher is nearer)."""
-    tracks = await queries.representative_tracks(host.engine, [content for content, _ in contents])
+    """Each chosen track with its score (a similarity: higher is nearer), the versions folded
+    into it, and why it was chosen: the tags it shares with the query's contents or words."""
+    query_contents = list(query_contents)
+    tags = await content_tags(host, [*query_contents, *(one.content_id for one in chosen)])
+    wanted = set(query_tags).union(*(tags.get(content, ()) for content in query_contents))
     return [
         {
-            "track": track_json(tracks[content]),
-            "score": round(1.0 - value if scores_are_distances else value, 6),
+            "track": track_json(one.track),
+            "score": round(1.0 - one.value if scores_are_distances else one.value, 6),
+            "why": why(tags.get(one.content_id, ()), wanted),
+            "versions": [track_json(version) for version in one.versions],
         }
-        for content, value in contents
-        if content in tracks
+        for one in chosen
     ]
+
+
+async def content_tags(host: HostContext, content_ids: list[str]) -> dict[str, list[str]]:
+    """Each content's top tags, from whichever analyzer keeps tags; none without one."""
+    if not content_ids:
+        return {}
+    answer = host.hook.soundspan_content_tags(host=host, content_ids=content_ids)
+    return await maybe_await(answer) or {}
+
+
+def why(result_tags: Iterable[str], query_tags: set[str]) -> dict[str, list[str]]:
+    return {"shared_tags": [tag for tag in result_tags if tag in query_tags]}
+
+
+async def track_named(
+    host: HostContext,
+    track_id: str | None,
+    path: str | None,
+    recording_id: str | None,
+    names: tuple[str, str, str],
+) -> Any:
+    """The one track a request names: by our id, by its path relative to the music dir, or by
+    its MusicBrainz recording id (the keys a music server knows it by)."""
+    given = [
+        name for name, value in zip(names, (track_id, path, recording_id), strict=True) if value
+    ]
+    if len(given) != 1:
+        raise web.HTTPBadRequest(
+            reason=f"give exactly one of {', '.join(names)}"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if track_id:
+        return await track_or_404(host, track_id)
+    if path:
+        track = await queries.track_by_path(host.engine, path)
+        if track is None:
+            raise web.HTTPNotFound(
+                reason=f"no track at {path[:200]!r}: give the path relative to the music dir,"
+                " exactly as /api/tracks lists it"
+            )
+        return track
+    track = await queries.track_by_musicbrainz_id(host.engine, recording_id)
+    if track is None:
+        raise web.HTTPNotFound(
+            reason=f"no track tagged with MusicBrainz recording id {recording_id[:64]!r}"
+        )
+    return track
 
 
 async def maybe_await(answer: Any) -> Any:

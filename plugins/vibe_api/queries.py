@@ -13,7 +13,10 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-TRACK_COLUMNS = "t.id, t.path, t.title, t.artist, t.album, t.duration, t.content_id"
+TRACK_COLUMNS = (
+    "t.id, t.path, t.title, t.artist, t.album, t.duration, t.content_id, t.album_artist,"
+    " t.track_number, t.disc_number, t.year, t.genre, t.isrc, t.musicbrainz_recording_id"
+)
 
 
 async def find_tracks(
@@ -52,6 +55,35 @@ async def track_by_id(engine: AsyncEngine, track_id: str) -> Any | None:
             await connection.execute(
                 text(f"SELECT {TRACK_COLUMNS}, t.missing_since FROM tracks t WHERE t.id = :id"),
                 {"id": track_id},
+            )
+        ).first()
+
+
+async def track_by_path(engine: AsyncEngine, path: str) -> Any | None:
+    """The track at a path relative to the music dir (its readable form, exactly)."""
+    async with engine.connect() as connection:
+        return (
+            await connection.execute(
+                text(
+                    f"SELECT {TRACK_COLUMNS}, t.missing_since FROM tracks t WHERE t.path = :path"
+                    " ORDER BY t.missing_since NULLS FIRST LIMIT 1"
+                ),
+                {"path": path},
+            )
+        ).first()
+
+
+async def track_by_musicbrainz_id(engine: AsyncEngine, recording_id: str) -> Any | None:
+    """A track tagged with this MusicBrainz recording id; a present one, by path, if several."""
+    async with engine.connect() as connection:
+        return (
+            await connection.execute(
+                text(
+                    f"SELECT {TRACK_COLUMNS}, t.missing_since FROM tracks t"
+                    " WHERE t.musicbrainz_recording_id = :recording_id"
+                    " ORDER BY t.missing_since NULLS FIRST, t.path LIMIT 1"
+                ),
+                {"recording_id": recording_id},
             )
         ).first()
 
@@ -110,11 +142,13 @@ async def nearest_contents(
             return None
         rows = await connection.execute(
             text(
-                f"SELECT e.content_id, e.embedding <=> CAST(:source AS vector) AS distance"
-                f" FROM {table} e WHERE e.content_id <> :id"
-                " AND EXISTS (SELECT 1 FROM tracks t WHERE t.content_id = e.content_id"
-                " AND t.missing_since IS NULL)"
-                " ORDER BY e.embedding <=> CAST(:source AS vector) LIMIT :limit"
+                nearest_first(
+                    f"SELECT e.content_id, e.embedding <=> CAST(:source AS vector) AS distance"
+                    f" FROM {table} e WHERE e.content_id <> :id"
+                    " AND EXISTS (SELECT 1 FROM tracks t WHERE t.content_id = e.content_id"
+                    " AND t.missing_since IS NULL)"
+                    " ORDER BY e.embedding <=> CAST(:source AS vector) LIMIT :limit"
+                )
             ),
             {"source": str(source), "id": content_id, "limit": limit},
         )
@@ -144,14 +178,26 @@ async def _nearest(
     await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     rows = await connection.execute(
         text(
-            f"SELECT e.content_id, e.embedding <=> CAST(:query AS vector) AS distance"
-            f" FROM {table} e WHERE EXISTS (SELECT 1 FROM tracks t"
-            " WHERE t.content_id = e.content_id AND t.missing_since IS NULL)"
-            " ORDER BY e.embedding <=> CAST(:query AS vector) LIMIT :limit"
+            nearest_first(
+                f"SELECT e.content_id, e.embedding <=> CAST(:query AS vector) AS distance"
+                f" FROM {table} e WHERE EXISTS (SELECT 1 FROM tracks t"
+                " WHERE t.content_id = e.content_id AND t.missing_since IS NULL)"
+                " ORDER BY e.embedding <=> CAST(:query AS vector) LIMIT :limit"
+            )
         ),
         {"query": vector_literal(vector), "limit": limit},
     )
     return [(row.content_id, float(row.distance)) for row in rows]
+
+
+def nearest_first(index_search: str) -> str:
+    """The index search, its rows sorted again: a relaxed iterative scan may return some of
+    them slightly out of distance order. pgvector's docs advise this re-sort; the `+ 0` keeps
+    PostgreSQL 17+ from taking the inner ORDER BY as already done and skipping it."""
+    return (
+        f"WITH found AS MATERIALIZED ({index_search})"
+        " SELECT content_id, distance FROM found ORDER BY distance + 0"
+    )
 
 
 def vector_literal(vector: Iterable[float]) -> str:

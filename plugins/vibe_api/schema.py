@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from soundspan_hooks.openapi import Track, TrackId, component_schemas, operation, ref
+from soundspan_plugins.vibe_api.shaping import DEFAULT_MAX_PER_ALBUM, DEFAULT_MAX_PER_ARTIST
 
 MAX_LIMIT = 200
 MAX_PATH_LENGTH = 100
@@ -15,6 +16,11 @@ MAX_MIX_ITEMS = 20
 MixItemText = Annotated[str, Field(min_length=1, max_length=500)]
 # a plain file name: no slash, no control character, no leading dot or space, no trailing space
 PLAYLIST_NAME = r"^[^/\\\x00-\x1f\x7f.\s]([^/\\\x00-\x1f\x7f]*[^/\\\x00-\x1f\x7f\s])?$"
+# an optional field left out is None; null is not a way to leave it out, so the schema says no null
+NO_DEFAULT: dict[str, Any] = {"json_schema_extra": lambda schema: schema.pop("default")}
+# a music server's keys for a track; PostgreSQL text holds no NUL
+LibraryPath = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\x00]+$")]
+RecordingId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 
 
 class StrictJson(BaseModel):
@@ -39,26 +45,62 @@ class TrackQuery(BaseModel):
     offset: int = Field(0, ge=0, le=10_000_000)
 
 
-class SimilarQuery(BaseModel):
+class ListCaps(BaseModel):
+    """How many tracks by one artist and from one album a list may hold; the query's own
+    tracks count too. Tracks without the tag are not capped."""
+
+    max_per_artist: int = Field(
+        0, ge=0, le=MAX_LIMIT, description=f"0: the default, {DEFAULT_MAX_PER_ARTIST}."
+    )
+    max_per_album: int = Field(
+        0, ge=0, le=MAX_LIMIT, description=f"0: the default, {DEFAULT_MAX_PER_ALBUM}."
+    )
+
+
+class SimilarQuery(ListCaps):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
     analyzer: str | None = Field(None, max_length=100)
 
 
-class SearchRequest(StrictJson):
+class SimilarLookup(SimilarQuery):
+    """The track by exactly one of our id, its path or its MusicBrainz recording id."""
+
+    id: TrackId = Field(None, description="Our track id.", **NO_DEFAULT)
+    path: LibraryPath = Field(
+        None, description="Its path relative to the music dir, exactly.", **NO_DEFAULT
+    )
+    mbid: RecordingId = Field(None, description="Its MusicBrainz recording id.", **NO_DEFAULT)
+
+
+class SearchRequest(StrictJson, ListCaps):
     text: str = Field(min_length=1, max_length=500)
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
 
 
-class PathQuery(BaseModel):
+class PathQuery(ListCaps):
+    """Each end by exactly one of our id, its path or its MusicBrainz recording id."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    start: TrackId = Field(alias="from", description="First track's id.")
-    end: TrackId = Field(alias="to", description="Last track's id.")
+    start: TrackId = Field(None, alias="from", description="First track's id.", **NO_DEFAULT)
+    end: TrackId = Field(None, alias="to", description="Last track's id.", **NO_DEFAULT)
+    start_path: LibraryPath = Field(
+        None, alias="from_path", description="First track's path, exactly.", **NO_DEFAULT
+    )
+    end_path: LibraryPath = Field(
+        None, alias="to_path", description="Last track's path, exactly.", **NO_DEFAULT
+    )
+    start_mbid: RecordingId = Field(
+        None, alias="from_mbid", description="First track's MusicBrainz id.", **NO_DEFAULT
+    )
+    end_mbid: RecordingId = Field(
+        None, alias="to_mbid", description="Last track's MusicBrainz id.", **NO_DEFAULT
+    )
     length: int = Field(12, ge=2, le=MAX_PATH_LENGTH, description="Tracks, both ends included.")
     analyzer: str | None = Field(None, max_length=100)
 
 
-class MixRequest(StrictJson):
+class MixRequest(StrictJson, ListCaps):
     add: list[MixItemText] = Field(
         min_length=1,
         max_length=MAX_MIX_ITEMS,
@@ -90,19 +132,14 @@ class PathSource(StrictJson):
 
 
 PLAYLIST_SOURCES = ("track_ids", "path", "mix", "similar", "search")
-NO_DEFAULT: dict[str, Any] = {"json_schema_extra": lambda schema: schema.pop("default")}
 
 
-class PlaylistRequest(StrictJson):
-    """A playlist from exactly one source: track ids, a path, a mix, similar tracks or a search."""
+class PlaylistRecipe(StrictJson):
+    """Exactly one source of tracks: track ids, a path, a mix, similar tracks or a search."""
 
     model_config = ConfigDict(
         json_schema_extra={"oneOf": [{"required": [source]} for source in PLAYLIST_SOURCES]}
     )
-    name: str = Field(
-        max_length=60, pattern=PLAYLIST_NAME, description="A file name; the file is NAME.m3u."
-    )
-    overwrite: bool = Field(False, description="Replace a playlist of the same name.")
     # a source left out is None; null is not a way to leave it out, so the schema says no null
     track_ids: list[TrackId] = Field(None, min_length=1, max_length=1000, **NO_DEFAULT)
     path: PathSource = Field(None, **NO_DEFAULT)
@@ -111,11 +148,32 @@ class PlaylistRequest(StrictJson):
     search: SearchRequest = Field(None, **NO_DEFAULT)
 
     @model_validator(mode="after")
-    def exactly_one_source(self) -> PlaylistRequest:
+    def exactly_one_source(self) -> PlaylistRecipe:
         given = [name for name in PLAYLIST_SOURCES if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(PLAYLIST_SOURCES)}")
         return self
+
+
+class SendTo(StrictJson):
+    server_user: str = Field(
+        min_length=1, max_length=100, description="A user of [subsonic] users."
+    )
+
+
+class PlaylistRequest(PlaylistRecipe):
+    """A playlist from exactly one source, written as an M3U file or sent to a music server."""
+
+    name: str = Field(
+        max_length=60, pattern=PLAYLIST_NAME, description="A file name; the file is NAME.m3u."
+    )
+    overwrite: bool = Field(False, description="Replace a playlist of the same name.")
+    send_to: SendTo = Field(
+        None,
+        description="Send it to this user's account on the music server (the subsonic plugin) "
+        "instead of writing an M3U file; a later send of the same name replaces its songs.",
+        **NO_DEFAULT,
+    )
 
 
 class TrackList(BaseModel):
@@ -140,9 +198,21 @@ class TrackDetail(BaseModel):
     results: dict[str, dict[str, Any]] = Field(description="Each analyzer's own result.")
 
 
+class Why(BaseModel):
+    shared_tags: list[str] = Field(
+        description="The top tags (MusiCNN's) it shares with the query: its tracks, or the "
+        "tags its words name; empty when either has none."
+    )
+
+
 class Scored(BaseModel):
     track: Track
     score: float = Field(description="Cosine similarity, or the mean probability of tags.")
+    why: Why
+    versions: list[Track] = Field(
+        description="Other versions of this recording (same artist and title: live, "
+        "remastered, a compilation's copy) left out of the list for this one."
+    )
 
 
 class SimilarAnswer(BaseModel):
@@ -164,18 +234,29 @@ class Counts(BaseModel):
     failed: int
 
 
+class ModelDownload(BaseModel):
+    """An analyzer's model on its way from the hub."""
+
+    file: str | None
+    bytes_done: int
+    bytes_total: int | None
+    bytes_per_second: int
+    eta_seconds: int | None
+
+
 class AnalyzerStatus(BaseModel):
     name: str
     model_id: str
     trained: bool
     device: str
-    state: Literal["ready", "loading", "unavailable"]
+    state: Literal["ready", "loading", "downloading", "unavailable"]
     reason: str | None
     version: str
     dimension: int
     counts: Counts
     tracks_per_minute: float
     eta_seconds: int | None
+    download: ModelDownload | None
 
 
 class LibraryTotals(BaseModel):
@@ -194,6 +275,7 @@ class PathStep(BaseModel):
     track: Track
     position: float = Field(description="0 at the first track, 1 at the last.")
     distance: float = Field(description="Cosine distance from the ideal point of this step.")
+    why: Why = Field(description="Shared with the ends (an end: with the other end).")
 
 
 class PathAnswer(BaseModel):
@@ -232,6 +314,21 @@ class PlaylistAnswer(BaseModel):
     name: str
     file: str = Field(description="Where it was written, relative to the music dir.")
     tracks: int
+    left_out: list[str] = Field(
+        None,
+        description="Only when some were: tracks whose file names hold a line break, which "
+        "no M3U line can.",
+        **NO_DEFAULT,
+    )
+
+
+class SentPlaylistAnswer(BaseModel):
+    name: str
+    sent: dict[str, Any] = Field(
+        description="The music server plugin's answer; subsonic: server_user, playlist_id, "
+        "created (false: the songs of the one sent before were replaced), songs, and "
+        "unmatched (tracks left out, the server has no song for them)."
+    )
 
 
 def openapi_fragment() -> dict[str, Any]:
@@ -254,6 +351,13 @@ def openapi_fragment() -> dict[str, Any]:
                     {200: ref(SimilarAnswer), **error_codes, 503: error_codes[409]},
                     SimilarQuery,
                     path_parameters=("track_id",),
+                )
+            },
+            "/api/vibe/similar": {
+                "get": operation(
+                    "Tracks nearest to a track found by our id, its path or MusicBrainz id",
+                    {200: ref(SimilarAnswer), **error_codes, 503: error_codes[409]},
+                    SimilarLookup,
                 )
             },
             "/api/vibe/search": {
@@ -289,8 +393,13 @@ def openapi_fragment() -> dict[str, Any]:
             },
             "/api/playlists": {
                 "post": operation(
-                    "Write an M3U playlist into the music dir",
-                    {201: ref(PlaylistAnswer), **error_codes, 503: error_codes[409]},
+                    "Write an M3U playlist into the music dir, or send it to a music server",
+                    {
+                        201: {"oneOf": [ref(PlaylistAnswer), ref(SentPlaylistAnswer)]},
+                        **error_codes,
+                        502: error_codes[409],
+                        503: error_codes[409],
+                    },
                     body=PlaylistRequest,
                 )
             },
@@ -306,6 +415,7 @@ def openapi_fragment() -> dict[str, Any]:
             MixAnswer,
             MapAnswer,
             PlaylistAnswer,
+            SentPlaylistAnswer,
             PlaylistRequest,
         ),
     }

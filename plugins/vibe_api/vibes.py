@@ -1,11 +1,13 @@
 """Answers built from the embedding space: similar tracks, text search, paths and mixes.
 
 Each takes the host and a validated request and returns the JSON answer, so the playlist
-route can turn any of them into a playlist.
+route can turn any of them into a playlist. Lists are shaped for listening (shaping.py): caps
+per artist and album, versions folded, and why each track was chosen.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -16,30 +18,51 @@ from soundspan_hooks import AnalyzerInfo, HostContext
 from soundspan_hooks.openapi import track_json
 from soundspan_plugins.vibe_api import queries
 from soundspan_plugins.vibe_api.handling import (
+    content_tags,
     maybe_await,
     pick_analyzer,
     scored_results,
     searchable,
+    track_named,
     track_or_404,
+    why,
 )
-from soundspan_plugins.vibe_api.schema import MixRequest, PathQuery, SearchRequest, SimilarQuery
+from soundspan_plugins.vibe_api.schema import (
+    MixRequest,
+    PathQuery,
+    SearchRequest,
+    SimilarLookup,
+    SimilarQuery,
+)
+from soundspan_plugins.vibe_api.shaping import Caps, Shaper, shaped_nearest
 
 TRACK_ID = re.compile(r"^[0-9a-f]{32}$")
 TAG_CENTROID_TRACKS = 10  # a text placed through tags sits at the mean of its best matches
 
 
-async def similar_answer(host: HostContext, track_id: str, query: SimilarQuery) -> dict[str, Any]:
-    track = await track_or_404(host, track_id)
+async def similar_answer(
+    host: HostContext, track_id: str | None, query: SimilarQuery | SimilarLookup
+) -> dict[str, Any]:
+    """Tracks nearest to one track: by `track_id`, else by the lookup's id, path or mbid."""
+    if track_id is not None:
+        track = await track_or_404(host, track_id)
+    else:
+        track = await track_named(host, query.id, query.path, query.mbid, ("id", "path", "mbid"))
     analyzer = pick_analyzer(await host.describe_analyzers(), query.analyzer)
-    nearest = await queries.nearest_contents(
-        host.engine, analyzer.embedding_table, track.content_id, query.limit
-    )
-    if nearest is None:
-        raise _not_analyzed(track, analyzer)
+
+    async def nearest(count: int) -> list[tuple[str, float]]:
+        found = await queries.nearest_contents(
+            host.engine, analyzer.embedding_table, track.content_id, count
+        )
+        if found is None:
+            raise _not_analyzed(track, analyzer)
+        return found
+
+    chosen = await shaped_nearest(nearest, _tracks_of(host), _caps(query), [track], query.limit)
     return {
         "track": track_json(track),
         "analyzer": analyzer.name,
-        "results": await scored_results(host, nearest),
+        "results": await scored_results(host, chosen, query_contents=[track.content_id]),
     }
 
 
@@ -48,14 +71,27 @@ async def search_answer(host: HostContext, body: SearchRequest) -> dict[str, Any
     embedding = await maybe_await(host.hook.soundspan_embed_text(host=host, text=body.text))
     if embedding is not None and searchable(analyzers.get(embedding.analyzer)):
         table = analyzers[embedding.analyzer].embedding_table
-        nearest = await queries.nearest_to_vector(host.engine, table, embedding.vector, body.limit)
-        return {"analyzer": embedding.analyzer, "results": await scored_results(host, nearest)}
-    tag_search = await _search_tags(host, body.text, body.limit)
-    contents = [(result.content_id, result.score) for result in tag_search.results]
+
+        async def nearest(count: int) -> list[tuple[str, float]]:
+            return await queries.nearest_to_vector(host.engine, table, embedding.vector, count)
+
+        chosen = await shaped_nearest(nearest, _tracks_of(host), _caps(body), [], body.limit)
+        results = await scored_results(host, chosen, query_tags=await _tags_named(host, body.text))
+        return {"analyzer": embedding.analyzer, "results": results}
+    searches = []  # each look's tag search: the last one names the tags matched
+
+    async def ranked(count: int) -> list[tuple[str, float]]:
+        searches.append(await _search_tags(host, body.text, count))
+        return [(result.content_id, result.score) for result in searches[-1].results]
+
+    chosen = await shaped_nearest(ranked, _tracks_of(host), _caps(body), [], body.limit)
+    tag_search = searches[-1]
     return {
         "analyzer": tag_search.analyzer,
         "matched_tags": list(tag_search.matched_tags),
-        "results": await scored_results(host, contents, scores_are_distances=False),
+        "results": await scored_results(
+            host, chosen, query_tags=tag_search.matched_tags, scores_are_distances=False
+        ),
     }
 
 
@@ -63,10 +99,15 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
     """Tracks whose embeddings step evenly from one track's to another's.
 
     The ideal points lie on the great circle between the two (cosine space); each step takes
-    the nearest unused track, by another artist than the step before where one is near.
+    the nearest unused track within the caps and not a version of one taken, by another
+    artist than the step before where one is near.
     """
-    start = await track_or_404(host, query.start)
-    end = await track_or_404(host, query.end)
+    start = await track_named(
+        host, query.start, query.start_path, query.start_mbid, ("from", "from_path", "from_mbid")
+    )
+    end = await track_named(
+        host, query.end, query.end_path, query.end_mbid, ("to", "to_path", "to_mbid")
+    )
     if start.content_id == end.content_id:
         raise web.HTTPBadRequest(reason="from and to are the same recording")
     analyzer = pick_analyzer(await host.describe_analyzers(), query.analyzer)
@@ -76,8 +117,9 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
         if track.content_id not in known:
             raise _not_analyzed(track, analyzer)
     ideal = waypoints(known[start.content_id], known[end.content_id], query.length)
+    # room for the tracks used by earlier steps and for those the caps leave out
     candidates = await queries.nearest_to_each(
-        host.engine, table, ideal[1:-1], limit=query.length + 10
+        host.engine, table, ideal[1:-1], limit=2 * query.length + 10
     )
     every_content = {content for found in candidates for content, _ in found}
     tracks = await queries.representative_tracks(host.engine, list(every_content))
@@ -85,19 +127,30 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
     last = len(ideal) - 1
     chosen = [(start.content_id, 0.0, 0)]
     used = {start.content_id, end.content_id}
+    shaper = Shaper(_caps(query), [start, end])
     for step, found in enumerate(candidates, start=1):
         previous_artist = tracks[chosen[-1][0]].artist
-        unused = sorted(
-            (pair for pair in found if pair[0] not in used and pair[0] in tracks),
+        allowed = sorted(
+            (
+                pair
+                for pair in found
+                if pair[0] not in used
+                and pair[0] in tracks
+                and not shaper.folds(tracks[pair[0]])
+                and shaper.within_caps(tracks[pair[0]])
+            ),
             key=lambda pair: pair[1],
         )
-        if not unused:
-            continue  # a library smaller than the path: a shorter path
-        by_others = [pair for pair in unused if not _same_artist(tracks[pair[0]], previous_artist)]
-        content, distance = (by_others or unused)[0]
+        if not allowed:
+            continue  # a library smaller than the path, or capped: a shorter path
+        by_others = [pair for pair in allowed if not _same_artist(tracks[pair[0]], previous_artist)]
+        content, distance = (by_others or allowed)[0]
         chosen.append((content, distance, step))
         used.add(content)
+        shaper.count(tracks[content], None)
     chosen.append((end.content_id, 0.0, last))
+    tags = await content_tags(host, [content for content, _, _ in chosen])
+    ends = {content: set(tags.get(content, ())) for content in (start.content_id, end.content_id)}
     return {
         "analyzer": analyzer.name,
         "steps": [
@@ -105,6 +158,11 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
                 "track": track_json(tracks[content]),
                 "position": round(step / last, 6),
                 "distance": round(distance, 6),
+                # an end shares with the other end, a step between with either end
+                "why": why(
+                    tags.get(content, ()),
+                    set().union(*(shared for other, shared in ends.items() if other != content)),
+                ),
             }
             for content, distance, step in chosen
         ],
@@ -124,30 +182,47 @@ def waypoints(start: np.ndarray, end: np.ndarray, count: int) -> np.ndarray:
 async def mix_answer(host: HostContext, body: MixRequest) -> dict[str, Any]:
     """Tracks nearest to the normalised sum of some vibes less others (tracks or texts)."""
     analyzer = pick_analyzer(await host.describe_analyzers(), body.analyzer)
-    items, total, own_contents = [], None, set()
+    items, total, own_contents, seeds, words = [], None, set(), {}, []
     for sign, group in ((1, body.add), (-1, body.subtract)):
         for item in group:
-            vector, kind, via, content = await _place(host, analyzer, item)
+            vector, kind, via, track = await _place(host, analyzer, item)
             items.append({"item": item, "sign": sign, "kind": kind, "via": via})
             total = sign * vector if total is None else total + sign * vector
-            if content is not None:
-                own_contents.add(content)
+            if track is not None:
+                own_contents.add(track.content_id)
+            # what is added counts towards the caps, and the tags it has say why
+            if sign > 0 and track is not None:
+                seeds[track.id] = track
+            elif sign > 0:
+                words.extend(await _tags_named(host, item))
     if total is None or np.linalg.norm(total) < 1e-6:
         raise web.HTTPBadRequest(reason="the mix cancels out: nothing is left to search near")
-    nearest = await queries.nearest_to_vector(
-        host.engine, analyzer.embedding_table, _unit(total), body.limit + len(own_contents)
+    query = _unit(total)
+
+    async def nearest(count: int) -> list[tuple[str, float]]:
+        found = await queries.nearest_to_vector(
+            host.engine, analyzer.embedding_table, query, count + len(own_contents)
+        )
+        return [pair for pair in found if pair[0] not in own_contents][:count]
+
+    chosen = await shaped_nearest(
+        nearest, _tracks_of(host), _caps(body), seeds.values(), body.limit
     )
-    found = [pair for pair in nearest if pair[0] not in own_contents][: body.limit]
     return {
         "analyzer": analyzer.name,
         "items": items,
-        "results": await scored_results(host, found),
+        "results": await scored_results(
+            host,
+            chosen,
+            query_contents=[seed.content_id for seed in seeds.values()],
+            query_tags=words,
+        ),
     }
 
 
 async def _place(
     host: HostContext, analyzer: AnalyzerInfo, item: str
-) -> tuple[np.ndarray, str, str, str | None]:
+) -> tuple[np.ndarray, str, str, Any | None]:
     """An item's unit vector in the analyzer's space: a track's embedding, else a text's,
     through the analyzer's text tower or, without one, the tracks its words' tags name."""
     table = analyzer.embedding_table
@@ -156,7 +231,7 @@ async def _place(
         known = await queries.embeddings(host.engine, table, [track.content_id])
         if track.content_id not in known:
             raise _not_analyzed(track, analyzer)
-        return _unit(known[track.content_id]), "track", analyzer.name, track.content_id
+        return _unit(known[track.content_id]), "track", analyzer.name, track
     embedding = await maybe_await(host.hook.soundspan_embed_text(host=host, text=item))
     if embedding is not None and embedding.analyzer == analyzer.name:
         return _unit(np.asarray(embedding.vector)), "text", analyzer.name, None
@@ -182,6 +257,20 @@ async def _search_tags(host: HostContext, text: str, limit: int) -> Any:
             reason="no analyzer can search by text: enable clap (text embeddings) or musicnn (tags)"
         )
     return tag_search
+
+
+async def _tags_named(host: HostContext, text: str) -> tuple[str, ...]:
+    """The tags a text names (e.g. "chill jazz piano": chill, jazz); none without a tagger."""
+    tag_search = await maybe_await(host.hook.soundspan_search_tags(host=host, text=text, limit=0))
+    return tag_search.matched_tags if tag_search is not None else ()
+
+
+def _tracks_of(host: HostContext) -> Any:
+    return functools.partial(queries.representative_tracks, host.engine)
+
+
+def _caps(request: Any) -> Caps:
+    return Caps.asked(request.max_per_artist, request.max_per_album)
 
 
 def _same_artist(track: Any, artist: str | None) -> bool:

@@ -1,61 +1,100 @@
-"""What ingest reads from a music file: a content fingerprint, its stat, and its tags."""
+"""What ingest reads from a music file (identity, stat, tags), and which files it reads."""
 
 from __future__ import annotations
 
-import hashlib
+import errno
+import logging
 import os
-from collections.abc import Iterable, Iterator
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import mutagen
 from mutagen import MutagenError
+from mutagen.easymp4 import EasyMP4Tags
 
 from soundspan_hooks import TrackFacts
+from soundspan_plugins.watcher.identity import BoundedReader, identity
 
-SAMPLE_BYTES = 64 * 1024
-SAMPLES = 4  # blocks hashed from a large file: start, end, and evenly between
+log = logging.getLogger(__name__)
+
+MUTAGEN_READ_BUDGET_BYTES = 64 * 1024 * 1024  # tags with cover art, never a file without end
+
+# EasyID3 and Vorbis comments know "isrc"; EasyMP4 does not, so name the freeform atom that
+# MusicBrainz Picard writes for it
+if "isrc" not in EasyMP4Tags.Get:
+    EasyMP4Tags.RegisterFreeformKey("isrc", "ISRC")
 
 
-def fingerprint(path: Path, size: int) -> str:
-    """Identity of a file's content: its size and a hash of sampled blocks.
+class NotMusicFile(OSError):
+    """An entry ingest refuses to open: not a regular file, or a link out of the music dir."""
 
-    Sampling keeps a rescan of a NAS cheap (a few reads per file, whatever its length); audio
-    files that differ do so in every block, so sampled blocks tell them apart.
+
+def open_regular_file(path: Path) -> BinaryIO:
+    """Open `path` for reading only if it is a regular file.
+
+    O_NONBLOCK makes opening a FIFO (or a file swapped for one after a check) return at once
+    instead of waiting for a writer; the type is then checked on what was really opened.
     """
-    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with open(path, "rb") as audio:
-        if size <= SAMPLE_BYTES * SAMPLES:
-            digest.update(audio.read())
-        else:
-            step = (size - SAMPLE_BYTES) // (SAMPLES - 1)
-            for index in range(SAMPLES):
-                audio.seek(index * step)
-                digest.update(audio.read(SAMPLE_BYTES))
-    return "b2:" + digest.hexdigest()
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NotMusicFile(errno.EINVAL, "not a regular file (a FIFO, device or socket)")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def read_facts(path: Path) -> TrackFacts:
-    """Stat, fingerprint and tags of a file; a file mutagen cannot parse still gets facts."""
-    stat = path.stat()
-    title = artist = album = None
-    duration = None
-    try:
-        tagged = mutagen.File(path, easy=True)
-    except (MutagenError, OSError, ValueError, EOFError):
-        tagged = None  # corrupt or not audio: analysis reports it, ingest keeps the file
-    if tagged is not None:
-        title, artist, album = (_first(tagged, key) for key in ("title", "artist", "album"))
-        length = getattr(tagged.info, "length", None)
-        duration = float(length) if length else None
+    """Stat, identity and tags of a file; a file mutagen cannot parse still gets facts.
+
+    Every read is bounded: only regular files are opened, and mutagen reads through a budget.
+    """
+    with open_regular_file(path) as file:
+        status = os.fstat(file.fileno())
+        try:
+            tagged = mutagen.File(
+                BoundedReader(file, str(path), MUTAGEN_READ_BUDGET_BYTES), easy=True
+            )
+        except (MutagenError, OSError, ValueError, EOFError):
+            tagged = None  # corrupt or not audio: analysis reports it, ingest keeps the file
+        content_id, bytes_id = identity(path, file, status.st_size)
     return TrackFacts(
-        fingerprint=fingerprint(path, stat.st_size),
-        size=stat.st_size,
-        mtime=stat.st_mtime,
-        title=title,
-        artist=artist,
-        album=album,
-        duration=duration,
+        fingerprint=content_id,
+        bytes_fingerprint=bytes_id,
+        size=status.st_size,
+        mtime=status.st_mtime,
+        **(_tags(tagged) if tagged is not None else {}),
     )
+
+
+def _tags(tagged: mutagen.FileType) -> dict[str, object]:
+    """The tags TrackFacts carries, from mutagen's easy keys (the same names in every format)."""
+    length = getattr(tagged.info, "length", None)
+    return {
+        "title": _first(tagged, "title"),
+        "artist": _first(tagged, "artist"),
+        "album": _first(tagged, "album"),
+        "duration": float(length) if length else None,
+        "album_artist": _first(tagged, "albumartist"),
+        "track_number": _leading_number(_first(tagged, "tracknumber")),  # "3/12" -> 3
+        "disc_number": _leading_number(_first(tagged, "discnumber")),
+        "year": _leading_number(_first(tagged, "date") or _first(tagged, "originaldate")),
+        "genre": _first(tagged, "genre"),
+        "isrc": _first(tagged, "isrc"),
+        "musicbrainz_recording_id": _first(tagged, "musicbrainz_trackid"),
+    }
+
+
+def _leading_number(value: str | None) -> int | None:
+    """The number a tag starts with: "3/12" -> 3, "2001-05-03" -> 2001; None if it has none."""
+    match = re.match(r"\s*(\d{1,9})", value or "")
+    return int(match.group(1)) if match else None
 
 
 def _first(tagged: mutagen.FileType, key: str) -> str | None:
@@ -68,43 +107,111 @@ def _first(tagged: mutagen.FileType, key: str) -> str | None:
     return str(values[0]).replace("\x00", "") or None  # PostgreSQL text holds no NUL
 
 
+@dataclass
+class Listing:
+    """What a walk of the music dir found: music files with (size, mtime), and the paths it
+    could not look into. A track under an unreadable path is not gone, only out of sight."""
+
+    files: dict[str, tuple[int, float]] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # not music files: FIFOs, foreign links
+
+    def out_of_sight(self, relative: str) -> bool:
+        return any(relative == path or relative.startswith(path + "/") for path in self.unreadable)
+
+
 class AudioFiles:
-    """Which files under the music dir are music: by extension, outside ignored folders."""
+    """Which files under the music dir are music: regular files with a music extension, outside
+    hidden and ignored folders; a symlink only when it points into the music dir (or anywhere,
+    with `follow_symlinks_outside`)."""
 
     def __init__(
-        self, music_dir: Path, extensions: Iterable[str], ignore: Iterable[str | Path]
+        self,
+        music_dir: Path,
+        extensions: Iterable[str],
+        ignore: Iterable[str | Path],
+        follow_symlinks_outside: bool = False,
     ) -> None:
         self.music_dir = music_dir
+        self.resolved_music_dir = music_dir.resolve()
         self.extensions = {extension.lower().lstrip(".") for extension in extensions}
         self.ignored = [music_dir / folder for folder in ignore]
+        self.follow_symlinks_outside = follow_symlinks_outside
 
     def relative(self, path: str | os.PathLike[str]) -> str | None:
         """The path relative to the music dir if it is a music file we index, else None."""
         path = Path(path)
-        if path.suffix.lower().lstrip(".") not in self.extensions or path.name.startswith("."):
+        if path.suffix.lower().lstrip(".") not in self.extensions:
             return None
         if any(path.is_relative_to(folder) for folder in self.ignored):
             return None
         try:
-            return str(path.relative_to(self.music_dir))
+            relative = path.relative_to(self.music_dir)
         except ValueError:
             return None
+        if any(part.startswith(".") for part in relative.parts):
+            return None  # hidden files and folders (.Trash-1000), as the walk skips them
+        return str(relative)
 
-    def walk(self) -> Iterator[tuple[str, int, float]]:
-        """Every music file on disk with its size and mtime (a file that vanishes is skipped)."""
-        for folder, subfolders, names in os.walk(self.music_dir):
+    def read(self, relative: str) -> TrackFacts:
+        """The facts of a music file; NotMusicFile if it is not one we may read."""
+        path = self.music_dir / relative
+        if path.is_symlink():
+            self._check_link(path)
+        return read_facts(path)
+
+    def _check_link(self, path: Path) -> None:
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError) as error:  # dangling, or a loop
+            raise NotMusicFile(errno.ENOENT, f"a symlink to nothing readable ({error})") from None
+        if not self.follow_symlinks_outside and not target.is_relative_to(self.resolved_music_dir):
+            raise NotMusicFile(
+                errno.EXDEV,
+                f"a symlink out of the music dir (to {target}); "
+                "set [watcher] follow_symlinks_outside = true to index such links",
+            )
+
+    def walk(self) -> Listing:
+        """Every music file on disk with its size and mtime, and what could not be read."""
+        listing = Listing()
+
+        def unreadable(error: OSError) -> None:
+            if error.filename is None or isinstance(error, FileNotFoundError):
+                return  # gone during the walk: its tracks have vanished
+            log.warning("cannot read folder %s (%s); its tracks are kept", error.filename, error)
+            listing.unreadable.append(os.path.relpath(error.filename, self.music_dir))
+
+        for folder, subfolders, names in os.walk(self.music_dir, onerror=unreadable):
             subfolders[:] = [
                 name
                 for name in subfolders
                 if not name.startswith(".") and Path(folder, name) not in self.ignored
             ]
             for name in names:
-                path = Path(folder, name)
-                relative = self.relative(path)
-                if relative is None:
-                    continue
-                try:
-                    stat = path.stat()
-                except OSError:
-                    continue
-                yield relative, stat.st_size, stat.st_mtime
+                relative = self.relative(Path(folder, name))
+                if relative is not None:
+                    self._list(relative, listing)
+        return listing
+
+    def _list(self, relative: str, listing: Listing) -> None:
+        path = self.music_dir / relative
+        try:
+            if path.is_symlink():
+                self._check_link(path)
+            status = path.stat()
+        except NotMusicFile as refused:
+            log.info("skipped %s: %s", relative, refused.strerror)
+            listing.skipped.append(relative)
+            return
+        except FileNotFoundError:
+            return  # gone during the walk
+        except OSError as error:
+            log.warning("cannot read %s (%s); its track is kept", relative, error)
+            listing.unreadable.append(relative)
+            return
+        if stat.S_ISREG(status.st_mode):
+            listing.files[relative] = (status.st_size, status.st_mtime)
+        else:
+            log.info("skipped %s: not a regular file (a FIFO, device or socket)", relative)
+            listing.skipped.append(relative)

@@ -32,7 +32,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from soundspan_hooks import LibraryEvent, LibraryEventKind
-from soundspan_plugins.watcher.files import AudioFiles, read_facts
+from soundspan_plugins.watcher.files import AudioFiles, NotMusicFile
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class LibraryWatcher:
     def __init__(
         self,
         files: AudioFiles,
-        emit: Callable[[LibraryEvent], Awaitable[None]],
+        emit: Callable[[LibraryEvent], Awaitable[object]],
         emit_failed: Callable[[], None],
         debounce_seconds: float,
         poll_interval: float,
@@ -187,7 +187,10 @@ class LibraryWatcher:
     async def _emit_read(self, kind: LibraryEventKind, relative: str, old: str | None = None):
         path = self.files.music_dir / relative
         try:
-            facts = await asyncio.to_thread(read_facts, path)
+            facts = await asyncio.to_thread(self.files.read, relative)
+        except NotMusicFile as refused:
+            log.info("watcher: skipped %s: %s", relative, refused.strerror)
+            return
         except FileNotFoundError:
             return  # gone again before it could be read; its deletion follows
         except OSError as error:

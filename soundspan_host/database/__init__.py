@@ -25,8 +25,12 @@ def async_url(url: str) -> str:
     """Accept the usual postgres:// and postgresql:// URLs; SQLAlchemy needs the asyncpg driver."""
     try:
         parsed = make_url(url)
-    except ArgumentError as error:
-        raise ConfigError(f"database_url {url!r} is not a database URL") from error
+    except (ArgumentError, ValueError):  # a bad port is a ValueError; neither shows the URL,
+        # which may hold a password
+        raise ConfigError(
+            "database_url is not a database URL (the value is not shown: it may hold a password);"
+            " write it as postgresql://user:password@host:5432/database"
+        ) from None
     if parsed.get_backend_name() not in ("postgres", "postgresql"):
         raise ConfigError(f"database_url must be a PostgreSQL URL, not {parsed.drivername}://")
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)

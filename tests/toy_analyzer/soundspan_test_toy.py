@@ -31,6 +31,11 @@ class ToySettings(PluginSettings):
     delay_seconds: float = Field(0.0, ge=0, description="Extra time each analysis takes.")
     poll_interval: float = Field(0.2, gt=0, description="Queue poll interval.")
     trained: bool = Field(False, description="Toy weights are never trained.")
+    hold_until: Path | None = Field(
+        None,
+        description="Each analysis waits, claimed but before reading, until this file exists:"
+        " a test holds a job mid-run for as long as it needs, with no race against a clock.",
+    )
 
 
 def read_wave(path: Path) -> array.array:
@@ -96,6 +101,9 @@ def soundspan_analyze_track(host, analyzer, track):
 
 async def _analyze(host, track):
     settings = host.section("toy")
+    # on the event loop, not in the thread: a host stopped meanwhile cancels the wait
+    while settings.hold_until is not None and not settings.hold_until.exists():
+        await asyncio.sleep(0.05)
     embedding = await asyncio.to_thread(analyze, track.path, settings.delay_seconds)
 
     async def store(connection):

@@ -1,0 +1,304 @@
+"""Playlists that keep themselves fresh: a recipe rebuilt and sent to a server user on its own
+schedule, soon after new analyses land, and on request (the shape of Home Assistant's
+DataUpdateCoordinator, one schedule per playlist).
+
+A refresh builds the whole list first (through `soundspan_playlist_tracks`, answered by
+vibe_api), then replaces the server playlist's songs in one call; a failure leaves the server
+as it was, keeps the last good state, and retries with a back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import text
+
+from soundspan_hooks import HostContext
+from soundspan_plugins.subsonic.client import SubsonicError
+from soundspan_plugins.subsonic.sending import NothingToSend, PlaylistSender, UnknownServerUser
+
+log = logging.getLogger(__name__)
+RECIPES = ("search", "similar", "mix", "path", "track_ids", "starred")
+MAX_MIX_ITEMS = 20  # what a vibe_api mix takes
+
+
+class MixRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    add: list[str] = Field(min_length=1, max_length=MAX_MIX_ITEMS)
+    subtract: list[str] = Field([], max_length=MAX_MIX_ITEMS)
+
+
+class PathRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    start: str = Field(alias="from", min_length=1, max_length=64)
+    end: str = Field(alias="to", min_length=1, max_length=64)
+
+
+class FreshPlaylist(BaseModel):
+    """One playlist on one server user's account, rebuilt from exactly one recipe."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": [recipe]} for recipe in RECIPES]},
+    )
+
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f]+$")
+    user: str = Field(min_length=1, max_length=100, description="A server user of the settings.")
+    limit: int = Field(50, ge=1, le=200, description="Tracks at most (a path's length).")
+    refresh_seconds: float = Field(86400.0, gt=0, description="Seconds between refreshes.")
+    search: str | None = Field(None, min_length=1, max_length=500, description="A text.")
+    similar: str | None = Field(None, min_length=1, max_length=64, description="A track id.")
+    mix: MixRecipe | None = Field(None, description="Track ids or texts to add and subtract.")
+    path: PathRecipe | None = Field(None, description="From one track id to another.")
+    track_ids: list[str] | None = Field(None, min_length=1, max_length=1000)
+    starred: Literal[True] | None = Field(
+        None, description="A mix of the user's starred songs (the latest 20 we have)."
+    )
+
+    @model_validator(mode="after")
+    def exactly_one_recipe(self) -> FreshPlaylist:
+        given = [name for name in RECIPES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(RECIPES)}")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.user)
+
+    def recipe(self, starred_tracks: list[str] | None = None) -> dict[str, Any]:
+        """The recipe as vibe_api takes it (one POST /api/playlists source)."""
+        limit = self.limit
+        if self.search is not None:
+            return {"search": {"text": self.search, "limit": limit}}
+        if self.similar is not None:
+            return {"similar": {"track_id": self.similar, "limit": limit}}
+        if self.mix is not None:
+            return {"mix": {**self.mix.model_dump(), "limit": limit}}
+        if self.path is not None:
+            ends = self.path.model_dump(by_alias=True)
+            return {"path": {**ends, "length": max(limit, 2)}}
+        if self.track_ids is not None:
+            return {"track_ids": self.track_ids[:limit]}
+        assert starred_tracks is not None
+        return {"mix": {"add": starred_tracks[-MAX_MIX_ITEMS:], "limit": limit}}
+
+
+@dataclass
+class FreshStatus:
+    """How one fresh playlist's refreshes went; the last good send is in subsonic_playlists."""
+
+    last_success: datetime | None = None
+    last_attempt: datetime | None = None
+    error: str | None = None  # why the last attempt failed; None after a success
+    failures: int = 0  # in a row
+    next_attempt: datetime | None = None
+    refreshing: bool = False
+
+    @property
+    def state(self) -> str:
+        if self.error is not None:
+            return "failed"
+        return "ok" if self.last_success is not None else "never"
+
+
+@dataclass
+class Entry:
+    definition: FreshPlaylist
+    source: Literal["settings", "api"]
+    due: float  # time.monotonic()
+    status: FreshStatus = field(default_factory=FreshStatus)
+
+
+class DefinedInSettings(ValueError):
+    """The API cannot change or delete a playlist settings.toml defines."""
+
+
+class PlaylistCoordinator:
+    """Refreshes every fresh playlist when it is due, one at a time."""
+
+    def __init__(
+        self,
+        host: HostContext,
+        sender: PlaylistSender,
+        from_settings: list[FreshPlaylist],
+        retry_seconds: float,
+        analysis_delay_seconds: float,
+        first_refresh_delay: float,
+    ) -> None:
+        self.host = host
+        self.sender = sender
+        self.retry_seconds = retry_seconds
+        self.analysis_delay_seconds = analysis_delay_seconds
+        first = time.monotonic() + first_refresh_delay
+        self.entries = {p.key: Entry(p, "settings", first) for p in from_settings}
+        self._first_refresh_delay = first_refresh_delay
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the playlists the API defined, then refresh in the background."""
+        async with self.host.engine.connect() as connection:
+            rows = await connection.execute(text("SELECT definition FROM subsonic_fresh_playlists"))
+            first = time.monotonic() + self._first_refresh_delay
+            for row in rows:
+                definition = FreshPlaylist.model_validate(row.definition)
+                self.entries.setdefault(definition.key, Entry(definition, "api", first))
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def define(self, definition: FreshPlaylist) -> None:
+        """Keep a playlist the API defined (replacing one of the same name and user); it is
+        refreshed at once."""
+        self._not_from_settings(definition.key)
+        self.sender.client(definition.user)  # an unknown user is refused now, not at refresh
+        async with self.host.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO subsonic_fresh_playlists (name, server_user, definition)"
+                    " VALUES (:name, :user, CAST(:definition AS jsonb))"
+                    " ON CONFLICT (name, server_user) DO UPDATE SET"
+                    " definition = excluded.definition, defined_at = now()"
+                ),
+                {
+                    "name": definition.name,
+                    "user": definition.user,
+                    "definition": definition.model_dump_json(exclude_none=True, by_alias=True),
+                },
+            )
+        self.entries[definition.key] = Entry(definition, "api", time.monotonic())
+        self._wake.set()
+
+    async def forget(self, key: tuple[str, str]) -> bool:
+        """Stop refreshing a playlist the API defined; False if there is none."""
+        self._not_from_settings(key)
+        async with self.host.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "DELETE FROM subsonic_fresh_playlists"
+                    " WHERE name = :name AND server_user = :user"
+                ),
+                {"name": key[0], "user": key[1]},
+            )
+        return self.entries.pop(key, None) is not None
+
+    def _not_from_settings(self, key: tuple[str, str]) -> None:
+        entry = self.entries.get(key)
+        if entry is not None and entry.source == "settings":
+            raise DefinedInSettings(
+                f"playlist {key[0]!r} of {key[1]!r} is defined in settings.toml"
+                " ([[subsonic.playlists]]); change or remove it there"
+            )
+
+    def analyses_landed(self) -> None:
+        """New results may change every list: refresh them soon, at most once per delay (a
+        long analysis run refreshes now and then, not never); back-offs stand."""
+        self._soon(self.analysis_delay_seconds)
+
+    def matches_changed(self) -> None:
+        """Playlists not yet sent, or failing (perhaps for want of matches), try again now;
+        the others may now find songs for more of their tracks, so they refresh soon."""
+        for entry in self.entries.values():
+            if entry.status.last_success is None or entry.status.failures:
+                entry.due = time.monotonic()
+        self.analyses_landed()
+
+    def refresh_soon(self) -> None:
+        """Refresh every fresh playlist now (an explicit request cuts back-offs short)."""
+        self._soon(0.0, cut_back_offs=True)
+
+    def _soon(self, delay: float, cut_back_offs: bool = False) -> None:
+        due = time.monotonic() + delay
+        for entry in self.entries.values():
+            if cut_back_offs or entry.status.failures == 0:
+                entry.due = min(entry.due, due)
+                entry.status.next_attempt = _wall_clock(entry.due)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._until_something_is_due()
+            now = time.monotonic()
+            for entry in [entry for entry in self.entries.values() if entry.due <= now]:
+                await self.refresh(entry)
+
+    async def _until_something_is_due(self) -> None:
+        while True:
+            self._wake.clear()
+            wait = min((entry.due for entry in self.entries.values()), default=None)
+            if wait is not None and wait <= time.monotonic():
+                return
+            timeout = None if wait is None else wait - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def refresh(self, entry: Entry) -> None:
+        """Build and send one playlist; on failure the server keeps the last good one."""
+        status, definition = entry.status, entry.definition
+        status.last_attempt, status.refreshing = datetime.now(UTC), True
+        # not due while it refreshes: a request for another refresh meanwhile lowers this
+        entry.due = math.inf
+        try:
+            track_ids = await self._track_ids(definition)
+            if self.entries.get(definition.key) is not entry:
+                return  # deleted or redefined meanwhile: this list is no one's any more
+            sent = await self.sender.send(definition.name, definition.user, track_ids)
+        except Exception as error:  # the server, the database or a recipe failed: retry later
+            expected = SubsonicError | NothingToSend | UnknownServerUser | web.HTTPException
+            if not isinstance(error, expected):
+                log.exception("subsonic: refresh of playlist %r failed", definition.name)
+            status.failures += 1
+            status.error = _reason(error)
+            delay = min(self.retry_seconds * 2 ** (status.failures - 1), definition.refresh_seconds)
+            log.warning("subsonic: playlist %r not refreshed (%s); retry in %.0f s",
+                        definition.name, status.error, delay)  # fmt: skip
+        else:
+            status.last_success, status.error, status.failures = datetime.now(UTC), None, 0
+            delay = definition.refresh_seconds
+            log.info("subsonic: playlist %r of %r: %d songs, %d tracks without one",
+                     sent.name, sent.server_user, sent.songs, sent.unmatched)  # fmt: skip
+        finally:
+            status.refreshing = False
+        # new analyses during the refresh asked for another one: it stands
+        entry.due = min(entry.due, time.monotonic() + delay)
+        status.next_attempt = _wall_clock(entry.due)
+
+    async def _track_ids(self, definition: FreshPlaylist) -> list[str]:
+        """The whole list, before the server is touched (except to read what is starred)."""
+        starred = None
+        if definition.starred:
+            client = self.sender.client(definition.user)
+            starred = await self.sender.tracks_for(await client.starred_song_ids())
+            if not starred:
+                raise NothingToSend(
+                    f"{definition.user!r} has starred no song that we have (and have matched)"
+                )
+        answer = self.host.hook.soundspan_playlist_tracks(
+            host=self.host, recipe=definition.recipe(starred)
+        )
+        if answer is None:
+            raise NothingToSend("no plugin builds playlists: enable [vibe_api]")
+        return await answer
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, web.HTTPException):
+        return f"the recipe failed: {error.reason}"
+    return str(error) or type(error).__name__
+
+
+def _wall_clock(monotonic: float) -> datetime:
+    return datetime.fromtimestamp(time.time() + monotonic - time.monotonic(), UTC)

@@ -1,0 +1,302 @@
+"""Our playlists on a real Subsonic server (supysonic, its own process): sent from the API,
+updated in place, read back in order, deleted; and playlists kept fresh, through a server that
+goes down and comes back.
+
+The library is the vector analyzer's (a WAV's first eight samples are its embedding), so the
+lists are known in advance; the server holds the same files, so every track matches by path,
+except one local-only file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from soundspan_hooks import HOST
+from soundspan_host.app import create_app
+from soundspan_plugins.subsonic.client import Login, SubsonicClient
+from tests.conftest import TESTS, install_plugin
+from tests.library import eventually, settled, tracks
+from tests.subsonic_server import supysonic
+from tests.test_vibe_journeys import OTHERS, arc, arc_vector, write_vector_wav
+
+USERS = {"alice": "alice's secret", "bob": "bob's secret"}
+SOUTH = [path for path in OTHERS if path.startswith("south/") and path.isascii()]
+ON_SERVER = 11 + len(SOUTH)
+
+
+@pytest.fixture
+def vector_analyzer(plugin_site):
+    install_plugin(
+        plugin_site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0"
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path, music_dir: Path):
+    for step in range(11):
+        write_vector_wav(music_dir / arc(step), arc_vector(step))
+    for path in SOUTH:
+        write_vector_wav(music_dir / path, OTHERS[path])
+    library = tmp_path / "server library"
+    shutil.copytree(music_dir, library)
+    write_vector_wav(music_dir / "local/only.wav", OTHERS["elsewhere/up.wav"])  # not there
+    with supysonic(tmp_path / "supysonic", library, USERS) as running:
+        yield running
+
+
+def settings(server, extra: str = "") -> str:
+    users = "".join(
+        f'[[subsonic.users]]\nname = "{name}"\npassword = "{password}"\n'
+        for name, password in USERS.items()
+    )
+    return (
+        "[watcher]\ndebounce_seconds = 0.2\n"
+        f'[subsonic]\nenabled = true\nurl = "{server.url}"\nlegacy_login = true\n'
+        "change_delay_seconds = 0.2\nretry_seconds = 0.2\n"
+        "playlists_analysis_delay_seconds = 0.2\n" + users + extra
+    )
+
+
+async def ready(write_settings, aiohttp_client, server, extra: str = ""):
+    """A host whose library is analyzed and matched with the server."""
+    client = await aiohttp_client(create_app(write_settings(settings(server, extra))))
+    await eventually(lambda: settled(client.app[HOST].engine, ON_SERVER + 1), what="analyses")
+
+    async def matched():
+        status = await (await client.get("/api/subsonic/status")).json()
+        return status["matched"] == {"path": ON_SERVER} and status["unmatched"] == 1
+
+    await eventually(matched, what="the matches")
+    return client
+
+
+@pytest.fixture
+async def host(write_settings, aiohttp_client, server, vector_analyzer):
+    return await ready(write_settings, aiohttp_client, server)
+
+
+@pytest.fixture
+async def as_user():
+    """The server as its users see it, through a client of their own."""
+    async with aiohttp.ClientSession() as session:
+
+        def client(server, user: str) -> SubsonicClient:
+            return SubsonicClient(session, server.url, Login(user, USERS[user], legacy=True))
+
+        yield client
+
+
+async def on_server(client: SubsonicClient, name: str) -> list[list[str]]:
+    """Each of the user's playlists called `name`: its songs' paths, in order."""
+    found = []
+    for playlist in await client.playlists():
+        if playlist["name"] == name:
+            entries = (await client.playlist(playlist["id"])).get("entry") or []
+            found.append([entry["path"] for entry in entries])
+    return found
+
+
+async def ids(host) -> dict[str, str]:
+    return {path: row[0] for path, row in (await tracks(host.app[HOST].engine)).items()}
+
+
+async def send(host, **body) -> aiohttp.ClientResponse:
+    return await host.post("/api/playlists", json={"send_to": {"server_user": "alice"}, **body})
+
+
+async def test_a_playlist_is_sent_updated_in_place_read_back_in_order_and_deleted(
+    host, server, as_user, music_dir
+):
+    by_path = await ids(host)
+    alice = as_user(server, "alice")
+    path = {"from": by_path[arc(0)], "to": by_path[arc(10)], "length": 6}
+
+    first = await send(host, name="Drift", path=path)
+    assert first.status == 201
+    sent = (await first.json())["sent"]
+    assert (sent["created"], sent["songs"], sent["unmatched"]) == (True, 6, 0)
+    assert await on_server(alice, "Drift") == [[arc(s) for s in (0, 2, 4, 6, 8, 10)]]
+    assert not (music_dir / "Playlists").exists()  # not an M3U as well
+
+    order = [arc(10), arc(5), "local/only.wav", arc(0), arc(10)]
+    again = await send(host, name="Drift", track_ids=[by_path[p] for p in order])
+    resent = (await again.json())["sent"]
+    assert resent["playlist_id"] == sent["playlist_id"] and resent["created"] is False
+    assert (resent["songs"], resent["unmatched"]) == (3, 1)
+    assert await on_server(alice, "Drift") == [[arc(10), arc(5), arc(0)]]  # once, in order
+    assert await on_server(as_user(server, "bob"), "Drift") == []
+
+    listed = (await (await host.get("/api/subsonic/playlists")).json())["playlists"]
+    assert [(p["name"], p["server_user"], p["songs"]) for p in listed] == [("Drift", "alice", 3)]
+
+    deleted = await host.delete("/api/subsonic/playlists/alice/Drift")
+    assert (await deleted.json()) == {"fresh_removed": False, "deleted_on_server": True}
+    assert await on_server(alice, "Drift") == []
+    assert (await host.delete("/api/subsonic/playlists/alice/Drift")).status == 404
+
+
+async def test_a_playlist_deleted_on_the_server_is_made_again(host, server, as_user):
+    by_path = await ids(host)
+    alice = as_user(server, "alice")
+    body = {"name": "Ends", "track_ids": [by_path[arc(0)], by_path[arc(10)]]}
+    first = (await (await send(host, **body)).json())["sent"]
+    await alice.delete_playlist(first["playlist_id"])
+
+    again = (await (await send(host, **body)).json())["sent"]
+    assert again["created"] is True and again["playlist_id"] != first["playlist_id"]
+    assert await on_server(alice, "Ends") == [[arc(0), arc(10)]]
+
+
+@pytest.mark.parametrize("source", ["similar", "search", "mix"])
+async def test_every_kind_of_list_reaches_the_server_as_the_api_builds_it(
+    host, server, as_user, source
+):
+    by_path = await ids(host)
+    recipes = {
+        "similar": ("GET", f"/api/vibe/similar/{by_path[arc(0)]}", {"limit": 4}),
+        "search": ("POST", "/api/vibe/search", {"text": "south", "limit": 10}),
+        "mix": ("POST", "/api/vibe/mix", {"add": [by_path[arc(2)], by_path[arc(8)]], "limit": 5}),
+    }
+    method, route, recipe = recipes[source]
+    built = await (
+        await (host.get(route, params=recipe) if method == "GET" else host.post(route, json=recipe))
+    ).json()
+    expected = [result["track"]["path"] for result in built["results"]]
+    if source == "similar":
+        recipe = {"track_id": by_path[arc(0)], **recipe}
+
+    answer = await send(host, name=f"From {source}", **{source: recipe})
+    assert answer.status == 201
+    [songs] = await on_server(as_user(server, "alice"), f"From {source}")
+    assert songs == expected if source != "search" else sorted(songs) == sorted(SOUTH)
+
+
+async def test_a_send_that_cannot_be_made_says_why(host, server, as_user):
+    by_path = await ids(host)
+    unknown = await host.post(
+        "/api/playlists",
+        json={"name": "x", "track_ids": [by_path[arc(1)]], "send_to": {"server_user": "carol"}},
+    )
+    assert unknown.status == 404
+    assert "no server user 'carol'" in (await unknown.json())["error"]["message"]
+
+    local = await send(host, name="x", track_ids=[by_path["local/only.wav"]])
+    assert local.status == 409
+    assert "none of the 1 track(s)" in (await local.json())["error"]["message"]
+
+    server.stop()
+    down = await send(host, name="x", track_ids=[by_path[arc(1)]])
+    assert down.status == 502
+    assert "cannot reach" in (await down.json())["error"]["message"]
+
+
+FRESH = """
+[[subsonic.playlists]]
+name = "Down south"
+user = "alice"
+search = "south"
+limit = 10
+refresh_seconds = 3600
+[[subsonic.playlists]]
+name = "More like my starred"
+user = "bob"
+starred = true
+limit = 3
+"""
+
+
+async def fresh_state(host, name: str, state: str = "ok", **expected) -> dict | None:
+    listed = (await (await host.get("/api/subsonic/playlists")).json())["playlists"]
+    for playlist in listed:
+        wanted = {"name": name, **expected}
+        if (
+            playlist["fresh"]
+            and playlist["fresh"]["state"] == state
+            and all(playlist.get(key) == value for key, value in wanted.items())
+        ):
+            return playlist
+    return None
+
+
+@pytest.fixture
+async def fresh_host(write_settings, aiohttp_client, server, vector_analyzer, as_user):
+    bob = as_user(server, "bob")
+    songs = {song["path"]: song["id"] async for song in bob.songs()}
+    await bob.call("star", id=songs[arc(0)])
+    return await ready(write_settings, aiohttp_client, server, FRESH)
+
+
+async def test_fresh_playlists_from_the_settings_are_sent_and_follow_new_analyses(
+    fresh_host, server, as_user, music_dir
+):
+    host, alice = fresh_host, as_user(server, "alice")
+    await eventually(lambda: fresh_state(host, "Down south", songs=2), what="the first send")
+    [songs] = await on_server(alice, "Down south")
+    assert sorted(songs) == sorted(SOUTH)
+
+    # its first sends may come before every track is analyzed and matched: it follows them
+    starred = await eventually(
+        lambda: fresh_state(host, "More like my starred", songs=3), what="starred"
+    )
+    assert starred["fresh"]["source"] == "settings"
+    assert await on_server(as_user(server, "bob"), "More like my starred") == [
+        [arc(1), arc(2), arc(3)]
+    ]
+
+    # a new south track on both sides: matched, analyzed, and in the playlist, in place
+    write_vector_wav(server.library / "south/new.wav", -arc_vector(5))
+    server.scan()
+    write_vector_wav(music_dir / "south/new.wav", -arc_vector(5))
+    await eventually(lambda: fresh_state(host, "Down south", songs=3), what="the new track")
+    [songs] = await on_server(alice, "Down south")
+    assert sorted(songs) == sorted([*SOUTH, "south/new.wav"])
+
+    refused = await host.delete("/api/subsonic/playlists/alice/Down south")
+    assert refused.status == 409 and "settings.toml" in (await refused.json())["error"]["message"]
+
+
+async def test_a_fresh_playlist_defined_through_the_api_and_deleted(host, server, as_user):
+    by_path = await ids(host)
+    bob = as_user(server, "bob")
+    definition = {"name": "Arc", "user": "bob", "similar": by_path[arc(0)], "limit": 3}
+    answer = await host.post("/api/subsonic/playlists", json=definition)
+    assert answer.status == 202
+
+    found = await eventually(lambda: fresh_state(host, "Arc", songs=3), what="the first send")
+    assert found["fresh"]["source"] == "api" and found["fresh"]["next_attempt"]
+    assert await on_server(bob, "Arc") == [[arc(1), arc(2), arc(3)]]
+
+    bad = await host.post("/api/subsonic/playlists", json={**definition, "search": "x"})
+    assert bad.status == 400 and "exactly one of" in (await bad.json())["error"]["message"]
+    nobody = await host.post("/api/subsonic/playlists", json={**definition, "user": "carol"})
+    assert nobody.status == 404
+
+    deleted = await host.delete("/api/subsonic/playlists/bob/Arc")
+    assert await deleted.json() == {"fresh_removed": True, "deleted_on_server": True}
+    assert await on_server(bob, "Arc") == []
+    assert (await (await host.get("/api/subsonic/playlists")).json())["playlists"] == []
+
+
+async def test_a_server_down_during_a_refresh_keeps_the_last_playlist_and_retries(
+    host, server, as_user
+):
+    by_path = await ids(host)
+    alice = as_user(server, "alice")
+    definition = {"name": "Arc", "user": "alice", "similar": by_path[arc(0)], "limit": 2}
+    await host.post("/api/subsonic/playlists", json=definition)
+    before = await eventually(lambda: fresh_state(host, "Arc", songs=2), what="the first send")
+
+    server.stop()
+    await host.post("/api/subsonic/playlists", json={**definition, "limit": 4})  # now 4 songs
+    failed = await eventually(lambda: fresh_state(host, "Arc", "failed"), what="a failure")
+    assert "cannot reach" in failed["fresh"]["error"] and server.url in failed["fresh"]["error"]
+    assert (failed["playlist_id"], failed["songs"]) == (before["playlist_id"], 2)  # last good
+
+    server.restart()
+    after = await eventually(lambda: fresh_state(host, "Arc", songs=4), what="the retry")
+    assert after["playlist_id"] == before["playlist_id"] and after["fresh"]["error"] is None
+    assert await on_server(alice, "Arc") == [[arc(1), arc(2), arc(3), arc(4)]]
