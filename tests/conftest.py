@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,18 @@ from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import read_settings
 
 TESTS = Path(__file__).parent
+_seconds_per_file: Counter[str] = Counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _seconds_per_file[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Where the suite's time goes, file by file (set-up and tear-down included)."""
+    terminalreporter.section("seconds per test file")
+    for path, seconds in _seconds_per_file.most_common():
+        terminalreporter.write_line(f"{seconds:7.1f} s  {path}")
 
 
 @pytest.fixture(autouse=True)

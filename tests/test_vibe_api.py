@@ -46,6 +46,14 @@ async def test_tracks_are_found_by_path_and_by_words(library):
     ]
     page = await (await library.get("/api/tracks", params={"limit": 2, "offset": 4})).json()
     assert (page["total"], len(page["tracks"])) == (5, 1)
+    # `_` and `%` are themselves, not LIKE's wildcards ("near copy" has a space, not one)
+    for literal in ("near_copy", "near%copy"):
+        nothing = await (await library.get("/api/tracks", params={"q": literal})).json()
+        assert nothing["total"] == 0, literal
+    # only the first 8 words count, however many are sent
+    words = "far " + "wav " * 7 + "unheard " * 50
+    many = await (await library.get("/api/tracks", params={"q": words})).json()
+    assert [track["path"] for track in many["tracks"]] == ["Tones/far.wav"]
     exact = await (await library.get("/api/tracks", params={"path": "near copy.wav"})).json()
     [track] = exact["tracks"]
     assert set(track) == {"id", "path", "title", "artist", "album", "duration"} | set(RICHER_TAGS)

@@ -19,6 +19,14 @@ TRACK_COLUMNS = (
 )
 
 
+MAX_QUERY_WORDS = 8
+
+
+def like_literal(text_part: str) -> str:
+    """`text_part` matched as itself in a LIKE pattern: its \\, % and _ escaped."""
+    return text_part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 async def find_tracks(
     engine: AsyncEngine, path: str | None, words: str | None, limit: int, offset: int
 ) -> tuple[list[Any], int]:
@@ -29,11 +37,12 @@ async def find_tracks(
         conditions.append("t.path = :path")
         params["path"] = path
     if words:
-        for index, word in enumerate(words.split()):
+        # each word is one ILIKE over every row: a query of 250 words must not cost 250
+        for index, word in enumerate(dict.fromkeys(words.split()[:MAX_QUERY_WORDS])):
             conditions.append(
                 f"concat_ws(' ', t.title, t.artist, t.album, t.path) ILIKE :word{index}"
             )
-            params[f"word{index}"] = "%" + word.replace("\\", "\\\\").replace("%", "\\%") + "%"
+            params[f"word{index}"] = f"%{like_literal(word)}%"
     where = " AND ".join(conditions)
     async with engine.connect() as connection:
         total = (
