@@ -35,54 +35,24 @@ import av
 import numpy as np
 import torch
 from common import ChildMemory
-from transformers import ClapConfig, ClapModel
+from transformers import ClapModel
 
 from soundspan_plugins.clap.embedding import embed_text
 from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
 from soundspan_plugins.clap.loading import load_clap
 from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
 from soundspan_plugins.shared.pool import ModelPool
-from tests.clap_models import save_tokenizer
+from tests.clap_models import htsat_base_roberta_config, save_tokenizer
 
 RATE = 44100
 TRACK_SECONDS = 240.0
 BATCH_SIZE = 4  # [clap] batch_size default
 
 
-def larger_clap_music_config() -> ClapConfig:
-    """laion/larger_clap_music's sizes: HTSAT-base audio, RoBERTa-base text, 512-d projection."""
-    return ClapConfig(
-        text_config={
-            "vocab_size": 50265,
-            "hidden_size": 768,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "intermediate_size": 3072,
-            "max_position_embeddings": 514,
-            "type_vocab_size": 1,
-            "layer_norm_eps": 1e-5,
-        },
-        audio_config={
-            "num_mel_bins": 64,
-            "spec_size": 256,
-            "patch_size": 4,
-            "patch_stride": [4, 4],
-            "patch_embeds_hidden_size": 128,
-            "depths": [2, 2, 12, 2],
-            "num_attention_heads": [4, 8, 16, 32],
-            "window_size": 8,
-            "hidden_size": 1024,
-            "mlp_ratio": 4.0,
-            "enable_fusion": False,
-        },
-        projection_dim=512,
-    )
-
-
 def save_random_model(directory: Path) -> dict[str, int]:
     """Save a randomly initialised CLAP of the real sizes; returns parameter counts per tower."""
     torch.manual_seed(0)
-    config = larger_clap_music_config()
+    config = htsat_base_roberta_config()
     setattr(config, UNTRAINED_MARKER, True)
     model = ClapModel(config).eval()
     counts = {

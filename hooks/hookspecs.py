@@ -141,6 +141,14 @@ def soundspan_track_details(host: HostContext, content_id: str) -> Awaitable[dic
     """This analyzer's public result for a content, e.g. {"musicnn": {"tags": {...}}}; or None."""
 
 
+@hookspec(firstresult=True)
+def soundspan_content_tags(
+    host: HostContext, content_ids: list[str]
+) -> Awaitable[dict[str, list[str]]] | None:
+    """Each content's top tags, likeliest first, to say why a result was chosen (the tags it
+    shares with the query); contents without tags are left out."""
+
+
 # --- Playlists -----------------------------------------------------------------------------
 
 
@@ -156,11 +164,3 @@ def soundspan_send_playlist(
 ) -> Awaitable[dict] | None:
     """Put a playlist on a music server, replacing the songs of the one sent under `name`
     before; `destination` is e.g. {"server_user": "alice"}. Answers what was sent."""
-
-
-@hookspec(firstresult=True)
-def soundspan_content_tags(
-    host: HostContext, content_ids: list[str]
-) -> Awaitable[dict[str, list[str]]] | None:
-    """Each content's top tags, likeliest first, to say why a result was chosen (the tags it
-    shares with the query); contents without tags are left out."""

@@ -49,6 +49,35 @@ def tiny_config(projection_dim: int = PROJECTION_DIM) -> ClapConfig:
     )
 
 
+def htsat_base_roberta_config() -> ClapConfig:
+    """HTSAT-base (laion-clap's htsat.py) with roberta-base, as transformers' ClapConfig: the
+    sizes of the released music checkpoint and of laion/larger_clap_music."""
+    return ClapConfig(
+        text_config={
+            "vocab_size": 50265,
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "max_position_embeddings": 514,
+            "type_vocab_size": 1,
+            "layer_norm_eps": 1e-5,
+        },
+        audio_config={
+            "num_mel_bins": 64,
+            "spec_size": 256,
+            "patch_size": 4,
+            "patch_stride": [4, 4],
+            "patch_embeds_hidden_size": 128,
+            "depths": [2, 2, 12, 2],
+            "num_attention_heads": [4, 8, 16, 32],
+            "window_size": 8,
+            "hidden_size": 1024,
+        },
+        projection_dim=512,
+    )
+
+
 def random_weights(model: ClapModel, seed: int) -> None:
     """Move every weight off its initial value, so a swapped key cannot go unnoticed."""
     generator = torch.Generator().manual_seed(seed)

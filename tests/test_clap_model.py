@@ -49,6 +49,7 @@ from soundspan_plugins.clap.preprocessing import (
 from tests.clap_models import (
     PROJECTION_DIM,
     TEXTS,
+    htsat_base_roberta_config,
     random_weights,
     save_laion_checkpoint,
     save_tiny_clap,
@@ -88,34 +89,6 @@ def released_state_dict() -> dict[str, torch.Tensor]:
     record = json.loads(RELEASED_KEYS.read_text())
     assert record["wrapped_in"] == "state_dict"
     return {key: torch.empty(shape, device="meta") for key, shape in record["shapes"].items()}
-
-
-def htsat_base_roberta_config() -> ClapConfig:
-    """HTSAT-base (laion-clap's htsat.py) with roberta-base, as transformers' ClapConfig."""
-    return ClapConfig(
-        text_config={
-            "vocab_size": 50265,
-            "hidden_size": 768,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "intermediate_size": 3072,
-            "max_position_embeddings": 514,
-            "type_vocab_size": 1,
-            "layer_norm_eps": 1e-5,
-        },
-        audio_config={
-            "num_mel_bins": 64,
-            "spec_size": 256,
-            "patch_size": 4,
-            "patch_stride": [4, 4],
-            "patch_embeds_hidden_size": 128,
-            "depths": [2, 2, 12, 2],
-            "num_attention_heads": [4, 8, 16, 32],
-            "window_size": 8,
-            "hidden_size": 1024,
-        },
-        projection_dim=512,
-    )
 
 
 def meta_shapes(config: ClapConfig) -> dict[str, tuple[int, ...]]:

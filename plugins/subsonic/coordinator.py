@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +29,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RefreshStatus:
-    """What the last refreshes did, for /api/subsonic/status."""
+    """How the refreshes of something kept fresh went: ok, failed (and why), or never yet."""
 
     last_success: datetime | None = None
     last_attempt: datetime | None = None
     error: str | None = None  # why the last attempt failed; None after a success
-    songs_on_server: int | None = None
-    tracks_checked: int = 0  # looked at again by the last successful refresh
     failures: int = 0  # in a row
     next_attempt: datetime | None = None
     refreshing: bool = False
@@ -44,6 +43,14 @@ class RefreshStatus:
         if self.error is not None:
             return "failed"
         return "ok" if self.last_success is not None else "never"
+
+
+@dataclass
+class MatchRefreshStatus(RefreshStatus):
+    """What the last match refreshes did, for /api/subsonic/status."""
+
+    songs_on_server: int | None = None
+    tracks_checked: int = 0  # looked at again by the last successful refresh
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ class MatchCoordinator:
         self.client = client
         self.mapping = mapping
         self.schedule = schedule
-        self.status = RefreshStatus()
+        self.status = MatchRefreshStatus()
         self._due = time.monotonic() + first_refresh_delay
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -104,7 +111,9 @@ class MatchCoordinator:
     async def _run(self) -> None:
         while True:
             await self._until_due()
-            due = self._due
+            # not due while it refreshes: a change meanwhile asks for another refresh by
+            # lowering this, and that request stands
+            self._due = math.inf
             try:
                 await self.refresh()
             except Exception as error:  # the server or the database is away: retry later
@@ -112,8 +121,7 @@ class MatchCoordinator:
                     log.exception("subsonic: refresh failed")
                 self._failed(str(error) or type(error).__name__)
             else:
-                # a change during the refresh asked for another one: it stands
-                self._reschedule(self.schedule.refresh_seconds, sooner_only=self._due != due)
+                self._reschedule(self.schedule.refresh_seconds, sooner_only=True)
 
     async def _until_due(self) -> None:
         while (wait := self._due - time.monotonic()) > 0:

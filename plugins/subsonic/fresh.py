@@ -24,6 +24,7 @@ from sqlalchemy import text
 
 from soundspan_hooks import HostContext
 from soundspan_plugins.subsonic.client import SubsonicError
+from soundspan_plugins.subsonic.coordinator import RefreshStatus
 from soundspan_plugins.subsonic.sending import NothingToSend, PlaylistSender, UnknownServerUser
 
 log = logging.getLogger(__name__)
@@ -94,29 +95,15 @@ class FreshPlaylist(BaseModel):
 
 
 @dataclass
-class FreshStatus:
-    """How one fresh playlist's refreshes went; the last good send is in subsonic_playlists."""
-
-    last_success: datetime | None = None
-    last_attempt: datetime | None = None
-    error: str | None = None  # why the last attempt failed; None after a success
-    failures: int = 0  # in a row
-    next_attempt: datetime | None = None
-    refreshing: bool = False
-
-    @property
-    def state(self) -> str:
-        if self.error is not None:
-            return "failed"
-        return "ok" if self.last_success is not None else "never"
-
-
-@dataclass
 class Entry:
     definition: FreshPlaylist
     source: Literal["settings", "api"]
     due: float  # time.monotonic()
-    status: FreshStatus = field(default_factory=FreshStatus)
+    # the last good send itself is in subsonic_playlists
+    status: RefreshStatus = field(default_factory=RefreshStatus)
+    # its last try found nothing to send (nothing analyzed or matched yet): no back-off is
+    # owed to the server, so new analyses and matches retry it at once
+    waiting_for_tracks: bool = False
 
 
 class DefinedInSettings(ValueError):
@@ -223,7 +210,7 @@ class PlaylistCoordinator:
     def _soon(self, delay: float, cut_back_offs: bool = False) -> None:
         due = time.monotonic() + delay
         for entry in self.entries.values():
-            if cut_back_offs or entry.status.failures == 0:
+            if cut_back_offs or entry.status.failures == 0 or entry.waiting_for_tracks:
                 entry.due = min(entry.due, due)
                 entry.status.next_attempt = _wall_clock(entry.due)
         self._wake.set()
@@ -261,12 +248,14 @@ class PlaylistCoordinator:
             if not isinstance(error, expected):
                 log.exception("subsonic: refresh of playlist %r failed", definition.name)
             status.failures += 1
+            entry.waiting_for_tracks = isinstance(error, NothingToSend)
             status.error = _reason(error)
             delay = min(self.retry_seconds * 2 ** (status.failures - 1), definition.refresh_seconds)
             log.warning("subsonic: playlist %r not refreshed (%s); retry in %.0f s",
                         definition.name, status.error, delay)  # fmt: skip
         else:
             status.last_success, status.error, status.failures = datetime.now(UTC), None, 0
+            entry.waiting_for_tracks = False
             delay = definition.refresh_seconds
             log.info("subsonic: playlist %r of %r: %d songs, %d tracks without one",
                      sent.name, sent.server_user, sent.songs, sent.unmatched)  # fmt: skip
