@@ -1,6 +1,7 @@
 """The status page at /, in a real headless browser (Debian's chromium, driven by playwright)
 against a real host over HTTP: progress, a failure with its reason, search, similar tracks,
-the library map, and the API token a person types in.
+the library map, the API token a person types in, and a result list sent to a real Subsonic
+server.
 
 The library is the vectors test analyzer's (known embeddings, tags "north" and "south") plus
 one file that is not audio, named like markup to prove the page shows names as text.
@@ -17,6 +18,13 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 from soundspan_hooks import HOST
 from soundspan_host.app import create_app
 from tests.library import eventually, settled
+from tests.test_subsonic_playlists import SOUTH as SUBSONIC_SOUTH
+from tests.test_subsonic_playlists import (
+    as_user,  # noqa: F401 - the fixture: the server as its users see it
+    on_server,
+    ready,
+    server,  # noqa: F401 - the fixture: a real supysonic server with the same library
+)
 from tests.test_vibe_journeys import (
     ARC,
     OTHERS,
@@ -97,11 +105,11 @@ async def test_the_status_page_shows_progress_failures_search_similar_and_the_ma
     for path, vector in OTHERS.items():
         write_vector_wav(music_dir / path, vector)
     (music_dir / BROKEN).write_bytes(b"these are my notes, not music\n" * 20)
-    server = await aiohttp_server(create_app(write_settings(SETTINGS)))
+    host = await aiohttp_server(create_app(write_settings(SETTINGS)))
     tracks = ARC + len(OTHERS) + 1
-    await eventually(lambda: settled(server.app[HOST].engine, tracks), what="library")
+    await eventually(lambda: settled(host.app[HOST].engine, tracks), what="library")
 
-    watched = await open_page(browser, str(server.make_url("/")))
+    watched = await open_page(browser, str(host.make_url("/")))
     page = watched.page
     card = page.locator('[data-analyzer="vectors"]')
     await expect(card.get_by_role("progressbar")).to_have_attribute(
@@ -155,8 +163,8 @@ async def test_the_status_page_shows_progress_failures_search_similar_and_the_ma
 async def test_the_page_asks_for_the_api_token_and_remembers_it(
     aiohttp_server, write_settings, browser
 ):
-    server = await aiohttp_server(create_app(write_settings(f'api_token = "{TOKEN}"\n')))
-    page = (await open_page(browser, str(server.make_url("/")))).page
+    host = await aiohttp_server(create_app(write_settings(f'api_token = "{TOKEN}"\n')))
+    page = (await open_page(browser, str(host.make_url("/")))).page
     await expect(page.locator("#token")).to_be_visible()
     await expect(page.locator("#analyzers-note")).to_contain_text("waiting for the API token")
 
@@ -168,3 +176,32 @@ async def test_the_page_asks_for_the_api_token_and_remembers_it(
     await page.reload()
     await expect(page.locator('[data-analyzer="vectors"]')).to_be_visible()
     await expect(page.locator("#token")).to_be_hidden()
+
+
+async def test_a_result_list_goes_to_the_users_music_server_and_is_updated_in_place(
+    aiohttp_client,
+    write_settings,
+    browser,
+    server,  # noqa: F811 - the imported fixture
+    as_user,  # noqa: F811 - the imported fixture
+):
+    """The page's "Send to my server" button, against a real Subsonic server (supysonic)."""
+    client = await ready(write_settings, aiohttp_client, server)
+    watched = await open_page(browser, str(client.make_url("/")))
+    page = watched.page
+
+    await page.locator("#search-input").fill("south")
+    await page.locator("#search-input").press("Enter")
+    await expect(page.locator("#results li")).to_have_count(len(SUBSONIC_SOUTH))
+    await expect(page.locator("#send-form")).to_be_visible()
+    await page.locator("#send-name").fill("Down south")
+    await page.locator("#send-user").select_option("alice")
+    send = page.get_by_role("button", name="Send to my server")
+    await send.click()
+    await expect(page.locator("#send-note")).to_contain_text("Made “Down south” for alice: 2 songs")
+    await send.click()
+    await expect(page.locator("#send-note")).to_contain_text("Updated “Down south” for alice")
+
+    [songs] = await on_server(as_user(server, "alice"), "Down south")  # one, not two
+    assert sorted(songs) == sorted(SUBSONIC_SOUTH)
+    assert watched.problems == []
