@@ -72,12 +72,7 @@ async def match_status(request: web.Request) -> web.Response:
     unmatched = counts.pop("unmatched", 0)
     not_checked = counts.pop("not checked", 0)
     answer = MatchStatus(
-        state=status.state,
-        refreshing=status.refreshing,
-        error=status.error,
-        last_success=status.last_success,
-        last_attempt=status.last_attempt,
-        next_attempt=status.next_attempt,
+        **status.shown(),
         songs_on_server=status.songs_on_server,
         tracks_checked=status.tracks_checked,
         matched=counts,

@@ -44,6 +44,17 @@ class RefreshStatus:
             return "failed"
         return "ok" if self.last_success is not None else "never"
 
+    def shown(self) -> dict[str, object]:
+        """What the status routes show of it."""
+        return {
+            "state": self.state,
+            "refreshing": self.refreshing,
+            "error": self.error,
+            "last_success": self.last_success,
+            "last_attempt": self.last_attempt,
+            "next_attempt": self.next_attempt,
+        }
+
 
 @dataclass
 class MatchRefreshStatus(RefreshStatus):

@@ -91,16 +91,8 @@ async def list_playlists(request: web.Request) -> web.Response:
         row, entry = sent.get(key), coordinator.entries.get(key)
         fresh = None
         if entry is not None:
-            status = entry.status
             fresh = FreshState(
-                source=entry.source,
-                definition=entry.definition,
-                state=status.state,
-                refreshing=status.refreshing,
-                error=status.error,
-                last_success=status.last_success,
-                last_attempt=status.last_attempt,
-                next_attempt=status.next_attempt,
+                source=entry.source, definition=entry.definition, **entry.status.shown()
             )
         answer.append(
             ServerPlaylist(
