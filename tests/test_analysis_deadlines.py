@@ -20,14 +20,15 @@ def toy(gate, **settings) -> str:
     return "[toy]\n" + "\n".join(lines) + "\n"
 
 
-async def job_of(engine, path):
+async def job_of(engine, path, state=None):
+    """The job of the track at `path` (once it is in `state`, when one is given)."""
     found = await rows(
         engine,
         "SELECT j.state, j.attempts, j.error, j.lease_owner FROM analysis_jobs j"
         " JOIN tracks t USING (content_id) WHERE t.path = :path",
         path=path,
     )
-    return found[0] if found else None
+    return found[0] if found and state in (None, found[0].state) else None
 
 
 async def test_an_analysis_past_its_deadline_is_stopped_and_fails_with_that_reason_at_last(
@@ -42,11 +43,9 @@ async def test_an_analysis_past_its_deadline_is_stopped_and_fails_with_that_reas
     engine = client.app[HOST].engine
     write_wav(music_dir / "stuck.wav", 300)
 
-    async def failed():
-        job = await job_of(engine, "stuck.wav")
-        return job if job is not None and job.state == "failed" else None
-
-    job = await eventually(failed, what="the job to fail after its attempts")
+    job = await eventually(
+        lambda: job_of(engine, "stuck.wav", "failed"), what="the job to fail after its attempts"
+    )
     assert job.attempts == 2
     assert "stopped after 0.5 s, its deadline" in job.error and "stopped answering" in job.error
 
@@ -59,11 +58,7 @@ async def test_a_clean_stop_gives_running_jobs_back_without_costing_an_attempt(
     engine = client.app[HOST].engine
     write_wav(music_dir / "busy.wav", 310)
 
-    async def running():
-        job = await job_of(engine, "busy.wav")
-        return job if job is not None and job.state == "running" else None
-
-    await eventually(running, what="the job to run")
+    await eventually(lambda: job_of(engine, "busy.wav", "running"), what="the job to run")
     await client.close()  # the host's clean stop, as on SIGTERM
 
     [job] = await rows(engine, "SELECT state, attempts, lease_owner, error FROM analysis_jobs")
@@ -78,11 +73,7 @@ async def test_a_file_moved_during_its_analysis_is_analyzed_at_its_new_path_with
     engine = client.app[HOST].engine
     write_wav(music_dir / "before.wav", 320)
 
-    async def running():
-        job = await job_of(engine, "before.wav")
-        return job if job is not None and job.state == "running" else None
-
-    await eventually(running, what="the job to run")
+    await eventually(lambda: job_of(engine, "before.wav", "running"), what="the job to run")
     os.rename(music_dir / "before.wav", music_dir / "after.wav")
     await eventually(lambda: job_of(engine, "after.wav"), what="the move to be recorded")
     gate.touch()  # the analysis now reads the path it was claimed with, which is gone
