@@ -62,120 +62,32 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-import av  # noqa: E402
 import numpy as np  # noqa: E402
-import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
 from common import ChildMemory  # noqa: E402
+from musicnn_profile import (  # noqa: E402
+    multiply_adds_per_patch,
+    op_profile,
+    patch_latency,
+    single_core_gflops,
+    time_split,
+)
 from real_music import debian_music, same_album_at_k  # noqa: E402
+from synthetic_music import TRACK_SECONDS, make_tracks  # noqa: E402
 
 from soundspan_plugins.musicnn import MusicnnSettings  # noqa: E402
-from soundspan_plugins.musicnn.frontend import (  # noqa: E402
-    N_MELS,
-    PATCH_FRAMES,
-    SAMPLE_RATE,
-    iter_patch_batches,
-)
-from soundspan_plugins.musicnn.inference import MusicnnTagger  # noqa: E402
 from soundspan_plugins.musicnn.model_cache import ensure_onnx  # noqa: E402
 from soundspan_plugins.musicnn.quantization import MAX_TAG_DIFF, ensure_int8  # noqa: E402
 from soundspan_plugins.musicnn.worker import analyze_file, load_tagger  # noqa: E402
-from soundspan_plugins.shared.audio import decode_mono  # noqa: E402
 from soundspan_plugins.shared.pool import ModelPool  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-REAL_CLIP = REPO / "tests" / "fixtures" / "musicnn" / "anttis_1918.mp3"
-TRACK_SECONDS = 240.0
-RATE = 44100
 DEFAULT_BATCH_SIZE = MusicnnSettings().batch_size  # the plugin's default
-
-
-# --- making 4-minute tracks -------------------------------------------------------------------
-
-
-def write_mp3(path: Path, stereo: np.ndarray) -> None:
-    """Encode [2, n] float32 samples in [-1, 1] at 44.1 kHz as a 192 kb/s MP3."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mp3", rate=RATE)
-        stream.layout = "stereo"
-        stream.bit_rate = 192_000
-        block = 1152 * 64
-        for start in range(0, stereo.shape[1], block):
-            chunk = np.ascontiguousarray(stereo[:, start : start + block], np.float32)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-            frame.sample_rate = RATE
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
-def synthetic_song(seed: int) -> np.ndarray:
-    """4 minutes of chords, bass, drums and noise: [2, n] float32 at 44.1 kHz."""
-    rng = np.random.default_rng(seed)
-    n = int(TRACK_SECONDS * RATE)
-    t = np.arange(n, dtype=np.float64) / RATE
-    bpm = 80 + 10 * seed
-    beat = 60.0 / bpm
-    root = 110.0 * 2 ** (rng.integers(0, 12) / 12)
-    progression = [0, 5, 7, 3] if seed % 2 else [0, 9, 5, 7]
-    bar = 4 * beat
-    chord_index = (t // bar).astype(int) % len(progression)
-    left = np.zeros(n)
-    right = np.zeros(n)
-    for interval in (0, 4 if seed % 3 else 3, 7, 12):
-        frequency = root * 2 ** ((np.take(progression, chord_index) + interval) / 12)
-        phase = 2 * np.pi * np.cumsum(frequency) / RATE
-        voice = sum(np.sin(k * phase) / k**1.5 for k in range(1, 5))
-        left += 0.06 * voice * (1 + 0.3 * np.sin(2 * np.pi * 0.2 * t))
-        right += 0.06 * voice * (1 - 0.3 * np.sin(2 * np.pi * 0.2 * t))
-    bass_frequency = root / 2 * 2 ** (np.take(progression, chord_index) / 12)
-    bass = 0.15 * np.sin(2 * np.pi * np.cumsum(bass_frequency) / RATE)
-    in_beat = np.mod(t, beat)
-    kick = 0.5 * np.sin(2 * np.pi * (50 + 80 * np.exp(-in_beat * 30)) * in_beat)
-    kick *= np.exp(-in_beat * 12)
-    noise = rng.standard_normal(n)
-    off_beat = np.mod(t + beat / 2, beat)
-    snare = 0.2 * noise * np.exp(-off_beat * 20) * (np.mod(t // beat, 2) == 1)
-    eighth = np.mod(t, beat / 2)
-    hat = 0.05 * np.diff(noise, prepend=0) * np.exp(-eighth * 60)
-    drums = kick + snare + hat + 0.01 * noise
-    left += bass + drums
-    right += bass + drums
-    stereo = np.stack([left, right])
-    stereo *= 0.9 / np.abs(stereo).max()
-    return stereo.astype(np.float32)
-
-
-def looped_real_clip() -> np.ndarray:
-    """tests/fixtures/musicnn/anttis_1918.mp3 decoded and looped to 4 minutes, [2, n]."""
-    with av.open(str(REAL_CLIP)) as container:
-        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=RATE)
-        blocks = []
-        for frame in container.decode(audio=0):
-            blocks.extend(out.to_ndarray() for out in resampler.resample(frame))
-        blocks.extend(out.to_ndarray() for out in resampler.resample(None))
-    clip = np.concatenate(blocks, axis=1)
-    n = int(TRACK_SECONDS * RATE)
-    return np.tile(clip, (1, -(-n // clip.shape[1])))[:, :n].astype(np.float32)
-
-
-def make_tracks(folder: Path, synthetic: int) -> list[Path]:
-    """The real clip looped, plus `synthetic` synthetic songs, as 4-minute MP3 files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "anttis_1918_looped.mp3"]
-    write_mp3(paths[0], looped_real_clip())
-    for seed in range(synthetic):
-        paths.append(folder / f"synthetic_{seed}.mp3")
-        write_mp3(paths[-1], synthetic_song(seed))
-    return paths
 
 
 # --- the pool, as the plugin runs it ---------------------------------------------------------
@@ -228,110 +140,6 @@ async def pool_throughput(
         "rss_after_load_mib": sorted(rss / 2**20 for rss in rss_after_load.values()),
         "peak_rss_mib": sorted(rss / 2**20 for rss in memory.peaks.values()),
     }
-
-
-# --- single-core numbers -----------------------------------------------------------------------
-
-
-def multiply_adds_per_patch(onnx_path: Path) -> dict[str, int]:
-    """Multiply-adds of one patch, per op type, from the graph's shapes with batch = 1."""
-    model = onnx.load(str(onnx_path))
-    for value in list(model.graph.input) + list(model.graph.output):
-        dim = value.type.tensor_type.shape.dim[0]
-        dim.ClearField("dim_param")
-        dim.dim_value = 1
-    model = onnx.shape_inference.infer_shapes(model)
-    shapes = {}
-    for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
-        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
-    for tensor in model.graph.initializer:
-        shapes[tensor.name] = list(tensor.dims)
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            weight = shapes[node.input[1]]  # [Cout, Cin/groups, k...]
-            output = shapes[node.output[0]]  # [1, Cout, spatial...]
-            macs = int(np.prod(output)) * int(np.prod(weight[1:]))
-        elif node.op_type in ("Gemm", "MatMul"):
-            a, b = shapes[node.input[0]], shapes[node.input[1]]
-            transposed = any(a.name == "transB" and a.i for a in node.attribute)
-            inner = b[-1] if transposed else b[-2]
-            outer = b[-2] if transposed else b[-1]
-            macs = int(np.prod(a[:-1])) * inner * outer
-        else:
-            continue
-        counts[node.op_type] = counts.get(node.op_type, 0) + macs
-    return counts
-
-
-def single_core_gflops(size: int = 1024, repeats: int = 20) -> float:
-    """Best float32 matmul GFLOP/s (2 flops per multiply-add) with one BLAS thread."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
-
-
-def patch_latency(onnx_path: Path, card, batch: int, runs: int) -> float:
-    """Median seconds per patch of onnxruntime (1 thread) on random patches of `batch`."""
-    tagger = MusicnnTagger(onnx_path, card, threads=1)
-    patches = np.random.default_rng(1).random((batch, PATCH_FRAMES, N_MELS), np.float32) * 3
-    for _ in range(5):
-        tagger.run(patches)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        tagger.run(patches)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) / batch
-
-
-def time_split(onnx_path: Path, card, track: Path, batch_size: int) -> dict[str, float]:
-    """Seconds for one track in one thread: decode alone, front end (decode + mel), inference."""
-    started = time.perf_counter()
-    for _ in decode_mono(track, SAMPLE_RATE):
-        pass
-    decode_s = time.perf_counter() - started
-    started = time.perf_counter()
-    batches = list(iter_patch_batches(track, batch_size))
-    frontend_s = time.perf_counter() - started
-    tagger = MusicnnTagger(onnx_path, card, threads=1)
-    tagger.run(batches[0])
-    started = time.perf_counter()
-    for patches in batches:
-        tagger.run(patches)
-    inference_s = time.perf_counter() - started
-    return {
-        "decode_s": decode_s,
-        "frontend_s": frontend_s,
-        "inference_s": inference_s,
-        "patches": sum(len(batch) for batch in batches),
-    }
-
-
-def op_profile(onnx_path: Path, work: Path, runs: int = 20) -> dict[str, float]:
-    """Milliseconds per patch by operator type (onnxruntime's profiler, 1 thread, batch 1)."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(work / f"profile-{onnx_path.stem}")
-    session = onnxruntime.InferenceSession(str(onnx_path), options)
-    patch = np.random.default_rng(1).random((1, PATCH_FRAMES, N_MELS), np.float32) * 3
-    for _ in range(runs):
-        session.run(None, {session.get_inputs()[0].name: patch})
-    events = json.loads(Path(session.end_profiling()).read_text())
-    by_op: dict[str, float] = {}
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            by_op[op] = by_op.get(op, 0.0) + event["dur"] / 1000 / runs
-    return dict(sorted(by_op.items(), key=lambda item: -item[1]))
 
 
 # --- the run ----------------------------------------------------------------------------------
