@@ -84,14 +84,16 @@ class BenchHost:
     log_path: Path = field(init=False)
     process: subprocess.Popen | None = None
     memory: MemorySampler | None = None
+    workers: ChildMemory | None = None  # with start(sample_workers=True)
 
     def __post_init__(self) -> None:
         self.log_path = self.work / "host.log"
         self.http_port = int(self.env["SOUNDSPAN_PORT"])
         self.database_port = int(self.env["SOUNDSPAN_EMBEDDED_DATABASE_PORT"])
 
-    def start(self, timeout: float = 180.0) -> float:
-        """Start the host and wait for /healthz; returns the seconds it took."""
+    def start(self, timeout: float = 180.0, sample_workers: bool = False) -> float:
+        """Start the host and wait for /healthz; returns the seconds it took. With
+        `sample_workers`, the peak RSS of its worker processes is kept from its launch on."""
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -103,6 +105,9 @@ class BenchHost:
             )
         self.memory = MemorySampler(self.process.pid)
         self.memory.start()
+        if sample_workers:
+            self.workers = ChildMemory(self.process.pid)
+            self.workers.start()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
                 code = self.process.returncode
@@ -141,8 +146,9 @@ class BenchHost:
                 print(f"host did not stop in {timeout} s; killing it", file=sys.stderr)
                 self.process.kill()
                 self.process.wait()
-        if self.memory is not None:
-            self.memory.stopping.set()
+        for sampler in (self.memory, self.workers):
+            if sampler is not None:
+                sampler.stopping.set()
         return self.process.returncode, time.monotonic() - started
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -179,15 +185,17 @@ class BenchHost:
 
 
 class ChildMemory(threading.Thread):
-    """Samples the RSS of this process's child processes every 0.1 s; keeps each one's peak."""
+    """Samples the RSS of the worker processes spawned under `pid` (this process by default)
+    every 0.1 s; keeps each one's peak."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int | None = None) -> None:
         super().__init__(daemon=True)
+        self.pid = pid
         self.peaks: dict[int, int] = {}
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        me = psutil.Process()
+        me = psutil.Process(self.pid)
         while not self.stopping.wait(0.1):
             with contextlib.suppress(psutil.Error):
                 for child in me.children(recursive=True):

@@ -22,7 +22,10 @@ queueing alone (watcher + catalogue).
 Run from the repository root:
 
     .venv/bin/python bench/ingest.py [--files 10000] [--latency-files 50] [--folder-files N]
-                                     [--debounce 1.0] [--workers 4] [--keep]
+                                     [--debounce 1.0] [--workers 4] [--batch-files 500] [--keep]
+
+`--batch-files 1` records settled files one at a time, one transaction each, as ingest did
+before it recorded bursts in batches (issue 16): the same run, before and after.
 """
 
 from __future__ import annotations
@@ -117,7 +120,9 @@ class Tones:
 # --- the host ---------------------------------------------------------------------------------
 
 
-def ingest_environment(work: Path, site: Path, debounce: float, workers: int) -> dict:
+def ingest_environment(
+    work: Path, site: Path, debounce: float, workers: int, batch_files: int
+) -> dict:
     """Only the watcher and noop enabled. The settings a result depends on are set here
     explicitly, at their defaults, so that a changed settings.toml does not change the bench."""
     return host_environment(
@@ -125,6 +130,7 @@ def ingest_environment(work: Path, site: Path, debounce: float, workers: int) ->
         {"watcher", "noop"},
         SOUNDSPAN_WATCHER__DEBOUNCE_SECONDS=str(debounce),
         SOUNDSPAN_WATCHER__POLL_INTERVAL="0.0",  # inotify
+        SOUNDSPAN_WATCHER__BATCH_FILES=str(batch_files),
         SOUNDSPAN_NOOP__WORKERS=str(workers),
         SOUNDSPAN_NOOP__POLL_INTERVAL="5.0",
         PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
@@ -378,7 +384,7 @@ def print_report(args, settings, startup_s, results, peak_rss, stopped, problems
     print(
         f"  {sys.executable} bench/ingest.py --files {args.files} "
         f"--folder-files {args.folder_files} --latency-files {args.latency_files} "
-        f"--debounce {args.debounce} --workers {args.workers}"
+        f"--debounce {args.debounce} --workers {args.workers} --batch-files {args.batch_files}"
     )
     print("settings:")
     for name, value in settings.items():
@@ -437,6 +443,12 @@ def main() -> None:
         default=4,
         help="[noop] workers (default 4); 0: no analysis, only queueing is timed",
     )
+    parser.add_argument(
+        "--batch-files",
+        type=int,
+        default=500,
+        help="[watcher] batch_files (default 500); 1: one file per transaction, as before",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
     args = parser.parse_args()
     if args.folder_files is None:
@@ -446,7 +458,7 @@ def main() -> None:
     site = work / "site"
     install_noop_plugin(site)
     (work / "music").mkdir()
-    env = ingest_environment(work, site, args.debounce, args.workers)
+    env = ingest_environment(work, site, args.debounce, args.workers, args.batch_files)
     host = BenchHost(work, env)
     try:
         startup_s = host.start()

@@ -82,7 +82,9 @@ def soundspan_doctor(
 def soundspan_library_event(host: HostContext, event: LibraryEvent) -> Awaitable[None] | None:
     """A music file appeared, changed, moved or vanished under the music dir.
 
-    Ingest plugins call it; the host answers it by updating tracks and queueing analysis.
+    Ingest plugins call it in the order things happened; the host answers it by updating
+    tracks and queueing analysis. For a burst, call it for many events before awaiting the
+    answers: the host records the events that wait together in one transaction.
     """
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -113,6 +113,7 @@ class AnalyzerInfo:
     poll_interval: float = 5.0  # seconds between looks at the queue for work other hosts added
     # while its model downloads: bytes_done, bytes_total, bytes_per_second, eta_seconds, file
     download: dict | None = None
+    detail: str | None = None  # one line for people about the model: why a precision was refused
 
 
 class UnreadableTrack(Exception):
@@ -178,9 +179,16 @@ class HostContext(Protocol):
         """Every enabled analyzer as it describes itself right now."""
         ...
 
-    def analysis_progress(self, window_minutes: int) -> Awaitable[dict[str, dict]]:
-        """Per analyzer: {"counts": jobs by state over present tracks, "recent": jobs done in
-        the last `window_minutes`}."""
+    def analysis_progress(self) -> Awaitable[dict[str, dict]]:
+        """Per analyzer with jobs: {"counts": jobs by state over present tracks, and the current
+        run's tracks_per_minute, audio_minutes_per_minute, audio_minutes_waiting, eta_seconds,
+        run_started_at}."""
+        ...
+
+    def analysis_notes(self, analyzer_versions: Mapping[str, str]) -> Awaitable[dict[str, dict]]:
+        """Per analyzer: {"queued_because": [{"reason", "jobs"}] of its waiting jobs,
+        "outdated_workers": [{"worker", "version", "last_seen"}] seen working on a version
+        other than `analyzer_versions[name]`}."""
         ...
 
     def tracks_on_record(self) -> Awaitable[dict[str, tuple[int, float]]]:

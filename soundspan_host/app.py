@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,7 +31,8 @@ from soundspan_host.metrics import routes as metrics_routes
 from soundspan_host.middlewares import bearer_token, check_exposure, json_errors
 from soundspan_host.openapi import HOST_OPENAPI, build_spec
 from soundspan_host.plugins import Plugins
-from soundspan_host.queue import AnalysisQueue, analysis_progress
+from soundspan_host.progress import analysis_progress
+from soundspan_host.queue import AnalysisQueue, queued_reasons
 from soundspan_host.request_guards import (
     allow_cross_origin,
     allowed_host_names,
@@ -40,6 +41,7 @@ from soundspan_host.request_guards import (
     same_origin_changes,
 )
 from soundspan_host.settings import HostSettings
+from soundspan_host.worker_registry import outdated_workers
 from soundspan_host.workers import DATABASE_ERRORS, AnalyzerWorker
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,19 @@ class Host:
         assert self.catalog is not None, "only a host keeps the catalogue"
         return await self.catalog.tracks_on_record()
 
-    async def analysis_progress(self, window_minutes: int) -> dict[str, dict]:
-        return await analysis_progress(self.engine, window_minutes)
+    async def analysis_progress(self) -> dict[str, dict]:
+        return await analysis_progress(self.engine, self.plugins.settings.host.queue_policy)
+
+    async def analysis_notes(self, analyzer_versions: Mapping[str, str]) -> dict[str, dict]:
+        reasons = await queued_reasons(self.engine)
+        outdated = await outdated_workers(self.engine, analyzer_versions)
+        return {
+            name: {
+                "queued_because": reasons.get(name, []),
+                "outdated_workers": outdated.get(name, []),
+            }
+            for name in analyzer_versions
+        }
 
     async def describe_analyzers(self) -> list[AnalyzerInfo]:
         return [info for info in await self.call("soundspan_analyzer", host=self) if info]

@@ -11,18 +11,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-from rich.table import Table
+from rich.progress import TaskID
+from rich.text import Text
 
 from soundspan_host.app import create_app, run_analysis_worker
 from soundspan_host.cli_tables import (
-    add_row,
-    download_note,
-    duration_text,
+    Column,
+    fitted_table,
+    make_console,
+    progress_bars,
+    progress_fields,
     results_table,
-    weights_word,
+    status_view,
 )
 from soundspan_host.client import ApiError, HostClient, connect
 from soundspan_host.doctor import run_checks
@@ -31,8 +32,8 @@ from soundspan_host.plugins import load_plugins
 from soundspan_host.serving import configure_logging, serve_until_stopped, until_stopped
 from soundspan_host.settings import read_settings
 
-console = Console()
-error_console = Console(stderr=True)
+console = make_console()
+error_console = make_console(stderr=True)
 
 cli = typer.Typer(
     help="Keeps a neural vibe index of a music folder and serves it over REST.",
@@ -94,16 +95,8 @@ async def scan_library(client: HostClient, wait: bool) -> None:
 
 
 async def show_progress(client: HostClient, poll_seconds: float = 1.0) -> None:
-    """Progress bars per analyzer (done/total, tracks/min, ETA) until the queue is drained."""
-    columns = (
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8} tracks/min"),
-        TextColumn("ETA {task.fields[eta]}"),
-        TextColumn("{task.fields[note]}"),
-    )
-    with Progress(*columns, console=console) as progress:
+    """Progress bars per analyzer (done/total, rates, ETA) until the queue is drained."""
+    with progress_bars(console) as progress:
         bars: dict[str, TaskID] = {}
         while True:
             scanning = (await client.get("/api/library/scan"))["scanning"]
@@ -111,15 +104,8 @@ async def show_progress(client: HostClient, poll_seconds: float = 1.0) -> None:
             busy = scanning
             for analyzer in status["analyzers"]:
                 counts = analyzer["counts"]
-                total = sum(counts.values())
-                waiting = counts["pending"] + counts["running"]
-                note = f"{counts['failed']} failed" if counts["failed"] else ""
-                fields = {
-                    "rate": f"{analyzer['tracks_per_minute']:.1f}",
-                    "eta": duration_text(analyzer["eta_seconds"] if waiting else None),
-                    "note": download_note(analyzer.get("download"))
-                    or (analyzer["state"] if analyzer["state"] != "ready" else note),
-                }
+                total, waiting = sum(counts.values()), counts["pending"] + counts["running"]
+                fields = progress_fields(analyzer, wide=console.width >= 100)
                 name = analyzer["name"]
                 if name not in bars:
                     bars[name] = progress.add_task(name, total=total, **fields)
@@ -139,39 +125,8 @@ def status(settings: SettingsOption = None) -> None:
 
 
 async def show_status(client: HostClient) -> None:
-    answer = await client.get("/api/vibe/status")
-    table = Table(title="soundspan analyzers")
-    for column in ("analyzer", "model", "weights", "device", "state"):
-        table.add_column(column, overflow="fold")
-    for column in ("done", "waiting", "failed", "per min", "ETA"):
-        table.add_column(column, justify="right", no_wrap=True)
-    reasons = []
-    for analyzer in answer["analyzers"]:
-        counts = analyzer["counts"]
-        waiting = counts["pending"] + counts["running"]
-        add_row(
-            table,
-            analyzer["name"],
-            analyzer["model_id"],
-            weights_word(analyzer),
-            analyzer["device"],
-            analyzer["state"],
-            f"{counts['done']}/{sum(counts.values())}",
-            str(waiting),
-            str(counts["failed"]),
-            f"{analyzer['tracks_per_minute']:.1f}",
-            duration_text(analyzer["eta_seconds"] if waiting else None),
-        )
-        if analyzer["reason"]:
-            reasons.append(f"{analyzer['name']}: {analyzer['reason']}")
-    console.print(table)
-    for reason in reasons:
-        console.print(escape(reason))
-    library = answer["library"]
-    console.print(
-        f"library: {library['tracks']} tracks ({library['distinct_contents']} distinct),"
-        f" {library['missing']} missing"
-    )
+    for part in status_view(console, await client.get("/api/vibe/status")):
+        console.print(part)
 
 
 @cli.command()
@@ -189,7 +144,7 @@ async def show_search(client: HostClient, text: str, limit: int) -> None:
     title = f"{text!r} by {answer['analyzer']}"
     if answer.get("matched_tags") is not None:
         title += f" (tags: {', '.join(answer['matched_tags']) or 'none matched'})"
-    console.print(results_table(title, answer["results"]))
+    console.print(results_table(console, title, answer["results"]))
 
 
 @cli.command()
@@ -207,7 +162,7 @@ async def show_similar(client: HostClient, track: str, limit: int, analyzer: str
     track_id = await resolve_track(client, track, client.settings.music_dir)
     answer = await client.get(f"/api/vibe/similar/{track_id}", limit=limit, analyzer=analyzer)
     title = f"like {answer['track']['path']} by {answer['analyzer']}"
-    console.print(results_table(title, answer["results"]))
+    console.print(results_table(console, title, answer["results"]))
 
 
 async def resolve_track(client: HostClient, given: str, music_dir: Path) -> str:
@@ -236,18 +191,22 @@ def failed(
 
 async def show_failed(client: HostClient, retry: bool, analyzer: str | None, limit: int) -> None:
     answer = await client.get("/api/analysis/failures", analyzer=analyzer, limit=limit)
-    table = Table(title=f"failed analyses: {answer['total']}")
-    for column in ("file", "analyzer", "attempts", "reason"):
-        table.add_column(column, overflow="fold")
-    for failure in answer["failures"]:
-        add_row(
-            table,
-            failure["track"]["path"],
+    columns = (
+        Column("file", wraps=True),
+        Column("analyzer"),
+        Column("attempts", justify="right"),
+        Column("reason", under="file"),
+    )
+    rows = [
+        (
+            Text(failure["track"]["path"], style="bold"),
             failure["analyzer"],
             str(failure["attempts"]),
             failure["error"] or "",
         )
-    console.print(table)
+        for failure in answer["failures"]
+    ]
+    console.print(fitted_table(console, f"failed analyses: {answer['total']}", columns, rows))
     if retry:
         body = {"analyzer": analyzer} if analyzer else {}
         requeued = (await client.post("/api/analysis/retry", body))["requeued"]
@@ -266,12 +225,12 @@ def unmatched(
 async def show_unmatched(client: HostClient, limit: int) -> None:
     status = await client.get("/api/subsonic/status")
     answer = await client.get("/api/subsonic/unmatched", limit=limit)
-    table = Table(title=f"tracks without a song on the server: {answer['total']}")
-    for column in ("file", "reason"):
-        table.add_column(column, overflow="fold")
-    for item in answer["tracks"]:
-        add_row(table, item["track"]["path"], item["reason"])
-    console.print(table)
+    title = f"tracks without a song on the server: {answer['total']}"
+    columns = (Column("file", wraps=True), Column("reason", under="file"))
+    rows = [
+        (Text(item["track"]["path"], style="bold"), item["reason"]) for item in answer["tracks"]
+    ]
+    console.print(fitted_table(console, title, columns, rows))
     if status["error"]:
         console.print(f"last refresh failed: {escape(status['error'])}")
 
@@ -334,17 +293,20 @@ async def send_playlist(
 @cli.command()
 def doctor(settings: SettingsOption = None) -> None:
     """Check the settings, folders, database, models and GPU, and say what to fix."""
-    marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
-    table = Table(title="soundspan doctor")
-    for column in ("check", "", "finding", "what to do"):
-        table.add_column(column, overflow="fold")
+    marks = {"ok": Text("ok", "green"), "warn": Text("warn", "yellow"), "fail": Text("FAIL", "red")}
+    columns = (
+        Column("check"),
+        Column(""),
+        Column("finding", wraps=True),
+        Column("what to do", under="finding"),
+    )
     logging.basicConfig(level=logging.ERROR)  # the table says it all, once
     checks = run_checks(settings)
-    for check in checks:
-        table.add_row(
-            escape(check.name), marks[check.status], escape(check.detail), escape(check.fix or "")
-        )
-    console.print(table)
+    rows = [
+        (check.name, marks[check.status], check.detail, Text(check.fix or "", style="yellow"))
+        for check in checks
+    ]
+    console.print(fitted_table(console, "soundspan doctor", columns, rows))
     failed = [check.name for check in checks if check.status == "fail"]
     if failed:
         console.print(f"[red]{len(failed)} problem(s) to fix:[/] {', '.join(failed)}")

@@ -17,7 +17,6 @@ from prometheus_client import (
 )
 
 from soundspan_hooks import HOST
-from soundspan_host.queue import analysis_progress
 
 ANALYSIS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 routes = web.RouteTableDef()
@@ -96,7 +95,7 @@ METRICS = web.AppKey("soundspan_metrics", Metrics)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; the queue figures are read from the database at each scrape."""
     collected = request.app[METRICS]
-    progress = await analysis_progress(request.app[HOST].engine, window_minutes=10)
+    progress = await request.app[HOST].analysis_progress()
     for analyzer, entry in progress.items():
         counts = entry["counts"]
         collected.queue_depth.labels(analyzer).set(counts["pending"] + counts["running"])

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from soundspan_hooks import StoreResult
-from soundspan_host.catalog import PRIORITY_NEW_FILE, PRIORITY_REANALYSIS
+from soundspan_host.library_writes import PRIORITY_NEW_FILE, PRIORITY_REANALYSIS
 
 
 class LeaseLost(Exception):
@@ -51,6 +51,12 @@ class QueuePolicy:
 
 DEADLINE_AUDIO_CAP_MINUTES = 180.0
 
+# why a job waits, as the status shows it (a model update names its versions)
+NEW_ANALYZER = "new analyzer"
+NO_RESULT_YET = "no result yet (added while the analyzer was off)"
+RETRY_AFTER_FAILURE = "retry after a failed attempt"
+RETRIED_BY_HAND = "retried by hand"
+
 
 @dataclass(frozen=True)
 class Job:
@@ -79,7 +85,8 @@ class AnalysisQueue:
         per analyzer, the jobs queued and the versions they replace.
 
         These jobs rank behind new files, so fresh additions are analyzed first. Results
-        stay until their replacements are stored, so nothing disappears meanwhile.
+        stay until their replacements are stored, so nothing disappears meanwhile. Each job
+        says why it was queued (see `queued_reasons`).
         """
         queued = {}
         async with self.engine.begin() as connection:
@@ -92,22 +99,32 @@ class AnalysisQueue:
                     ),
                     params,
                 )
+                had_jobs = await connection.execute(
+                    text("SELECT EXISTS (SELECT 1 FROM analysis_jobs WHERE analyzer = :analyzer)"),
+                    params,
+                )
                 outdated = await connection.execute(
                     text(
                         "UPDATE analysis_jobs SET version = :version, state = 'pending',"
                         " attempts = 0, error = NULL, not_before = now(), priority = :priority,"
-                        " lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL"
+                        " lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL,"
+                        " queued_because = 'model updated: ' || version || ' -> ' || :version"
                         " WHERE analyzer = :analyzer AND version <> :version"
                     ),
                     {**params, "priority": PRIORITY_REANALYSIS},
                 )
                 missing = await connection.execute(
                     text(
-                        "INSERT INTO analysis_jobs (content_id, analyzer, version, priority)"
-                        " SELECT c.id, :analyzer, :version, :priority FROM contents c"
+                        "INSERT INTO analysis_jobs"
+                        " (content_id, analyzer, version, priority, queued_because)"
+                        " SELECT c.id, :analyzer, :version, :priority, :reason FROM contents c"
                         " ON CONFLICT DO NOTHING"
                     ),
-                    {**params, "priority": PRIORITY_REANALYSIS},
+                    {
+                        **params,
+                        "priority": PRIORITY_REANALYSIS,
+                        "reason": NO_RESULT_YET if had_jobs.scalar() else NEW_ANALYZER,
+                    },
                 )
                 queued[analyzer] = (
                     outdated.rowcount + missing.rowcount,
@@ -251,6 +268,7 @@ class AnalysisQueue:
                 text(
                     "UPDATE analysis_jobs SET state = :state, error = :reason,"
                     " not_before = now() + make_interval(secs => :delay),"
+                    " queued_because = CASE WHEN :final THEN queued_because ELSE :retry END,"
                     " finished_at = CASE WHEN :final THEN now() END,"
                     " lease_owner = NULL, lease_expires_at = NULL"
                     " WHERE content_id = :content_id AND analyzer = :analyzer"
@@ -262,6 +280,7 @@ class AnalysisQueue:
                     "reason": reason,
                     "delay": 0.0 if final else delay,
                     "final": final,
+                    "retry": RETRY_AFTER_FAILURE,
                 },
             )
         return final
@@ -303,37 +322,38 @@ async def retry_failed(
         retried = await connection.execute(
             text(
                 "UPDATE analysis_jobs j SET state = 'pending', attempts = 0, error = NULL,"
-                " not_before = now(), finished_at = NULL, priority = :priority"
+                " not_before = now(), finished_at = NULL, priority = :priority,"
+                " queued_because = :reason"
                 " WHERE j.state = 'failed'"
                 " AND (CAST(:analyzer AS text) IS NULL OR j.analyzer = :analyzer)"
                 " AND (CAST(:track_ids AS text[]) IS NULL OR j.content_id IN"
                 "  (SELECT t.content_id FROM tracks t WHERE t.id = ANY(:track_ids)))"
             ),
-            {"analyzer": analyzer, "track_ids": track_ids, "priority": PRIORITY_NEW_FILE},
+            {
+                "analyzer": analyzer,
+                "track_ids": track_ids,
+                "priority": PRIORITY_NEW_FILE,
+                "reason": RETRIED_BY_HAND,
+            },
         )
         return retried.rowcount
 
 
-async def analysis_progress(engine: AsyncEngine, window_minutes: int) -> dict[str, dict]:
-    """Per analyzer: jobs by state over present content, and jobs done in the last minutes."""
+async def queued_reasons(engine: AsyncEngine) -> dict[str, list[dict]]:
+    """Per analyzer, why its waiting jobs (pending or running, present tracks) were queued:
+    `[{"reason": str, "jobs": int}]`, the largest group first."""
     async with engine.connect() as connection:
         rows = await connection.execute(
             text(
-                "SELECT j.analyzer, j.state, count(*) AS jobs,"
-                " count(*) FILTER (WHERE j.state = 'done'"
-                "  AND j.finished_at > now() - make_interval(mins => :window)) AS recent"
-                " FROM analysis_jobs j WHERE EXISTS (SELECT 1 FROM tracks t"
-                " WHERE t.content_id = j.content_id AND t.missing_since IS NULL)"
-                " GROUP BY j.analyzer, j.state"
-            ),
-            {"window": window_minutes},
-        )
-        progress: dict[str, dict] = {}
-        for row in rows:
-            entry = progress.setdefault(
-                row.analyzer,
-                {"counts": {"done": 0, "pending": 0, "running": 0, "failed": 0}, "recent": 0},
+                "SELECT j.analyzer, j.queued_because AS reason, count(*) AS jobs"
+                " FROM analysis_jobs j WHERE j.state IN ('pending', 'running')"
+                " AND EXISTS (SELECT 1 FROM tracks t"
+                "  WHERE t.content_id = j.content_id AND t.missing_since IS NULL)"
+                " GROUP BY j.analyzer, j.queued_because"
+                " ORDER BY j.analyzer, jobs DESC, reason"
             )
-            entry["counts"][row.state] = row.jobs
-            entry["recent"] += row.recent
-        return progress
+        )
+        reasons: dict[str, list[dict]] = {}
+        for row in rows:
+            reasons.setdefault(row.analyzer, []).append({"reason": row.reason, "jobs": row.jobs})
+        return reasons

@@ -18,10 +18,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from soundspan_hooks import AnalyzerInfo, HostContext, TrackFile, UnreadableTrack
 from soundspan_host.metrics import Metrics
 from soundspan_host.queue import AnalysisQueue, Job, LeaseLost
+from soundspan_host.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
 DATABASE_ERRORS = (OSError, DBAPIError, SQLAlchemyError)
+# how often a worker refreshes its row in the registry (never more often than it polls):
+# well inside worker_registry.WORKER_SEEN_MINUTES, so a live worker never drops out of the status
+REGISTRY_REFRESH_SECONDS = 30.0
 
 
 class AnalysisOverdue(Exception):
@@ -60,6 +64,8 @@ class AnalyzerWorker:
         self.wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._versions_waiting: list[str] = []
+        self.registry = WorkerRegistry(queue.engine, queue.owner)
+        self._registry_refresh_due = 0.0  # time.monotonic() of the next refresh
 
     def jobs_added(self) -> None:
         """Look at the queue now rather than at the next poll."""
@@ -69,6 +75,7 @@ class AnalyzerWorker:
         """Claim and run jobs until cancelled; in-flight jobs are cancelled with it."""
         try:
             while True:
+                await self._say_present()
                 free = self.analyzer.workers - len(self._in_flight)
                 ready = free > 0 and await self._analyzer_ready()
                 claimed = await self._claim(free) if ready else []
@@ -82,6 +89,23 @@ class AnalyzerWorker:
             for task in self._in_flight:
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+            with contextlib.suppress(*DATABASE_ERRORS):  # else its row ages out of the registry
+                await self.registry.stopped_working(self.analyzer.name)
+
+    async def _say_present(self) -> None:
+        """Keep this worker's row in the registry fresh: the host names a worker whose model
+        differs from its own, since such a worker takes none of its jobs."""
+        now = time.monotonic()
+        if now < self._registry_refresh_due:
+            return
+        try:
+            await self.registry.seen_working(self.analyzer.name, self.analyzer.version)
+        except DATABASE_ERRORS as error:  # the claim that follows says the queue is away
+            log.debug("%s: could not refresh the worker registry (%s)", self.analyzer.name, error)
+            return
+        self._registry_refresh_due = now + max(
+            self.analyzer.poll_interval, REGISTRY_REFRESH_SECONDS
+        )
 
     async def _claim(self, free: int) -> list[Job]:
         name, version = self.analyzer.name, self.analyzer.version

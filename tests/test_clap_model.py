@@ -23,13 +23,11 @@ from transformers import AutoTokenizer, ClapConfig, ClapModel, RobertaTokenizer
 
 from soundspan_plugins.clap.embedding import (
     HALF_PRECISION_MIN_COSINE,
-    MIN_TAIL_SECONDS,
     embed_text,
     embed_track,
     embed_windows,
     embedding_agreement,
     placed,
-    select_windows,
 )
 from soundspan_plugins.clap.laion_checkpoint import (
     UNTRAINED_MARKER,
@@ -44,8 +42,8 @@ from soundspan_plugins.clap.preprocessing import (
     ROBERTA_SPECIAL_IDS,
     ROBERTA_VOCAB_SIZE,
     _checked_tokenizer,
-    int16_round_trip,
 )
+from soundspan_plugins.clap.windows import MIN_TAIL_SECONDS, int16_round_trip, select_windows
 from tests.clap_models import (
     PROJECTION_DIM,
     TEXTS,

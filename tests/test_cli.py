@@ -6,18 +6,25 @@ broken file whose analysis fails with a reason. The module's host keeps that lib
 (a retry ends where it began); a test that adds files or stops its host has a host of its own.
 """
 
+import fcntl
 import json
 import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from rich.text import Text
 
 from tests.conftest import TESTS, install_plugin
 from tests.processes import DrainedProcess, serving_port, wait_healthy
+from tests.test_cli_width import assert_plain, assert_words_whole
 from tests.test_vibe_journeys import OTHERS, arc_vector, write_vector_wav
 
 BROKEN = "broken.wav"
@@ -70,17 +77,60 @@ def stop(process: DrainedProcess) -> None:
 
 
 def cli(env: dict[str, str], *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    """The command with its output in pipes, as a script would read it."""
+    done = subprocess.run(
         [sys.executable, "-m", "soundspan_host", *arguments],
-        env={**env, "COLUMNS": "200"},
+        env={**env, "COLUMNS": "40"},  # a pipe has no width: its rows never wrap
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+    assert_plain(done.stdout)
+    return done
+
+
+def terminal_cli(env: dict[str, str], width: int, *arguments: str) -> str:
+    """What a person reads (the output less its colour codes) after the command ran in a real
+    terminal, a pseudo-terminal `width` columns wide."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "soundspan_host", *arguments],
+        env={**env, "COLUMNS": str(width)},
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = bytearray()
+    deadline = time.monotonic() + 120
+    try:
+        while select.select([leader], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(leader)
+    assert process.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, output.decode()
+    return Text.from_ansi(output.decode().replace("\r\n", "\n")).plain
 
 
 def get_json(port: int, path: str):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        return json.load(answer)
+
+
+def post_json(port: int, path: str, body: dict):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
         return json.load(answer)
 
 
@@ -113,8 +163,9 @@ def test_status_shows_each_analyzer_and_its_progress(host):
     env, *_ = host
     done = cli(env, "status")
     assert done.returncode == 0, done.stderr
-    assert "vectors" in done.stdout and "first-samples" in done.stdout
-    assert "untrained" in done.stdout and "7/8" in done.stdout  # the broken file failed
+    assert "vectors: first-samples, untrained weights, ready on cpu" in done.stdout
+    [row] = [line.split() for line in done.stdout.splitlines() if line.startswith("vectors ")]
+    assert row[:5] == ["vectors", "ready", "7/8", "0", "1"]  # the broken file failed
     assert "library: 8 tracks" in done.stdout
 
 
@@ -145,11 +196,56 @@ def test_failed_shows_reasons_and_retry_queues_them_again(host):
     done = cli(env, "failed")
     assert done.returncode == 0, done.stderr
     assert "failed analyses: 1" in done.stdout
-    assert BROKEN in done.stdout and "not a readable WAV file" in done.stdout
+    [row] = [line for line in done.stdout.splitlines() if line.startswith(BROKEN)]
+    assert "vectors" in row and "not a readable WAV file" in row  # a row is one line
     retried = cli(env, "failed", "--retry")
     assert "queued 1 again" in retried.stdout
     wait_settled(port, TRACKS)
     assert get_json(port, "/api/analysis/failures")["total"] == 1  # broken again, not lost
+
+
+def table_texts(port: int, command: str) -> list[str]:
+    """What the command's table must show, from the API (or fixed words the command adds)."""
+    if command == "status":
+        [vectors] = get_json(port, "/api/vibe/status")["analyzers"]
+        model = f"vectors: {vectors['model_id']}, untrained weights, ready on cpu"
+        return ["analyzer state done ETA vectors ready 7/8", model]
+    if command == "search":
+        found = post_json(port, "/api/vibe/search", {"text": "south", "limit": 5})["results"]
+        return ["'south' by vectors-tags (tags: south)", *(r["track"]["path"] for r in found)]
+    if command == "failed":
+        [failure] = get_json(port, "/api/analysis/failures")["failures"]
+        return ["failed analyses: 1", f"{BROKEN} vectors", failure["error"]]
+    return [  # doctor: its checks and findings (their paths, of pytest's, may fold)
+        "music dir data dir database a running host has it playlists inotify",
+        "nothing stops the host from running",
+    ]
+
+
+COMMANDS = {
+    "status": ("status",),
+    "search": ("search", "south", "--limit", "5"),
+    "failed": ("failed",),
+    "doctor": ("doctor",),
+}
+
+
+@pytest.mark.parametrize(
+    "width, command",
+    [
+        (80, "status"),
+        (80, "search"),
+        (80, "failed"),
+        (80, "doctor"),
+        (60, "status"),
+        (60, "doctor"),
+    ],
+)
+def test_tables_keep_every_word_whole_in_a_narrow_terminal(host, width, command):
+    # `similar` shares `search`'s table; test_cli_width.py renders every layout at both widths
+    env, port, *_ = host
+    screen = terminal_cli(env, width, *COMMANDS[command])
+    assert_words_whole(screen, table_texts(port, command), width)
 
 
 def test_scan_waits_with_progress_until_new_files_are_analyzed(tmp_path, database_url):

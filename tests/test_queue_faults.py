@@ -13,7 +13,9 @@ from soundspan_host.database import async_url
 from soundspan_host.database.embedded import EmbeddedPostgres
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import load_plugins
+from soundspan_host.queue import AnalysisQueue, QueuePolicy, queued_reasons, retry_failed
 from soundspan_host.settings import read_settings
+from soundspan_host.worker_registry import WorkerRegistry
 from tests.library import (
     eventually,
     jobs,
@@ -239,3 +241,64 @@ async def test_tracks_gone_past_the_grace_period_are_forgotten_with_their_analys
 
 async def _forgotten(engine, path):
     return path not in await tracks(engine)
+
+
+async def test_the_queue_says_why_each_job_waits(
+    write_settings, toy_analyzer, aiohttp_client, music_dir
+):
+    # this host only catalogues (toy version 1); the test works the queue as a worker would
+    client = await aiohttp_client(create_app(write_settings(FAST + "workers = 0\n")))
+    engine = client.app[HOST].engine
+    for name, frequency in [("a", 100), ("b", 200), ("c", 300)]:
+        write_wav(music_dir / f"{name}.wav", frequency)
+    await eventually(lambda: _queued(engine, 3), what="three new files queued")
+    assert await queued_reasons(engine) == {"toy": [{"reason": "new or changed audio", "jobs": 3}]}
+
+    queue = AnalysisQueue(engine, QueuePolicy(), owner=f"test:{os.getpid()}:reasons")
+    done, flaky, broken = await queue.claim("toy", "1", 3)
+    await queue.complete(done, _store_nothing)
+    await queue.fail(flaky, "EIO", permanent=False)
+    await queue.fail(broken, "not audio", permanent=True)
+    assert await queued_reasons(engine) == {
+        "toy": [{"reason": "retry after a failed attempt", "jobs": 1}]
+    }
+    assert await retry_failed(engine, "toy", None) == 1
+    assert await queued_reasons(engine) == {
+        "toy": [
+            {"reason": "retried by hand", "jobs": 1},
+            {"reason": "retry after a failed attempt", "jobs": 1},
+        ]
+    }
+    # the status API says the same, and names a worker left on another model
+    await WorkerRegistry(engine, "old-box:1:a").seen_working("toy", "0")
+    toy = await _toy_status(client)
+    assert toy["queued_because"] == (await queued_reasons(engine))["toy"]
+    assert [worker["worker"] for worker in toy["outdated_workers"]] == ["old-box:1:a"]
+    assert toy["outdated_workers"][0]["version"] == "0"
+
+    # a new model for toy, and a second analyzer that never ran here
+    await queue.requeue_outdated({"toy": "2", "other": "x1"})
+    write_wav(music_dir / "d.wav", 400)  # the catalogue still queues toy version 1 for it
+    await eventually(lambda: _queued(engine, 4), what="the new file queued")
+    await queue.requeue_outdated({"toy": "2", "other": "x1"})
+    assert await queued_reasons(engine) == {
+        "other": [
+            {"reason": "new analyzer", "jobs": 3},
+            {"reason": "no result yet (added while the analyzer was off)", "jobs": 1},
+        ],
+        "toy": [{"reason": "model updated: 1 -> 2", "jobs": 4}],
+    }
+    # a gone track's job waits for nothing anyone needs: it is not counted
+    (music_dir / "a.wav").unlink()
+    await eventually(lambda: present_paths(engine, {"b.wav", "c.wav", "d.wav"}), what="gone")
+    assert {reason["jobs"] for reason in (await queued_reasons(engine))["toy"]} == {3}
+
+
+async def _toy_status(client) -> dict:
+    answer = await client.get("/api/vibe/status")
+    assert answer.status == 200
+    return next(entry for entry in (await answer.json())["analyzers"] if entry["name"] == "toy")
+
+
+async def _store_nothing(connection):
+    """A result with nothing to store: this test is about the job, not the analysis."""

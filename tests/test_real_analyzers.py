@@ -166,9 +166,10 @@ def test_the_cli_agrees_with_the_api(both_analyzers):
     env, port, tmp, _, tiny_clap = both_analyzers
     status = cli(env, "status")
     assert status.returncode == 0, status.stderr
-    rows = {line.split("│")[1].strip(): line for line in status.stdout.splitlines() if "│" in line}
-    assert "│ trained" in rows["musicnn"] and "3/3" in rows["musicnn"]
-    assert "│ untrained" in rows["clap"] and "3/3" in rows["clap"]
+    rows = {line.split()[0]: line.split() for line in status.stdout.splitlines() if line.strip()}
+    assert rows["musicnn"][1:3] == ["ready", "3/3"] and rows["clap"][1:3] == ["ready", "3/3"]
+    assert "musicnn: MSD_musicnn, trained weights, ready on cpu" in status.stdout
+    assert "untrained weights, ready on cpu" in status.stdout  # the tests' tiny CLAP
     assert "library: 3 tracks (3 distinct), 0 missing" in status.stdout
 
     search = cli(env, "search", "electronic pop")

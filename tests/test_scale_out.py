@@ -1,18 +1,22 @@
 """Scale-out without Docker: a host with its own embedded PostgreSQL listening on localhost and
 two `soundspan-host worker` processes share one queue. The workers see the library under
 another folder, as a second machine would mount it, and reach the database as a user would
-tell them to: with the URL and the password the host's data dir holds."""
+tell them to: with the URL and the password the host's data dir holds. A worker left on an old
+model takes none of the host's jobs, and the host can name it."""
 
 import os
 import signal
+import time
 
 import psutil
+from sqlalchemy import text
 
 from soundspan_hooks import HOST
 from soundspan_host.app import create_app
 from soundspan_host.database.embedded_access import worker_url
 from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import read_settings
+from soundspan_host.worker_registry import WorkerRegistry, outdated_workers
 from tests.library import (
     eventually,
     jobs,
@@ -126,3 +130,83 @@ async def _frozen_mid_job(engine, worker: DrainedProcess, database_port: int) ->
 
 async def _stopped(process: psutil.Process) -> bool:
     return process.status() == psutil.STATUS_STOPPED
+
+
+async def test_a_worker_left_on_an_old_model_is_named_until_it_stops_or_ages_out(
+    write_settings, toy_analyzer, aiohttp_client, music_dir, database_url, tmp_path
+):
+    # the host has toy version toy-2 (no env value that reads as a number) and analyzes nothing
+    host_settings = '[watcher]\ndebounce_seconds = 0.2\n[toy]\nversion = "toy-2"\nworkers = 0\n'
+    client = await aiohttp_client(create_app(write_settings(host_settings)))
+    engine = client.app[HOST].engine
+    release = tmp_path / "release"
+    current = start_worker(
+        database_url, music_dir, toy_analyzer, version="toy-2", hold_until=str(release)
+    )
+    outdated = start_worker(database_url, music_dir, toy_analyzer, version="toy-1")
+    try:
+        named = await eventually(
+            lambda: _named_outdated(engine, [current, outdated]), timeout=60, what="both seen"
+        )
+        assert [(worker["version"], _pid(worker)) for worker in named] == [("toy-1", outdated.pid)]
+        assert abs(named[0]["last_seen"] - time.time()) < 60
+
+        write_wav(music_dir / "new.wav", 700)  # held in the current worker meanwhile
+        await eventually(lambda: _said(outdated, "jobs wait for model version toy-2"), 60)
+        release.touch()
+        await eventually(lambda: settled(engine, 1), timeout=60, what="the current worker's job")
+
+        # killed, it cannot say it stopped: named until it ages out, then purged
+        outdated.send_signal(signal.SIGKILL)
+        outdated.wait()
+        assert [_pid(worker) for worker in await _outdated(engine)] == [outdated.pid]
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE analysis_workers SET last_seen = now() - interval '6 minutes'"
+                    " WHERE owner LIKE :owner"
+                ),
+                {"owner": f"%:{outdated.pid}:%"},
+            )
+        assert await _outdated(engine) == []
+        probe = WorkerRegistry(engine, owner=f"test:{os.getpid()}:probe")
+        await probe.seen_working("toy", "toy-2")  # any worker's refresh purges the aged rows
+        await probe.stopped_working("toy")
+        assert await _registered_pids(engine) == [current.pid]
+
+        current.terminate()  # a clean stop leaves the registry at once
+        current.communicate(timeout=30)
+        assert current.returncode == 0, current.output()
+        assert await _registered_pids(engine) == []
+    finally:
+        release.touch()
+        for worker in (current, outdated):
+            if worker.poll() is None:
+                worker.terminate()
+            worker.communicate(timeout=30)
+
+
+async def _outdated(engine) -> list[dict]:
+    return (await outdated_workers(engine, {"toy": "toy-2"})).get("toy", [])
+
+
+async def _named_outdated(engine, workers: list[DrainedProcess]) -> list[dict]:
+    """The outdated workers, once every one of `workers` has registered."""
+    for worker in workers:
+        assert worker.poll() is None, worker.output()
+    if len(await _registered_pids(engine)) < len(workers):
+        return []
+    return await _outdated(engine)
+
+
+async def _registered_pids(engine) -> list[int]:
+    owners = await rows(engine, "SELECT owner FROM analysis_workers ORDER BY owner")
+    return [int(row.owner.split(":")[1]) for row in owners]
+
+
+async def _said(worker: DrainedProcess, words: str) -> bool:
+    return words in worker.output()
+
+
+def _pid(worker: dict) -> int:
+    return int(worker["worker"].split(":")[1])

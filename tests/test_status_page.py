@@ -16,6 +16,7 @@ import pytest
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from soundspan_hooks import HOST
+from soundspan_host import __version__
 from soundspan_host.app import create_app
 from tests.library import eventually, settled
 from tests.test_subsonic_playlists import SOUTH as SUBSONIC_SOUTH
@@ -121,6 +122,9 @@ async def test_the_status_page_shows_progress_failures_search_similar_and_the_ma
     await expect(card).to_contain_text("untrained weights")
     await expect(card).to_contain_text("first-samples")
     await expect(page.locator("#library")).to_contain_text(f"{tracks} tracks")
+    await expect(page.locator("#host-line")).to_have_text(
+        f"soundspan host {__version__} · database ok"
+    )
 
     failure = page.locator("#failures tbody tr")
     await expect(failure).to_have_count(1)

@@ -131,9 +131,49 @@ async def test_status_counts_progress_per_analyzer(library):
     [toy] = body["analyzers"]
     assert toy["name"] == "toy" and toy["trained"] is False and toy["state"] == "ready"
     assert toy["counts"] == {"done": 4, "pending": 0, "running": 0, "failed": 0}
-    assert toy["tracks_per_minute"] == pytest.approx(0.4)  # 4 in the last 10 minutes
-    assert toy["eta_seconds"] is None or toy["eta_seconds"] == 0
+    # nothing waits: no run is on, so no pace and no ETA
+    assert toy["tracks_per_minute"] is None and toy["audio_minutes_per_minute"] is None
+    assert toy["audio_minutes_waiting"] == 0 and toy["eta_seconds"] is None
+    assert toy["run_started_at"] is None
     assert body["library"] == {"tracks": 5, "missing": 0, "distinct_contents": 4}
+
+
+async def test_status_measures_the_current_run_and_the_audio_waiting(
+    write_settings, toy_analyzer, aiohttp_client, music_dir
+):
+    # one worker, each analysis at least 0.4 s: the run is caught with some tones done and
+    # some waiting, however fast the machine
+    settings = FAST + "workers = 1\ndelay_seconds = 0.4\n"
+    client = await aiohttp_client(create_app(write_settings(settings)))
+    lengths = [0.5, 3.0, 0.5, 6.0, 1.0, 2.0, 0.5]
+    for index, seconds in enumerate(lengths):
+        write_wav(music_dir / f"{index}.wav", 300 + 20 * index, seconds=seconds)
+
+    async def mid_run() -> dict | None:
+        body = await (await client.get("/api/vibe/status")).json()
+        counts = body["analyzers"][0]["counts"]
+        done, waiting = counts["done"], counts["pending"] + counts["running"]
+        return body if done >= 3 and waiting >= 2 else None
+
+    body = await eventually(mid_run, what="the run half done")
+    [toy] = body["analyzers"]
+    waiting = toy["counts"]["pending"] + toy["counts"]["running"]
+    assert waiting * min(lengths) / 60 <= toy["audio_minutes_waiting"] + 0.005
+    assert toy["audio_minutes_waiting"] <= waiting * max(lengths) / 60 + 0.005
+    # from the run's first finish to now: the finishes after the first one
+    minutes = (body["time"] - toy["run_started_at"]) / 60
+    timed = toy["counts"]["done"] - 1
+    assert toy["tracks_per_minute"] == pytest.approx(timed / minutes, rel=0.15)
+    # in audio: each timed tone counts its own length
+    audio_per_track = toy["audio_minutes_per_minute"] / toy["tracks_per_minute"]
+    assert min(lengths) / 60 * 0.95 <= audio_per_track <= max(lengths) / 60 * 1.05
+    assert toy["eta_seconds"] == pytest.approx(
+        toy["audio_minutes_waiting"] / toy["audio_minutes_per_minute"] * 60, rel=0.05, abs=1
+    )
+
+    await eventually(lambda: settled(client.app[HOST].engine, len(lengths)), what="the run")
+    [toy] = (await (await client.get("/api/vibe/status")).json())["analyzers"]
+    assert toy["run_started_at"] is None and toy["eta_seconds"] is None
 
 
 async def test_exposed_without_a_token_refuses_to_start(write_settings):

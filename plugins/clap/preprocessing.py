@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -27,28 +26,18 @@ from .laion_checkpoint import (
     laion_feature_extractor,
     truncation_for,
 )
+from .windows import SAMPLE_RATE, WINDOW_SAMPLES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "laion/larger_clap_music"
 # Every LAION CLAP text tower uses roberta-base's tokenizer; these hub ids all carry it.
 TOKENIZER_CACHE_CANDIDATES = (DEFAULT_MODEL, "FacebookAI/roberta-base", "roberta-base")
-SAMPLE_RATE = 48_000
-WINDOW_SAMPLES = 480_000  # the 10-s clip every LAION CLAP model was trained on
 LAION_MEL_BINS = 64
-INT16_SCALE = 32767.0  # laion-clap's float32_to_int16 / int16_to_float32
 ROBERTA_SPECIAL_IDS = {"<s>": 0, "<pad>": 1, "</s>": 2}
 ROBERTA_VOCAB_SIZE = 50_265
 # A sample of roberta-base's vocab.json: another BPE vocabulary of its size puts them elsewhere.
 ROBERTA_SAMPLE_IDS = {"<unk>": 3, ".": 4, "Ġthe": 5, ",": 6, "Ġto": 7, "Ġand": 8, "<mask>": 50_264}
-
-
-def int16_round_trip(samples: np.ndarray) -> np.ndarray:
-    """laion-clap's `int16_to_float32(float32_to_int16(x))`, which every inference path of the
-    original (and its training data) applies before the mel front end: clip to [-1, 1], scale
-    by 32767, truncate to int16, scale back. What lies below one int16 step becomes silence."""
-    as_int16 = (np.clip(samples, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
-    return (as_int16 / INT16_SCALE).astype(np.float32)
 
 
 def hf_feature_extractor(

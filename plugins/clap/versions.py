@@ -6,12 +6,23 @@ import functools
 import hashlib
 from pathlib import Path
 
+INT8_RECIPE = "int8q1"  # the int8 graph's recipe (precision.py): a new one re-analyzes
+# Embeddings within this cosine of the torch tower's stand for them: the same model version.
+SAME_VERSION_MIN_COSINE = 0.9999
 
-def model_version(model: str, max_windows: int) -> str:
-    """Changes with the weights' content and the window recipe, and with nothing else: a model
-    folder copied, moved or touched keeps its results. `i16`: the waveform goes through
-    laion-clap's int16 round trip, as the original computes."""
-    return f"{weights_digest(model)[:12]}-i16-w10s-max{max_windows}"
+
+def model_version(model: str, max_windows: int, precision: str = "fp32") -> str:
+    """Changes with the weights' content, the window recipe and an int8 precision, and with
+    nothing else: a model folder copied, moved or touched keeps its results, and so does the
+    ONNX float32 tower (within SAME_VERSION_MIN_COSINE of torch's, checked at export). `i16`:
+    the waveform goes through laion-clap's int16 round trip, as the original computes.
+
+    int8 is a version of its own: it is accepted down to cosine 0.99 of float32, well beyond
+    the bound within which results stand for float32's. It follows the setting, known before
+    the model loads; when int8 is refused at load, the float32 results carry int8's version
+    (the status detail says why)."""
+    suffix = f"-{INT8_RECIPE}" if precision == "int8" else ""
+    return f"{weights_digest(model)[:12]}-i16-w10s-max{max_windows}{suffix}"
 
 
 @functools.cache

@@ -1,12 +1,20 @@
-"""What runs inside a CLAP worker process: the audio tower, loaded once, embedding tracks."""
+"""What runs inside a CLAP worker process: the audio tower, loaded once, embedding tracks.
+
+On CPU the tower is the ONNX export (onnx_tower.py): the process imports numpy and
+onnxruntime, never torch or transformers. torch is imported only for the torch tower (CUDA
+without onnxruntime-gpu, or an export the host refused).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from soundspan_plugins.clap.embedding import embed_selected, select_windows
-from soundspan_plugins.clap.loading import LoadedClap, load_clap
-from soundspan_plugins.clap.preprocessing import SAMPLE_RATE
+import numpy as np
+
+from soundspan_plugins.clap.onnx_tower import OnnxAudioTower, OnnxTowerFiles
+from soundspan_plugins.clap.windows import SAMPLE_RATE, select_windows
 from soundspan_plugins.shared.audio import decode_mono
 
 
@@ -27,8 +35,34 @@ class TrackEmbedding:
     windows: int
 
 
-def load_audio_tower(source: ModelSource, device: str, threads: int) -> LoadedClap:
-    return load_clap(
+class AudioTower(Protocol):
+    precision: str
+
+    def embed_selected(self, windows: Sequence[np.ndarray], batch_size: int) -> np.ndarray: ...
+
+
+class _TorchAudioTower:
+    """The torch audio tower behind the same two members as the ONNX one."""
+
+    def __init__(self, clap: Any) -> None:
+        self.clap = clap
+        self.precision = f"torch {clap.info.dtype}"
+
+    def embed_selected(self, windows: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
+        from soundspan_plugins.clap.embedding import embed_selected
+
+        return embed_selected(self.clap, windows, batch_size)
+
+
+def load_audio_tower(
+    source: ModelSource, onnx: OnnxTowerFiles | None, device: str, threads: int
+) -> AudioTower:
+    """The ONNX tower when the host exported one (`onnx`), else torch's."""
+    if onnx is not None:
+        return OnnxAudioTower(onnx, threads=threads, device=device)
+    from soundspan_plugins.clap.loading import load_clap
+
+    clap = load_clap(
         source.model,
         tokenizer=source.tokenizer,
         towers=("audio",),
@@ -38,15 +72,17 @@ def load_audio_tower(source: ModelSource, device: str, threads: int) -> LoadedCl
         cache_dir=source.cache_dir,
         allow_unsafe_checkpoint=source.allow_unsafe_checkpoint,
     )
+    return _TorchAudioTower(clap)
 
 
-def embed_file(clap: LoadedClap, path: str, max_windows: int, batch_size: int) -> TrackEmbedding:
+def embed_file(tower: AudioTower, path: str, max_windows: int, batch_size: int) -> TrackEmbedding:
     """Decode a file at 48 kHz, streaming, and embed an even sample of its 10-s windows."""
     windows = select_windows(decode_mono(path, SAMPLE_RATE), max_windows)
-    embedding = embed_selected(clap, windows, batch_size)
+    embedding = tower.embed_selected(windows, batch_size)
     return TrackEmbedding(embedding=embedding.tolist(), windows=len(windows))
 
 
-def loaded_precision(clap: LoadedClap) -> str:
-    """The dtype this worker's audio tower runs in (float32 when float16 disagreed at load)."""
-    return clap.info.dtype
+def loaded_precision(tower: AudioTower) -> str:
+    """What this worker's tower runs: fp32 or int8 (ONNX), or torch float32 / float16 (CUDA,
+    float32 when float16 disagreed at load)."""
+    return tower.precision

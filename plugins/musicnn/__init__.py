@@ -7,6 +7,7 @@ instruments), its top tags, and a 200-d embedding (the penultimate layer) for si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -101,6 +102,7 @@ class MusicnnRuntime:
     reason: str | None = None
     precision: str | None = None  # what the workers run: fp32 or int8
     note: str | None = None  # why the precision asked for is not the one running
+    loading: bool = False  # the model is converting or its workers are starting
 
 
 RUNTIME = web.AppKey("soundspan_musicnn", MusicnnRuntime)
@@ -124,10 +126,10 @@ def soundspan_analyzer(host: HostContext) -> AnalyzerInfo:
         version = model_version(settings.model, settings.precision)
     except (ModelNotAvailable, OSError) as error:
         return _describe(settings, f"{settings.model}-missing", "unavailable", str(error), runtime)
-    if runtime is None:
-        return _describe(settings, version, "loading", None, runtime)
-    if runtime.reason is not None:
+    if runtime is not None and runtime.reason is not None:
         return _describe(settings, version, "unavailable", runtime.reason, runtime)
+    if runtime is None or runtime.loading:
+        return _describe(settings, version, "loading", None, runtime)
     return _describe(settings, version, "ready", runtime.note, runtime)
 
 
@@ -171,19 +173,34 @@ async def _running(host: HostContext) -> AsyncIterator[None]:
     log.info("MusiCNN: CUDA available: %s", cuda)
     device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and cuda) else "cpu"
     runtime = MusicnnRuntime(settings=settings, device=device)
+    host.app[RUNTIME] = runtime
+    starting = None
     if device == "cuda" and not cuda:
         runtime.reason = "[musicnn] device = cuda, but onnxruntime sees no GPU here"
     elif settings.workers > 0:
-        await _start_pool(host, runtime)
-    host.app[RUNTIME] = runtime
+        # the host answers while the model converts and its workers start (a second or two; a
+        # minute for the first conversion): MusiCNN says "loading" and its jobs wait meanwhile
+        runtime.loading = True
+        starting = asyncio.create_task(_start_pool(host, runtime))
     try:
         yield
     finally:
+        if starting is not None:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
         if runtime.pool is not None:
             await runtime.pool.close()
 
 
 async def _start_pool(host: HostContext, runtime: MusicnnRuntime) -> None:
+    try:
+        await _load_model(host, runtime)
+    finally:
+        runtime.loading = False
+
+
+async def _load_model(host: HostContext, runtime: MusicnnRuntime) -> None:
     settings = runtime.settings
     try:
         onnx_path, card = await asyncio.to_thread(
@@ -203,8 +220,13 @@ async def _start_pool(host: HostContext, runtime: MusicnnRuntime) -> None:
         (str(choice.path), card, settings.threads_per_worker, runtime.device),
         threads=settings.threads_per_worker,
     )
-    await pool.warm_up()
-    runtime.card, runtime.pool = card, pool
+    runtime.card, runtime.pool = card, pool  # from here the plugin's lifespan closes it
+    try:
+        await pool.warm_up()
+    except Exception as error:  # the model did not load in a worker process
+        runtime.reason = f"MusiCNN's worker processes could not load {choice.path} ({error})"
+        log.error("MusiCNN unavailable: %s", runtime.reason)
+        return
     runtime.precision, runtime.note = choice.precision, choice.note
     log.info(
         "MusiCNN: %s (%s, %s) on %s, %d workers x %d threads",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from soundspan_plugins.shared.files import fsync_file, temporary_path, write_atomically
 
 from .network import (
     DEFAULT_MODEL,
@@ -82,27 +83,3 @@ def _read_record(record_path: Path, onnx_path: Path, digest: str) -> ModelCard |
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def temporary_path(directory: Path, suffix: str) -> Path:
-    handle, name = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=suffix)
-    os.close(handle)
-    os.chmod(name, 0o644)  # mkstemp's 0600 would hide the cache from other readers
-    return Path(name)
-
-
-def fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = temporary_path(path.parent, path.suffix)
-    try:
-        with temporary.open("w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

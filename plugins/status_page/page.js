@@ -167,7 +167,75 @@
     return `downloading ${done} % (${parts.join(", ")})`;
   }
 
-  function analyzerCard(analyzer) {
+  // what the analyzer's model is now, in words that are true for its state
+  function modelWords(analyzer) {
+    switch (analyzer.state) {
+      case "unavailable":
+        return "No model loaded.";
+      case "downloading":
+        return analyzer.download
+          ? `Model ${downloadWords(analyzer.download)}.`
+          : "Model downloading.";
+      case "loading":
+        return `Loading model ${analyzer.model_id}…`;
+      default:
+        return analyzer.trained
+          ? `trained model ${analyzer.model_id}`
+          : "untrained weights: test or random, results mean nothing";
+    }
+  }
+
+  // "12 tracks (31 min of audio) waiting · 4.2 tracks/min · 9.8 audio min/min · about 3 min left"
+  function paceWords(analyzer) {
+    const counts = analyzer.counts;
+    const remaining = counts.pending + counts.running;
+    if (!remaining) return "Nothing left to analyze.";
+    let waiting = plural(remaining, "track", "tracks");
+    if (analyzer.audio_minutes_waiting) {
+      waiting += ` (${duration(analyzer.audio_minutes_waiting * 60)} of audio)`;
+    }
+    if (analyzer.state !== "ready") return `${waiting} waiting for the model.`;
+    const parts = [`${waiting} waiting`];
+    // null until the current run has finished enough tracks to measure
+    if (analyzer.tracks_per_minute == null || analyzer.audio_minutes_per_minute == null) {
+      parts.push("measuring…");
+    } else {
+      const rate = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 2 });
+      parts.push(`${rate.format(analyzer.tracks_per_minute)} tracks/min`);
+      parts.push(`${rate.format(analyzer.audio_minutes_per_minute)} audio min/min`);
+      if (analyzer.eta_seconds != null) parts.push(`about ${duration(analyzer.eta_seconds)} left`);
+    }
+    return parts.join(" · ");
+  }
+
+  // why pending jobs were queued, outdated workers, and a line about the model, when present;
+  // `now` is the host's clock, which the workers' last_seen comes from
+  function extraLines(analyzer, now) {
+    const lines = [];
+    if (analyzer.detail) lines.push(el("p", { class: "detail" }, analyzer.detail));
+    if (analyzer.queued_because && analyzer.queued_because.length) {
+      const reasons = analyzer.queued_because.map(
+        (queued) => `${queued.reason} (${plural(queued.jobs, "job", "jobs")})`,
+      );
+      lines.push(el("p", { class: "queued" }, `Queued because: ${reasons.join(" · ")}`));
+    }
+    if (analyzer.outdated_workers && analyzer.outdated_workers.length) {
+      const workers = analyzer.outdated_workers.map(
+        (worker) => `${worker.worker} (version ${worker.version}, `
+          + `seen ${duration(Math.max(0, now - worker.last_seen))} ago)`,
+      );
+      lines.push(
+        el(
+          "p",
+          { class: "warning" },
+          `Workers on another model version take none of these jobs: ${workers.join(", ")}`,
+        ),
+      );
+    }
+    return lines;
+  }
+
+  function analyzerCard(analyzer, now) {
     const counts = analyzer.counts;
     const total = counts.done + counts.pending + counts.running + counts.failed;
     const percent = total ? Math.floor((100 * counts.done) / total) : 100;
@@ -184,22 +252,24 @@
       segment.style.width = total ? `${(100 * counts[part]) / total}%` : "0";
       bar.append(segment);
     }
-    const remaining = counts.pending + counts.running;
-    let pace = `${number.format(analyzer.tracks_per_minute)} tracks/min`;
-    if (!remaining) pace += " · nothing left to analyze";
-    else if (analyzer.eta_seconds !== null) pace += ` · about ${duration(analyzer.eta_seconds)} left`;
-    else pace += ` · ${plural(remaining, "track", "tracks")} waiting`;
+    const ready = analyzer.state === "ready";
+    let reason = ready ? null : analyzer.reason;
+    if (analyzer.state === "unavailable" && !reason) {
+      reason = "The host's log says why; restart the host once that is fixed.";
+    }
     return el(
       "article",
-      { class: "analyzer", "data-analyzer": analyzer.name },
+      { class: "analyzer", "data-analyzer": analyzer.name, "data-state": analyzer.state },
       el(
         "div",
         { class: "analyzer-head" },
         el("h3", {}, analyzer.name),
         el("span", { class: `badge ${analyzer.state}` }, analyzer.state),
-        analyzer.trained ? null : el("span", { class: "badge untrained" }, "untrained weights"),
+        ready && !analyzer.trained ? el("span", { class: "badge untrained" }, "untrained") : null,
         el("span", { class: "percent" }, `${percent}%`),
       ),
+      el("p", { class: ready && !analyzer.trained ? "model untrained" : "model" }, modelWords(analyzer)),
+      reason ? el("p", { class: "reason" }, reason) : null,
       bar,
       el(
         "div",
@@ -209,31 +279,43 @@
         el("span", { class: "key pending" }, `${number.format(counts.pending)} pending`),
         el("span", { class: "key failed" }, `${number.format(counts.failed)} failed`),
       ),
-      el("p", { class: "pace" }, pace),
+      el("p", { class: "pace" }, paceWords(analyzer)),
+      ...extraLines(analyzer, now),
       el(
         "dl",
         { class: "facts" },
         el("dt", {}, "model"),
         el("dd", {}, analyzer.model_id),
-        el("dt", {}, "weights"),
-        el("dd", {}, analyzer.trained ? "trained" : "untrained weights (random or test), not a real model"),
         el("dt", {}, "device"),
         el("dd", {}, analyzer.device),
         el("dt", {}, "embedding"),
         el("dd", {}, `${analyzer.dimension} dimensions · version ${analyzer.version}`),
       ),
-      analyzer.state !== "ready" && analyzer.reason
-        ? el("p", { class: "reason" }, analyzer.reason)
-        : null,
-      analyzer.download ? el("p", { class: "download" }, downloadWords(analyzer.download)) : null,
     );
   }
 
-  async function loadHealth() {
+  // only a card whose words changed is replaced: a refresh keeps a person's text selection
+  function showCards(container, cards) {
+    const shown = [...container.children];
+    const same = (node, i) => node.dataset.analyzer === cards[i].dataset.analyzer;
+    if (shown.length !== cards.length || !shown.every(same)) {
+      container.replaceChildren(...cards);
+      return;
+    }
+    shown.forEach((node, i) => {
+      if (!node.isEqualNode(cards[i])) node.replaceWith(cards[i]);
+    });
+  }
+
+  // /healthz, open to anyone, says only whether the database answers: the host's version is
+  // its built-in plugins' version
+  async function loadHealth(plugins) {
     let line;
     try {
       const health = await api("healthz");
-      line = `soundspan host ${health.version} · database ${health.database}`;
+      const builtin = (await plugins).find((plugin) => plugin.builtin);
+      const host = builtin ? `soundspan host ${builtin.version}` : "soundspan host";
+      line = `${host} · database ${health.database}`;
     } catch (error) {
       line = `host: ${error.message}`;
     }
@@ -249,7 +331,8 @@
         plural(library.distinct_contents, "distinct recording", "distinct recordings"),
         `${number.format(library.missing)} missing`,
       ].join(" · ");
-      byId("analyzers").replaceChildren(...status.analyzers.map(analyzerCard));
+      const cards = status.analyzers.map((analyzer) => analyzerCard(analyzer, status.time));
+      showCards(byId("analyzers"), cards);
       setNote("analyzers-note", status.analyzers.length ? "" : "No analyzer is enabled.");
       return true;
     } catch (error) {
@@ -322,8 +405,21 @@
     );
   }
 
-  function showResults(title, results, isError = false, playlistName = "") {
+  // which analyzer answered, and for a search by tags, which tags the words matched
+  function answeredBy(answer) {
+    if (!answer.matched_tags) return `Answered by ${answer.analyzer}.`;
+    const byTags = `Answered by ${answer.analyzer}: no analyzer that understands text is ready,`
+      + " so your words were looked up as tags.";
+    if (!answer.matched_tags.length) {
+      return `${byTags} They matched no tag, so no track matches them:`
+        + " try a genre, mood or instrument word.";
+    }
+    return `${byTags} Your words matched tags: ${answer.matched_tags.join(", ")}.`;
+  }
+
+  function showResults(title, results, isError = false, playlistName = "", via = "") {
     setNote("results-title", title, isError);
+    setNote("results-via", via);
     byId("results").replaceChildren(...results.map(resultRow));
     sending.trackIds = results.map((result) => result.track.id);
     // a playlist name is a plain name: no slashes, control characters or leading dots
@@ -341,11 +437,10 @@
     byId("send-form").hidden = !(sending.users.length && sending.trackIds.length);
   }
 
-  async function loadServerUsers() {
+  async function loadServerUsers(plugins) {
     try {
       // asked only of a host whose subsonic plugin is on: another route would answer 404
-      const { plugins } = await api("api/plugins");
-      const subsonic = plugins.some((plugin) => plugin.name === "subsonic" && plugin.enabled);
+      const subsonic = (await plugins).some((plugin) => plugin.name === "subsonic" && plugin.enabled);
       sending.users = subsonic ? (await api("api/subsonic/status")).server_users : [];
     } catch {
       sending.users = []; // it is not answering: no button
@@ -382,10 +477,8 @@
     showResults(`Searching for “${text}”…`, []);
     try {
       const answer = await api("api/vibe/search", { text, limit: 20 });
-      const via = answer.matched_tags
-        ? `${answer.analyzer}, tags: ${answer.matched_tags.join(", ")}`
-        : answer.analyzer;
-      showResults(`${plural(answer.results.length, "track", "tracks")} for “${text}” (${via})`, answer.results, false, text);
+      const found = `${plural(answer.results.length, "track", "tracks")} for “${text}”`;
+      showResults(found, answer.results, false, text, answeredBy(answer));
     } catch (error) {
       showResults(`Search failed: ${trouble(error)}.`, [], true);
     }
@@ -398,7 +491,8 @@
     try {
       const answer = await api(`api/vibe/similar/${encodeURIComponent(trackId)}?limit=20`);
       const like = `Like ${trackName(answer.track)}`;
-      showResults(`Like “${trackName(answer.track)}” (${answer.analyzer})`, answer.results, false, like);
+      const title = `Like “${trackName(answer.track)}”`;
+      showResults(title, answer.results, false, like, answeredBy(answer));
     } catch (error) {
       showResults(`No similar tracks: ${trouble(error)}.`, [], true);
     }
@@ -515,8 +609,10 @@
   // --- refreshing -----------------------------------------------------------------------------
 
   async function refreshStatus() {
+    // none when the host does not answer or asks for a token first
+    const plugins = api("api/plugins").then((answer) => answer.plugins, () => []);
     const [, status] = await Promise.allSettled([
-      loadHealth(), loadStatus(), loadFailures(), loadServerUsers(),
+      loadHealth(plugins), loadStatus(), loadFailures(), loadServerUsers(plugins),
     ]);
     byId("updated").textContent =
       status.value === true ? `updated ${new Date().toLocaleTimeString()}` : "";

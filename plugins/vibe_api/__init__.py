@@ -50,7 +50,15 @@ from soundspan_plugins.vibe_api.schema import (
 from soundspan_plugins.vibe_api.vibe_map import LibraryMaps, refreshing, umap_installed
 
 NAME = "vibe_api"
-PROGRESS_WINDOW_MINUTES = 10
+# the progress of an analyzer that has no jobs yet
+NO_JOBS: dict[str, Any] = {
+    "counts": {"done": 0, "pending": 0, "running": 0, "failed": 0},
+    "tracks_per_minute": None,
+    "audio_minutes_per_minute": None,
+    "audio_minutes_waiting": 0.0,
+    "eta_seconds": None,
+    "run_started_at": None,
+}
 MAPS = web.AppKey("vibe_api_maps", LibraryMaps)
 
 
@@ -241,15 +249,15 @@ async def playlist_track_ids(host: HostContext, body: PlaylistRecipe) -> list[st
 
 @routes.get("/api/vibe/status")
 async def status(request: web.Request) -> web.Response:
-    """Each analyzer's model, device and progress; library totals."""
+    """Each analyzer's model, device and progress (the pace of its current run, the audio
+    waiting and the time it needs); library totals."""
     host = request.app[HOST]
-    progress = await host.analysis_progress(PROGRESS_WINDOW_MINUTES)
+    progress = await host.analysis_progress()
+    described = await host.describe_analyzers()
+    notes = await host.analysis_notes({info.name: info.version for info in described})
     analyzers = []
-    for info in await host.describe_analyzers():
-        entry = progress.get(info.name, {"counts": {}, "recent": 0})
-        counts = {"done": 0, "pending": 0, "running": 0, "failed": 0, **entry["counts"]}
-        per_minute = entry["recent"] / PROGRESS_WINDOW_MINUTES
-        remaining = counts["pending"] + counts["running"]
+    for info in described:
+        entry = progress.get(info.name, NO_JOBS)
         analyzers.append(
             {
                 "name": info.name,
@@ -260,10 +268,15 @@ async def status(request: web.Request) -> web.Response:
                 "reason": info.reason,
                 "version": info.version,
                 "dimension": info.dimension,
-                "counts": counts,
-                "tracks_per_minute": round(per_minute, 2),
-                "eta_seconds": round(remaining / per_minute * 60) if per_minute else None,
+                "counts": entry["counts"],
+                "tracks_per_minute": _rounded(entry["tracks_per_minute"]),
+                "audio_minutes_per_minute": _rounded(entry["audio_minutes_per_minute"]),
+                "audio_minutes_waiting": round(entry["audio_minutes_waiting"], 2),
+                "eta_seconds": entry["eta_seconds"],
+                "run_started_at": entry["run_started_at"],
                 "download": info.download,
+                "detail": info.detail,
+                **notes[info.name],
             }
         )
     return web.json_response(
@@ -273,6 +286,11 @@ async def status(request: web.Request) -> web.Response:
             "time": time.time(),
         }
     )
+
+
+def _rounded(rate: float | None) -> float | None:
+    """Three significant digits: a slow CPU's 0.004 tracks a minute is not rounded to 0."""
+    return None if rate is None else float(f"{rate:.3g}")
 
 
 def _settings(host: HostContext) -> VibeApiSettings:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from soundspan_hooks.openapi import Track, TrackId, component_schemas, operation, ref
 from soundspan_plugins.vibe_api.shaping import DEFAULT_MAX_PER_ALBUM, DEFAULT_MAX_PER_ARTIST
+from soundspan_plugins.vibe_api.status_schema import StatusAnswer
 
 MAX_LIMIT = 200
 MAX_PATH_LENGTH = 100
@@ -225,50 +226,6 @@ class SearchAnswer(BaseModel):
     analyzer: str
     matched_tags: list[str] | None = Field(None, description="Only for a tag search.")
     results: list[Scored]
-
-
-class Counts(BaseModel):
-    done: int
-    pending: int
-    running: int
-    failed: int
-
-
-class ModelDownload(BaseModel):
-    """An analyzer's model on its way from the hub."""
-
-    file: str | None
-    bytes_done: int
-    bytes_total: int | None
-    bytes_per_second: int
-    eta_seconds: int | None
-
-
-class AnalyzerStatus(BaseModel):
-    name: str
-    model_id: str
-    trained: bool
-    device: str
-    state: Literal["ready", "loading", "downloading", "unavailable"]
-    reason: str | None
-    version: str
-    dimension: int
-    counts: Counts
-    tracks_per_minute: float
-    eta_seconds: int | None
-    download: ModelDownload | None
-
-
-class LibraryTotals(BaseModel):
-    tracks: int
-    missing: int
-    distinct_contents: int
-
-
-class StatusAnswer(BaseModel):
-    analyzers: list[AnalyzerStatus]
-    library: LibraryTotals
-    time: float
 
 
 class PathStep(BaseModel):

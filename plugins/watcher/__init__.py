@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from soundspan_hooks import (
     hookimpl,
 )
 from soundspan_hooks.openapi import operation
-from soundspan_plugins.watcher.files import AudioFiles, NotMusicFile
+from soundspan_plugins.watcher.files import AudioFiles, NotMusicFile, read_in_threads
 from soundspan_plugins.watcher.watching import LibraryWatcher
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,12 @@ class WatcherSettings(PluginSettings):
     ignore: list[str] = Field(
         [], description="Folders under the music dir to leave alone (e.g. playlists)."
     )
+    batch_files: int = Field(
+        500,
+        ge=1,
+        description="Files read and recorded together at most when many arrive at once "
+        "(1: one at a time).",
+    )
     reconcile_on_start: bool = Field(
         True, description="Compare the disk with the database at start-up."
     )
@@ -83,6 +90,7 @@ class Ingest:
 
     def __init__(self, host: HostContext, settings: WatcherSettings) -> None:
         self.host = host
+        self.batch_files = settings.batch_files
         excluded = [
             folder
             for answer in host.hook.soundspan_library_exclusions(host=host)
@@ -100,6 +108,7 @@ class Ingest:
             self.rescan_soon,
             settings.debounce_seconds,
             settings.poll_interval,
+            settings.batch_files,
         )
         self._reconciling = asyncio.Lock()
         self._scan_task: asyncio.Task[ReconcileCounts | None] | None = None
@@ -129,17 +138,32 @@ class Ingest:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def emit(self, event: LibraryEvent) -> bool:
-        """Record an event; False if the database refuses this file for good (the reason is
-        kept in `problems`). Any other failure raises: the change is retried by a rescan."""
-        try:
-            await self.host.call("soundspan_library_event", host=self.host, event=event)
-        except ValueError as refused:
-            log.warning("ingest: %s", refused)
-            self.problems[event.path] = str(refused)
-            return False
-        self.problems.pop(event.path, None)
-        return True
+    async def emit(self, events: list[LibraryEvent]) -> list[bool]:
+        """Record events in their order; for each, False if the database refuses that file for
+        good (the reason is kept in `problems`). Any other failure raises once every event is
+        answered: the changes are retried by a rescan."""
+        # every call is made now, in order, and the answers awaited together, so that the
+        # host's catalogue can record them in one transaction
+        answers = [
+            self.host.hook.soundspan_library_event(host=self.host, event=event) for event in events
+        ]
+        outcomes = await asyncio.gather(*map(_answered, answers), return_exceptions=True)
+        failure = next(
+            (error for error in outcomes if isinstance(error, BaseException)
+             and not isinstance(error, ValueError)),
+            None,
+        )  # fmt: skip
+        recorded = []
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, ValueError):
+                log.warning("ingest: %s", outcome)
+                self.problems[event.path] = str(outcome)
+            elif outcome is None:
+                self.problems.pop(event.path, None)
+            recorded.append(outcome is None)
+        if failure is not None:
+            raise failure
+        return recorded
 
     def scan_in_background(self, until_recorded: bool = False) -> bool:
         """Start a reconcile unless one is running; True if this call started it.
@@ -171,47 +195,78 @@ class Ingest:
                 if not listing.out_of_sight(relative)
             )
             # vanished first: a file moved while we were down is then matched by its content
-            for relative in vanished:
-                await self.emit(LibraryEvent(LibraryEventKind.VANISHED, relative))
+            await self.emit([LibraryEvent(LibraryEventKind.VANISHED, path) for path in vanished])
             counts = collections.Counter(
                 vanished=len(vanished),
                 unreadable=len(listing.unreadable),
                 skipped=len(listing.skipped),
             )
-            for relative, stat in sorted(listing.files.items()):
-                if on_record.get(relative) == stat:
-                    continue
-                kind = (
-                    LibraryEventKind.CHANGED if relative in on_record else LibraryEventKind.APPEARED
-                )
-                counts[await self._read_and_emit(kind, relative)] += 1
+            differing = [
+                (LibraryEventKind.CHANGED if relative in on_record else LibraryEventKind.APPEARED,
+                 relative)
+                for relative, stat in sorted(listing.files.items())
+                if on_record.get(relative) != stat
+            ]  # fmt: skip
+            recording: asyncio.Task[list[str]] | None = None
+            try:  # the next batch is read while the one before is being recorded
+                for start in range(0, len(differing), self.batch_files):
+                    read = await read_in_threads(
+                        self._read, differing[start : start + self.batch_files]
+                    )
+                    if recording is not None:
+                        counts.update(await recording)
+                    recording = asyncio.create_task(self._emit_counted(read))
+                if recording is not None:
+                    counts.update(await recording)
+            finally:
+                if recording is not None:
+                    recording.cancel()
             self.last_scan = ReconcileCounts(
                 **{name: counts[name] for name in ReconcileCounts.__dataclass_fields__}
             )
         log.info("reconcile of %s: %s", self.files.music_dir, asdict(self.last_scan))
         return self.last_scan
 
-    async def _read_and_emit(self, kind: LibraryEventKind, relative: str) -> str:
-        """Read one file and record it; the count it adds to (its kind, or why not)."""
-        try:
-            facts = await asyncio.to_thread(self.files.read, relative)
-        except NotMusicFile as refused:
-            log.info("reconcile: skipped %s: %s", relative, refused.strerror)
-            return "skipped"
-        except FileNotFoundError:
-            return "vanished"  # gone since the walk; its deletion event follows
-        except OSError as error:
-            log.warning("reconcile: cannot read %s (%s); skipped", relative, error)
-            return "unreadable"
-        if not await self.emit(LibraryEvent(kind, relative, facts=facts)):
-            return "unrecordable"
-        return "appeared" if kind is LibraryEventKind.APPEARED else "changed"
+    async def _emit_counted(self, read: list[LibraryEvent | str]) -> list[str]:
+        """Record the files read; the count each adds to (its kind, or why not)."""
+        events = [outcome for outcome in read if isinstance(outcome, LibraryEvent)]
+        recorded = iter(await self.emit(events))
+        counted = []
+        for outcome in read:
+            if isinstance(outcome, str):
+                counted.append(outcome)
+            else:
+                counted.append(outcome.kind.value if next(recorded) else "unrecordable")
+        return counted
+
+    def _read(self, changes: list[tuple[LibraryEventKind, str]]) -> list[LibraryEvent | str]:
+        """Each file's event with its facts, or the count it adds to instead (why not read)."""
+        outcomes: list[LibraryEvent | str] = []
+        for kind, relative in changes:
+            try:
+                outcomes.append(LibraryEvent(kind, relative, facts=self.files.read(relative)))
+            except NotMusicFile as refused:
+                log.info("reconcile: skipped %s: %s", relative, refused.strerror)
+                outcomes.append("skipped")
+            except FileNotFoundError:
+                outcomes.append("vanished")  # gone since the walk; its deletion event follows
+            except OSError as error:
+                log.warning("reconcile: cannot read %s (%s); skipped", relative, error)
+                outcomes.append("unreadable")
+        return outcomes
 
     @property
     def scanning(self) -> bool:
         return self._reconciling.locked() or (
             self._scan_task is not None and not self._scan_task.done()
         )
+
+
+async def _answered(answers: list[object]) -> None:
+    """Await the awaitable answers of one hook call."""
+    for answer in answers:
+        if inspect.isawaitable(answer):
+            await answer
 
 
 INGEST = web.AppKey("soundspan_ingest", Ingest)

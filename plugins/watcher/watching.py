@@ -3,7 +3,8 @@
 watchdog's observer runs in its own thread; its events are handed to the event loop, where a
 file that was created or written waits until it has been quiet for the debounce time (or was
 closed after writing) and has stopped growing, and is then read once. Moves and deletions go
-out at once, in the order they happened.
+out at once, in the order they happened. Changes that wait together (a burst) are read and
+emitted together, up to `batch_files` at a time, so the catalogue can record them together.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from soundspan_hooks import LibraryEvent, LibraryEventKind
-from soundspan_plugins.watcher.files import AudioFiles, NotMusicFile
+from soundspan_plugins.watcher.files import AudioFiles, NotMusicFile, read_in_threads
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +47,35 @@ class _Pending:
     size: int | None
 
 
+@dataclass(frozen=True)
+class _Change:
+    """A settled change waiting to be emitted; all but a deletion are read first."""
+
+    kind: LibraryEventKind
+    relative: str
+    old: str | None = None  # set for MOVED only
+
+
 class LibraryWatcher:
     """Watches the music dir and emits library events through `emit`."""
 
     def __init__(
         self,
         files: AudioFiles,
-        emit: Callable[[LibraryEvent], Awaitable[object]],
+        emit: Callable[[list[LibraryEvent]], Awaitable[object]],
         emit_failed: Callable[[], None],
         debounce_seconds: float,
         poll_interval: float,
+        batch_files: int,
     ) -> None:
         self.files = files
         self.emit = emit
         self.emit_failed = emit_failed
         self.debounce_seconds = debounce_seconds
         self.poll_interval = poll_interval
+        self.batch_files = batch_files
         self._pending: dict[str, _Pending] = {}
-        self._ordered: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self._ordered: asyncio.Queue[_Change] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._observer: BaseObserver | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,7 +142,7 @@ class LibraryWatcher:
         if old is None:
             self._touched(destination, LibraryEventKind.APPEARED, now + self.debounce_seconds)
             return
-        self._ordered.put_nowait(lambda: self._emit_read(LibraryEventKind.MOVED, new, old))
+        self._ordered.put_nowait(_Change(LibraryEventKind.MOVED, new, old))
 
     def _vanished(self, path: str, folder: bool) -> None:
         if folder:
@@ -145,8 +157,7 @@ class LibraryWatcher:
             if relative is None:
                 return
             self._pending.pop(relative, None)
-        event = LibraryEvent(LibraryEventKind.VANISHED, relative)
-        self._ordered.put_nowait(lambda: self.emit(event))
+        self._ordered.put_nowait(_Change(LibraryEventKind.VANISHED, relative))
 
     async def _settle_pending(self) -> None:
         """Queue each pending file once it is quiet and its size has stopped changing."""
@@ -162,10 +173,7 @@ class LibraryWatcher:
                     continue
                 if pending.size is not None and pending.size == size:
                     del self._pending[relative]
-                    kind = pending.kind
-                    self._ordered.put_nowait(
-                        lambda kind=kind, relative=relative: self._emit_read(kind, relative)
-                    )
+                    self._ordered.put_nowait(_Change(pending.kind, relative))
                 else:
                     pending.size = size  # check once more that it has stopped growing
                     pending.due = now + CLOSED_SETTLE_SECONDS
@@ -176,27 +184,49 @@ class LibraryWatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _emit_in_order(self) -> None:
-        while True:
-            action = await self._ordered.get()
-            try:
-                await action()
-            except Exception:  # a database outage or a bug must not stop the watcher
-                log.exception("watcher: could not record a library change; will rescan")
-                self.emit_failed()
-
-    async def _emit_read(self, kind: LibraryEventKind, relative: str, old: str | None = None):
-        path = self.files.music_dir / relative
+        """Read and emit the changes waiting, up to `batch_files` at a time, in order; the
+        next batch is read while the one before is being recorded."""
+        recording: asyncio.Task[None] | None = None
         try:
-            facts = await asyncio.to_thread(self.files.read, relative)
-        except NotMusicFile as refused:
-            log.info("watcher: skipped %s: %s", relative, refused.strerror)
-            return
-        except FileNotFoundError:
-            return  # gone again before it could be read; its deletion follows
-        except OSError as error:
-            log.warning("watcher: cannot read %s (%s); skipped until it changes", path, error)
-            return
-        await self.emit(LibraryEvent(kind, relative, old_path=old, facts=facts))
+            while True:
+                changes = [await self._ordered.get()]
+                while len(changes) < self.batch_files and not self._ordered.empty():
+                    changes.append(self._ordered.get_nowait())
+                events = await read_in_threads(self._read, changes)
+                if recording is not None:
+                    await recording
+                recording = asyncio.create_task(self._record(events))
+        finally:
+            if recording is not None:
+                recording.cancel()
+
+    async def _record(self, events: list[LibraryEvent]) -> None:
+        try:
+            await self.emit(events)
+        except Exception:  # a database outage or a bug must not stop the watcher
+            log.exception("watcher: could not record a library change; will rescan")
+            self.emit_failed()
+
+    def _read(self, changes: list[_Change]) -> list[LibraryEvent]:
+        """The events of these changes, with the facts of each file that is still readable."""
+        events = []
+        for change in changes:
+            if change.kind is LibraryEventKind.VANISHED:
+                events.append(LibraryEvent(change.kind, change.relative))
+                continue
+            try:
+                facts = self.files.read(change.relative)
+            except NotMusicFile as refused:
+                log.info("watcher: skipped %s: %s", change.relative, refused.strerror)
+                continue
+            except FileNotFoundError:
+                continue  # gone again before it could be read; its deletion follows
+            except OSError as error:
+                path = self.files.music_dir / change.relative
+                log.warning("watcher: cannot read %s (%s); skipped until it changes", path, error)
+                continue
+            events.append(LibraryEvent(change.kind, change.relative, change.old, facts))
+        return events
 
 
 class _ToLoop(FileSystemEventHandler):

@@ -7,6 +7,8 @@ result it stores, so tests can prove each content was analyzed exactly once.
 
 import array
 import asyncio
+import dataclasses
+import json
 import os
 import statistics
 import time
@@ -20,6 +22,7 @@ from soundspan_hooks import (
     AnalyzerInfo,
     PluginSettings,
     SettingsSection,
+    TextEmbedding,
     UnreadableTrack,
     hookimpl,
 )
@@ -35,6 +38,12 @@ class ToySettings(PluginSettings):
         None,
         description="Each analysis waits, claimed but before reading, until this file exists:"
         " a test holds a job mid-run for as long as it needs, with no race against a clock.",
+    )
+    described_as: Path | None = Field(
+        None,
+        description="A JSON object of AnalyzerInfo fields (state, reason, download, trained,"
+        " embeds_text…) laid over the toy's own, read at each description: a test shows the"
+        " analyzer in any state and changes it while the host runs.",
     )
 
 
@@ -79,7 +88,7 @@ def soundspan_migrations():
 @hookimpl
 def soundspan_analyzer(host):
     settings = host.section("toy")
-    return AnalyzerInfo(
+    info = AnalyzerInfo(
         name="toy",
         version=settings.version,
         model_id="toy-wave-stats",
@@ -90,6 +99,21 @@ def soundspan_analyzer(host):
         workers=settings.workers,
         poll_interval=settings.poll_interval,
     )
+    if settings.described_as is None:
+        return info
+    return dataclasses.replace(info, **json.loads(settings.described_as.read_text()))
+
+
+@hookimpl
+def soundspan_embed_text(host, text):
+    """Any text points the same way: enough to show a search answered by an embedding."""
+    if not soundspan_analyzer(host).embeds_text:
+        return None
+    return _embed()
+
+
+async def _embed():
+    return TextEmbedding(analyzer="toy", vector=(0.0, 1.0, 0.0))
 
 
 @hookimpl

@@ -1,0 +1,382 @@
+"""End-to-end benchmark (issue 16): one analyzer through the whole host on real music.
+
+The model benchmarks (bench/musicnn.py, bench/clap.py) time a pool alone; this one times what a
+user waits for: watcher -> catalogue -> queue -> pool -> result stored. It starts a real
+`python -m soundspan_host serve` (embedded PostgreSQL, inotify watcher, vibe_api for the status)
+in a temp dir with an empty music dir and ONE analyzer on (`--analyzer`; the other off), its
+workers, threads and precision set explicitly (defaults: the plugin's own).
+
+When GET /api/vibe/status says the analyzer is "ready" (start-up is reported apart: to
+/healthz and to ready, which includes converting or exporting the model into the fresh data
+dir), the real tracks (bench/real_music.py: Debian's soundtracks, Ogg Vorbis; hard links, or
+copies, staged beforehand) are moved into the music dir as one folder, and the clock runs until
+the last job is done (its finished_at in the database; the status is polled every 0.5 s).
+Reported: four-minute tracks/min (audio minutes analyzed / 4 / minutes) and tracks/min over
+ready -> all done; the status API's own `tracks_per_minute` and `audio_minutes_per_minute`
+(its last reading before the run ended, when it stops measuring) beside the same formula over
+the database's finishes; peak RSS of each pool worker (psutil over the host's children, every
+0.1 s: by ready, and overall) and of the host; a markdown block for bench/RESULTS.md.
+
+CLAP: no trained weights are reachable, so by default a RANDOM CLAP is saved into the temp dir
+(`--make-random-clap DIR` saves it where it can be reused, `--clap-model DIR` runs any model
+folder): speed and memory only, its embeddings mean nothing.
+
+    .venv/bin/python bench/host.py --analyzer musicnn|clap [--tracks 41] [--workers 2]
+        [--threads 1] [--precision auto|fp32|int8] [--max-windows 12] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+import psutil
+from common import BenchHost, host_environment
+from real_music import RealTrack, debian_music
+
+from soundspan_plugins.clap.settings import ClapSettings
+
+POLL_SECONDS = 0.5  # during the run: the status costs the host a little CPU each time
+READY_POLL_SECONDS = 0.1
+READY_TIMEOUT_SECONDS = 1800.0  # a first CLAP export and int8 check take minutes on 2 cores
+STALL_SECONDS = 600.0  # no job finished this long: the run is abandoned
+DISAGREEMENT = 0.10  # the API's pace and the measured one, relative, before saying so
+# the random CLAP's text tower reads the tests' small tokenizer: roberta-base's is unreachable
+RANDOM_TEXT_VOCABULARY = 300
+
+FINISHES = """
+SELECT extract(epoch FROM j.finished_at)::float8 AS at, max(t.duration) AS seconds
+FROM analysis_jobs j JOIN tracks t USING (content_id)
+WHERE j.analyzer = $1 AND j.state = 'done' AND t.missing_since IS NULL
+GROUP BY j.content_id, j.finished_at ORDER BY at
+"""
+
+
+def save_random_clap(directory: Path) -> None:
+    """A random CLAP the host loads: bench/clap.py's save_random_model's audio tower
+    (larger_clap_music's sizes), with a text tower whose vocabulary is the tests' tokenizer's.
+
+    Not save_random_model itself: its roberta-base-sized text tower needs roberta-base's own
+    tokenizer (the host refuses any other), which cannot be downloaded here. The text tower
+    stays in the host process, so the workers measured are the same.
+    """
+    import torch
+    from transformers import ClapModel
+
+    from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
+    from tests.clap_models import htsat_base_roberta_config, save_tokenizer
+
+    torch.manual_seed(0)
+    config = htsat_base_roberta_config()
+    config.text_config.vocab_size = RANDOM_TEXT_VOCABULARY
+    setattr(config, UNTRAINED_MARKER, True)
+    ClapModel(config).eval().save_pretrained(directory)
+    save_tokenizer(directory, vocab_size=RANDOM_TEXT_VOCABULARY)
+    laion_feature_extractor(num_mel_bins=64, fusion=False).save_pretrained(directory)
+
+
+def analyzer_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The analyzer's SOUNDSPAN_* settings, every one a result depends on set explicitly."""
+    prefix = f"SOUNDSPAN_{args.analyzer.upper()}__"
+    settings = {
+        "WORKERS": str(args.workers),
+        "THREADS_PER_WORKER": str(args.threads),
+        "PRECISION": args.precision,
+    }
+    if args.analyzer == "clap":
+        settings.update(
+            MODEL=str(args.clap_model), ALLOW_DOWNLOAD="false", MAX_WINDOWS=str(args.max_windows)
+        )
+    return {prefix + name: value for name, value in settings.items()}
+
+
+def stage_tracks(tracks: list[RealTrack], staging: Path) -> None:
+    """Hard links to the tracks (copies across file systems), one folder per album."""
+    for track in tracks:
+        destination = staging / track.album / track.path.name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(track.path, destination)
+        except OSError:
+            shutil.copy(track.path, destination)
+
+
+def analyzer_status(host: BenchHost, name: str) -> tuple[dict, dict]:
+    """(this analyzer's entry, the library totals) from GET /api/vibe/status."""
+    with urllib.request.urlopen(host.url("/api/vibe/status"), timeout=10) as answer:
+        status = json.load(answer)
+    [entry] = [analyzer for analyzer in status["analyzers"] if analyzer["name"] == name]
+    return entry, status["library"]
+
+
+def wait_until_ready(host: BenchHost, name: str, launched: float) -> dict:
+    """Poll the status until the analyzer is ready; its entry then."""
+    while time.time() - launched < READY_TIMEOUT_SECONDS:
+        entry, _ = analyzer_status(host, name)
+        if entry["state"] == "ready":
+            return entry
+        if entry["state"] == "unavailable":
+            raise RuntimeError(f"{name} is unavailable: {entry['reason']}\n{host.tail()}")
+        time.sleep(READY_POLL_SECONDS)
+    raise RuntimeError(f"{name} not ready within {READY_TIMEOUT_SECONDS} s:\n{host.tail()}")
+
+
+def follow_run(host: BenchHost, name: str, tracks: int, started: float) -> dict:
+    """Poll the status until every track is recorded and every job finished; what it said."""
+    seen = {"first_busy": None, "all_queued": None, "api": None}
+    last_change, last_counts = time.time(), None
+    while True:
+        entry, library = analyzer_status(host, name)
+        counts, now = entry["counts"], time.time()
+        if seen["first_busy"] is None and counts["running"] + counts["done"] > 0:
+            seen["first_busy"] = now - started
+        if seen["all_queued"] is None and library["tracks"] >= tracks:
+            seen["all_queued"] = now - started
+        if entry["tracks_per_minute"] is not None:
+            seen["api"] = {key: entry[key] for key in ("tracks_per_minute", "counts")}
+            seen["api"].update(
+                audio_minutes_per_minute=entry["audio_minutes_per_minute"], at=now - started
+            )
+        finished = counts["done"] + counts["failed"]
+        if library["tracks"] >= tracks and finished >= library["distinct_contents"]:
+            return {**seen, "counts": counts, "contents": library["distinct_contents"]}
+        if counts != last_counts:
+            last_change, last_counts = now, counts
+        elif now - last_change > STALL_SECONDS:
+            raise RuntimeError(f"stalled at {counts}, library {library}:\n{host.tail()}")
+        time.sleep(POLL_SECONDS)
+
+
+async def finishes(host: BenchHost, name: str) -> list[tuple[float, float | None]]:
+    """(finished_at epoch, audio seconds) of each done job, in order, from the database."""
+    db = await asyncpg.connect(host.database_url)
+    try:
+        return [(row["at"], row["seconds"]) for row in await db.fetch(FINISHES, name)]
+    finally:
+        await db.close()
+
+
+def run(args: argparse.Namespace, work: Path, tracks: list[RealTrack], load: tuple) -> dict:
+    """Start the host, wait for the model, drop the tracks in, follow the run to its end."""
+    stage_tracks(tracks, work / "staging" / "debian")
+    (work / "music").mkdir()
+    env = host_environment(work, {"watcher", "vibe_api", args.analyzer}, **analyzer_settings(args))
+    host = BenchHost(work, env)
+    result: dict = {"load_before": load}
+    launched = time.time()
+    try:
+        result["healthz_s"] = host.start(READY_TIMEOUT_SECONDS, sample_workers=True)
+        workers = host.workers
+        result["ready"] = wait_until_ready(host, args.analyzer, launched)
+        started = time.time()
+        result["ready_s"] = started - launched
+        (work / "staging" / "debian").rename(work / "music" / "debian")
+        pool = [pid for pid in workers.peaks if psutil.pid_exists(pid)]
+        result["rss_at_ready"] = {pid: workers.peaks[pid] for pid in pool}
+        result["run"] = follow_run(host, args.analyzer, len(tracks), started)
+        result["finishes"] = asyncio.run(finishes(host, args.analyzer))
+        result["started"] = started
+        result["rss"] = dict(workers.peaks)
+        result["pool"] = pool
+    except BaseException:
+        print(f"host log tail:\n{host.tail()}", file=sys.stderr)
+        raise
+    finally:
+        result["stopped"] = host.stop()
+        result["host_rss"] = host.memory.peak if host.memory else 0
+        result["problems"] = host.problems()
+        result["log_lines"] = [
+            line
+            for line in host.tail(10**6).splitlines()
+            if " workers x " in line or "not trained" in line
+        ]
+    return result
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def command(args: argparse.Namespace) -> str:
+    line = (
+        f".venv/bin/python bench/host.py --analyzer {args.analyzer} --tracks {args.tracks}"
+        f" --workers {args.workers} --threads {args.threads} --precision {args.precision}"
+    )
+    if args.analyzer == "clap":
+        line += f" --max-windows {args.max_windows}"
+        if args.make_random_clap:
+            line += f" --make-random-clap {args.make_random_clap}"
+        elif args.clap_model_given:
+            line += f" --clap-model {args.clap_model}"
+    return line
+
+
+def report(args: argparse.Namespace, tracks: list[RealTrack], result: dict) -> None:
+    """The figures, then a markdown block for bench/RESULTS.md."""
+    done = result["finishes"]
+    end = done[-1][0]
+    minutes = (end - result["started"]) / 60
+    if any(seconds is None for _, seconds in done):  # the host knows no length: ours, then
+        audio_minutes = sum(track.seconds for track in tracks) / 60
+    else:
+        audio_minutes = sum(seconds for _, seconds in done) / 60
+    # the status API's own formula (progress.measure_run) over the whole run: the finishes
+    # after the first, over the time from the first finish to the last
+    span = (end - done[0][0]) / 60
+    formula_tracks = (len(done) - 1) / span if span > 0 else None
+    formula_audio = sum(s or 0 for _, s in done[1:]) / 60 / span if span > 0 else None
+    followed, api = result["run"], result["run"]["api"]
+    measured_tracks = len(done) / minutes
+    ready = result["ready"]
+    rss_mib = {pid: peak / 2**20 for pid, peak in result["rss"].items()}
+    pool_rss = [rss_mib.get(pid, 0.0) for pid in result["pool"]]
+    at_ready = [result["rss_at_ready"][pid] / 2**20 for pid in result["pool"]]
+    others = [mib for pid, mib in rss_mib.items() if pid not in result["pool"]]
+    load = " ".join(f"{value:.2f}" for value in result["load_before"])
+
+    def mib(values: list[float]) -> str:
+        return ", ".join(f"{value:.0f}" for value in sorted(values)) or "-"
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    rows = [
+        ("tracks (distinct contents)", f"{len(tracks)} ({followed['contents']})"),
+        ("done / failed", f"{followed['counts']['done']} / {followed['counts']['failed']}"),
+        ("audio analyzed", f"{audio_minutes:.1f} min"),
+        ("start: to /healthz, to ready", f"{result['healthz_s']:.1f} s, {result['ready_s']:.1f} s"),
+        ("ready -> all tracks recorded", f"{followed['all_queued'] or 0:.1f} s"),
+        ("ready -> first job running (poll 0.5 s)", f"{followed['first_busy'] or 0:.1f} s"),
+        ("ready -> first job done", f"{done[0][0] - result['started']:.1f} s"),
+        ("ready -> all done", f"{minutes * 60:.1f} s"),
+        ("**four-minute tracks/min**", f"**{audio_minutes / 4 / minutes:.1f}**"),
+        ("**tracks/min**", f"**{measured_tracks:.1f}**"),
+        ("audio min/min", f"{audio_minutes / minutes:.1f}"),
+        (
+            "status API at its last reading: tracks/min, audio min/min",
+            f"{rate(api and api['tracks_per_minute'])}, "
+            f"{rate(api and api['audio_minutes_per_minute'])}"
+            + (f" ({api['counts']['done']} done, {api['at']:.0f} s in)" if api else ""),
+        ),
+        (
+            "the API's formula, first -> last finish",
+            f"{rate(formula_tracks)}, {rate(formula_audio)}",
+        ),
+        ("peak RSS per worker, by ready (MiB)", mib(at_ready)),
+        ("**peak RSS per worker (MiB)**", f"**{mib(pool_rss)}**"),
+        ("other spawned processes' peak RSS (MiB)", mib(others)),
+        ("peak RSS of the host process", f"{result['host_rss'] / 2**20:.0f} MiB"),
+        ("model, device", f"{ready['model_id']}, {ready['device']}, version {ready['version']}"),
+    ]
+    if ready["detail"]:
+        rows.append(("detail", ready["detail"]))
+    name = "MusiCNN" if args.analyzer == "musicnn" else "CLAP"
+    windows = f", max_windows {args.max_windows}" if args.analyzer == "clap" else ""
+    cores = f"{os.cpu_count()} cores ({psutil.cpu_count(logical=False)} physical)"
+
+    print(
+        f"\n### {name} end to end through the host: {args.workers} x {args.threads}, "
+        f"precision {args.precision}{windows} (bench/host.py)\n"
+    )
+    if args.analyzer == "clap" and not ready["trained"]:
+        print(
+            "**RANDOM CLAP WEIGHTS** (larger_clap_music's audio tower sizes): speed and memory "
+            "only; its embeddings mean nothing.\n"
+        )
+    print(f"    {command(args)}\n")
+    print(
+        f"Machine: {cpu_model()}, {cores}, Python {platform.python_version()}; "
+        f"load average before the run: {load}.\n"
+    )
+    print("| measure | value |\n|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+    if api is not None and api["tracks_per_minute"]:
+        gap = api["tracks_per_minute"] / measured_tracks - 1
+        if abs(gap) > DISAGREEMENT:
+            print(
+                f"\nThe status API's tracks/min differs from the measured one by {gap:+.0%}: "
+                "it times from the first finish, not from ready (the lead-in above), and "
+                "stops measuring before the last finish."
+            )
+    print("\nhost log:")
+    for line in result["log_lines"]:
+        print(f"    {line}")
+    stopped_code, stopped_s = result["stopped"]
+    print(
+        f"host stop: exit {stopped_code} after {stopped_s:.1f} s; "
+        f"WARNING/ERROR lines in its log: {len(result['problems'])}"
+    )
+    for line in result["problems"][:10]:
+        print(f"    {line}")
+
+
+def arguments() -> argparse.Namespace:
+    clap = ClapSettings()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--analyzer", choices=("musicnn", "clap"), required=True)
+    parser.add_argument("--tracks", type=int, default=None, help="real tracks (default: all)")
+    parser.add_argument("--workers", type=int, default=None, help="default: the plugin's")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker")
+    parser.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto")
+    parser.add_argument("--max-windows", type=int, default=clap.max_windows, help="[clap]")
+    parser.add_argument("--clap-model", type=Path, help="[clap] model: a model folder")
+    parser.add_argument(
+        "--make-random-clap", type=Path, metavar="DIR", help="save a random CLAP here and run it"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
+    args = parser.parse_args()
+    if args.analyzer == "musicnn":
+        from soundspan_plugins.musicnn import MusicnnSettings
+
+        defaults = MusicnnSettings()
+    else:
+        defaults = clap
+    args.workers = defaults.workers if args.workers is None else args.workers
+    args.threads = defaults.threads_per_worker if args.threads is None else args.threads
+    args.clap_model_given = args.clap_model is not None
+    return args
+
+
+def main() -> None:
+    args = arguments()
+    load = os.getloadavg()  # before this script's own work (a CLAP saved) raises it
+    all_tracks = debian_music()
+    count = min(args.tracks or len(all_tracks), len(all_tracks))
+    tracks = all_tracks[:: max(1, len(all_tracks) // count)][:count]  # spread over both albums
+    args.tracks = count
+    work = Path(tempfile.mkdtemp(prefix="soundspan-host-bench-"))
+    try:
+        if args.analyzer == "clap" and (args.make_random_clap or args.clap_model is None):
+            args.clap_model = args.make_random_clap or work / "random-clap"
+            print(f"saving a RANDOM CLAP into {args.clap_model} ...", file=sys.stderr)
+            save_random_clap(args.clap_model)
+        print(
+            f"{args.analyzer}: {count} tracks, {args.workers} x {args.threads} ...", file=sys.stderr
+        )
+        result = run(args, work, tracks, load)
+    finally:
+        if args.keep:
+            print(f"work dir kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    report(args, tracks, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Which audio tower the workers run: ONNX float32, ONNX int8, or torch; chosen in the host.
+
+int8 is onnxruntime's dynamic quantization of the graph's MatMul and Gemm weights (the linear
+layers: nearly all of HTSAT's arithmetic), int8 weights and per-batch uint8 activations. No
+trained CLAP weights are reachable where soundspan is tested, so the int8 graph is checked on
+the user's own weights: made once per model, it embeds the probe clips (windows.probe_clips:
+a chord with noise, loud noise, a quiet tone) beside the float32 graph, and is used only when
+every cosine is at least INT8_MIN_COSINE; else the workers run float32 and the status says why.
+The int8 file and its check are cached beside the float32 export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+from soundspan_plugins.shared.files import fsync_file, temporary_path, write_atomically
+
+from .onnx_export import ensure_exported
+from .onnx_tower import OnnxAudioTower, OnnxTowerFiles, cuda_available
+from .versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
+from .windows import probe_clips
+from .worker import ModelSource
+
+log = logging.getLogger(__name__)
+
+INT8_MIN_COSINE = 0.99  # below it on a probe clip, int8 is not the model the user chose
+
+
+@dataclass(frozen=True)
+class TowerChoice:
+    """What the workers load: an ONNX graph (None: torch), and why not what was asked for."""
+
+    onnx: OnnxTowerFiles | None
+    detail: str | None = None  # one line for people: why a precision or ONNX was refused
+
+
+def choose_tower(
+    source: ModelSource,
+    cache_dir: Path,
+    setting: str,
+    device: str,
+    min_cosine: float | None = None,
+) -> TowerChoice:
+    """The tower for `[clap] precision` = `setting` on `device`: int8 only when asked for and
+    within `min_cosine` (INT8_MIN_COSINE, read at each call) of float32 on the probe clips;
+    torch on CUDA without onnxruntime-gpu, or where the ONNX export disagrees with torch."""
+    if device == "cuda" and not cuda_available():
+        note = None
+        if setting == "int8":
+            note = "[clap] precision = int8 is for CPUs; running torch float16 on CUDA"
+        return TowerChoice(None, note)
+    try:
+        exported = ensure_exported(source, cache_dir)
+    except Exception as error:
+        # the tracer's and onnxruntime's errors have no common base; torch still runs the tower
+        return _torch_instead(f"exporting the audio tower to ONNX failed ({error})")
+    if not exported.accepted:
+        return _torch_instead(
+            f"the ONNX audio tower disagreed with torch (cosine {exported.agreement:.5f} < "
+            f"{SAME_VERSION_MIN_COSINE})"
+        )
+    if setting != "int8":
+        return TowerChoice(exported.files)
+    if device == "cuda":
+        return TowerChoice(exported.files, "[clap] precision = int8 is for CPUs; running fp32")
+    min_cosine = INT8_MIN_COSINE if min_cosine is None else min_cosine
+    try:
+        int8, agreement = ensure_int8(exported.files)
+    except Exception as error:
+        note = f"quantizing the CLAP audio tower to int8 failed ({error}); running fp32"
+        log.warning("CLAP: %s", note)
+        return TowerChoice(exported.files, note)
+    if agreement < min_cosine:
+        note = (
+            f"int8 refused: its embeddings of the probe clips differ from fp32's (cosine "
+            f'{agreement:.4f} < {min_cosine}); running fp32. Set [clap] precision = "fp32" '
+            f"to skip this check."
+        )
+        log.warning("CLAP: %s", note)
+        return TowerChoice(exported.files, note)
+    log.info("CLAP: int8 within cosine %.4f of fp32 on the probe clips", agreement)
+    return TowerChoice(int8)
+
+
+def _torch_instead(why: str) -> TowerChoice:
+    note = f"{why}; the workers run the torch audio tower"
+    log.warning("CLAP: %s", note)
+    return TowerChoice(None, note)
+
+
+def ensure_int8(fp32: OnnxTowerFiles) -> tuple[OnnxTowerFiles, float]:
+    """The cached int8 graph beside `fp32`'s and its lowest probe cosine to fp32, quantizing
+    and checking only if needed."""
+    stem = f"{fp32.graph.stem}-{INT8_RECIPE}"
+    int8_path = fp32.graph.with_name(f"{stem}.onnx")
+    record_path = fp32.graph.with_name(f"{stem}.json")
+    int8 = replace(fp32, graph=int8_path, precision="int8")
+    agreement = _read_record(record_path, int8_path, fp32.graph)
+    if agreement is not None:
+        return int8, agreement
+
+    log.info("CLAP: quantizing %s to int8 (once) ...", fp32.graph.name)
+    prepared = temporary_path(fp32.graph.parent, ".onnx")
+    partial = temporary_path(fp32.graph.parent, ".onnx")
+    try:
+        with _quiet_quantizer():
+            quant_pre_process(str(fp32.graph), str(prepared), skip_symbolic_shape=True)
+            quantize_dynamic(
+                str(prepared),
+                str(partial),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
+        agreement = probe_agreement(fp32, replace(int8, graph=partial))
+        fsync_file(partial)
+        os.replace(partial, int8_path)
+    finally:
+        prepared.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    record = {
+        "recipe": INT8_RECIPE,
+        "source_onnx": fp32.graph.name,
+        "source_onnx_bytes": fp32.graph.stat().st_size,
+        "int8_onnx_bytes": int8_path.stat().st_size,
+        "agreement": agreement,
+    }
+    write_atomically(record_path, json.dumps(record, indent=1) + "\n")
+    return int8, agreement
+
+
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """onnxruntime's quantizer logs a line per node on the root logger ("Quantization
+    parameters for tensor ... not specified"): hundreds of INFO lines in the host's log. A
+    filter on the root logger sees only what is logged on the root itself, not the host's own
+    loggers' records, which pass through its handlers unfiltered."""
+    root = logging.getLogger()
+    quantizer = str(Path(quantize_dynamic.__code__.co_filename).parent)
+
+    def from_elsewhere(record: logging.LogRecord) -> bool:
+        return not record.pathname.startswith(quantizer) or record.levelno >= logging.WARNING
+
+    root.addFilter(from_elsewhere)
+    try:
+        yield
+    finally:
+        root.removeFilter(from_elsewhere)
+
+
+def probe_agreement(reference: OnnxTowerFiles, candidate: OnnxTowerFiles) -> float:
+    """The lowest cosine between two graphs' embeddings of the probe clips."""
+    clips = probe_clips()
+    expected = OnnxAudioTower(reference).embed_windows(clips)
+    actual = OnnxAudioTower(candidate).embed_windows(clips)
+    return float(np.sum(expected * actual, axis=1).min())
+
+
+def _read_record(record_path: Path, int8_path: Path, fp32_path: Path) -> float | None:
+    """The check of a complete cache entry, or None when it is absent, partial or stale."""
+    try:
+        record = json.loads(record_path.read_text())
+        complete = (
+            record["recipe"] == INT8_RECIPE
+            and record["source_onnx_bytes"] == fp32_path.stat().st_size
+            and record["int8_onnx_bytes"] == int8_path.stat().st_size
+        )
+        return float(record["agreement"]) if complete else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,160 @@
+"""The CLAP audio tower in ONNX: it embeds real music as the torch tower does, its workers import
+neither torch nor transformers, it is exported once per model, and int8 runs only where it
+agrees with float32 on the model's own weights (float32 runs, and the status says why, where not).
+
+Whatever imports torch (tests.clap_models, the export, the torch tower) is imported inside the
+tests: a pool worker imports this module to run `heavy_modules`, and must see only what the
+worker itself imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from soundspan_hooks import HOST
+from soundspan_host.app import create_app
+from soundspan_plugins.clap.frontend import MelFrontEnd
+from soundspan_plugins.clap.onnx_tower import OnnxAudioTower
+from soundspan_plugins.clap.versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
+from soundspan_plugins.clap.windows import SAMPLE_RATE, int16_round_trip, select_windows
+from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
+from soundspan_plugins.shared.audio import decode_mono
+from soundspan_plugins.shared.pool import ModelPool
+from tests.library import eventually, settled, write_wave
+
+MUSIC = Path(__file__).parent / "fixtures" / "musicnn" / "anttis_1918.mp3"  # real, encoded
+
+
+def heavy_modules(tower) -> list[str]:
+    """Run in a worker: the torch and transformers modules it has imported."""
+    return sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "transformers"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> ModelSource:
+    from tests.clap_models import save_tiny_clap
+
+    directory = save_tiny_clap(tmp_path_factory.mktemp("clap") / "tiny", projection_dim=512)
+    return ModelSource(str(directory), None, False, None, False)
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, onnx_cache):
+    from soundspan_plugins.clap.onnx_export import ensure_exported
+
+    return ensure_exported(tiny_model, onnx_cache)
+
+
+@pytest.fixture(scope="module")
+def torch_tower(tiny_model):
+    from soundspan_plugins.clap.loading import load_clap
+
+    return load_clap(tiny_model.model, towers=("audio",))
+
+
+@pytest.fixture(scope="module")
+def music_windows() -> list[np.ndarray]:
+    return select_windows(decode_mono(MUSIC, SAMPLE_RATE), max_windows=4)
+
+
+def test_the_numpy_front_end_computes_the_feature_extractors_features(
+    torch_tower, music_windows
+) -> None:
+    extractor = torch_tower.feature_extractor
+    front_end = MelFrontEnd(extractor.mel_filters_slaney, 1024, 480, channels=1)
+    clips = [music_windows[0], music_windows[1][: SAMPLE_RATE * 3]]  # a whole one, a padded one
+    expected = extractor(
+        [int16_round_trip(clip) for clip in clips],
+        sampling_rate=SAMPLE_RATE,
+        truncation=extractor.truncation,
+        padding="repeatpad",
+        return_tensors="np",
+    )["input_features"]
+    np.testing.assert_allclose(front_end(clips), expected, rtol=0, atol=1e-4)
+
+
+def test_the_onnx_tower_embeds_real_music_as_torch_does(
+    exported, torch_tower, music_windows
+) -> None:
+    from soundspan_plugins.clap.embedding import embed_windows
+
+    assert exported.accepted and exported.agreement >= SAME_VERSION_MIN_COSINE
+    expected = embed_windows(torch_tower, music_windows, batch_size=3)
+    actual = OnnxAudioTower(exported.files).embed_windows(music_windows, batch_size=3)
+    assert [window.size < 480_000 for window in music_windows] == [False, False, True]
+    assert np.sum(expected * actual, axis=1).min() >= SAME_VERSION_MIN_COSINE
+
+
+async def test_a_worker_embeds_a_track_without_importing_torch_or_transformers(
+    tiny_model, exported, torch_tower
+) -> None:
+    from soundspan_plugins.clap.embedding import embed_track
+
+    pool = ModelPool("CLAP", 1, load_audio_tower, (tiny_model, exported.files, "cpu", 1))
+    try:
+        result = await pool.run(embed_file, str(MUSIC), 12, 4)
+        imported = await pool.run(heavy_modules)
+    finally:
+        await pool.close()
+    assert imported == []
+    expected = embed_track(torch_tower, decode_mono(MUSIC, SAMPLE_RATE), max_windows=12)
+    assert float(np.asarray(result.embedding) @ expected) >= SAME_VERSION_MIN_COSINE
+
+
+def test_a_second_start_reuses_the_export_and_the_int8_check(
+    tiny_model, onnx_cache, exported
+) -> None:
+    from soundspan_plugins.clap.precision import choose_tower
+
+    first = choose_tower(tiny_model, onnx_cache, "int8", "cpu")
+    written = {path: path.stat().st_mtime_ns for path in onnx_cache.iterdir()}
+    again = choose_tower(tiny_model, onnx_cache, "int8", "cpu")
+    assert {path: path.stat().st_mtime_ns for path in onnx_cache.iterdir()} == written
+    assert first.onnx.graph == again.onnx.graph and again.detail is None
+    assert again.onnx.precision == "int8" and again.onnx.graph.name.endswith(f"-{INT8_RECIPE}.onnx")
+    assert not [path for path in written if path.name.startswith(".partial-")]
+
+
+def test_int8_below_the_bound_falls_back_to_fp32_and_says_why(
+    tiny_model, onnx_cache, exported, caplog
+) -> None:
+    from soundspan_plugins.clap.precision import choose_tower
+
+    choice = choose_tower(tiny_model, onnx_cache, "int8", "cpu", min_cosine=1.0)
+    assert (choice.onnx.graph, choice.onnx.precision) == (exported.files.graph, "fp32")
+    assert "int8 refused" in choice.detail and "running fp32" in choice.detail
+    assert "int8 refused" in caplog.text
+    auto = choose_tower(tiny_model, onnx_cache, "auto", "cpu")
+    assert (auto.onnx.graph, auto.onnx.precision, auto.detail) == (
+        exported.files.graph,
+        "fp32",
+        None,
+    )
+
+
+async def test_a_host_whose_int8_fails_the_check_analyzes_in_fp32_and_says_so(
+    write_settings, aiohttp_client, monkeypatch, tiny_model, music_dir
+) -> None:
+    # no int8 graph can meet it
+    monkeypatch.setattr("soundspan_plugins.clap.precision.INT8_MIN_COSINE", 1.0)
+    monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
+    monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", tiny_model.model)
+    monkeypatch.setenv("CLAP_PRECISION", "int8")
+    write_wave(music_dir / "noise.wav", np.random.default_rng(3).uniform(-0.5, 0.5, 96000), 48000)
+    settings = "[watcher]\ndebounce_seconds = 0.2\n[clap]\nworkers = 1\nsleep_interval = 0.2\n"
+    client = await aiohttp_client(create_app(write_settings(settings)))
+    host = client.app[HOST]
+    await eventually(lambda: settled(host.engine, 1), timeout=120, what="CLAP")
+    [clap] = [info for info in await host.describe_analyzers() if info.name == "clap"]
+    assert clap.state == "ready" and clap.device == "cpu (fp32)"
+    assert "int8 refused" in clap.detail and "< 1.0" in clap.detail
+    assert clap.version.endswith(f"-{INT8_RECIPE}")  # int8's version, as the setting says
