@@ -1,16 +1,21 @@
 """Library events that arrive together are recorded together (one transaction per batch) with
 the same outcome as one by one: order per path, moves found by content, and a file the
 database refuses fails alone. Events go through the real hook of a real host on a real
-PostgreSQL; their facts are made up, so no file is read."""
+PostgreSQL; their facts are made up, so no file is read. And a burst that outruns inotify (its
+kernel queue overflows) is caught up by a reconcile."""
 
 import asyncio
+import inspect
+import logging
 import secrets
 
 import pytest
+from watchdog.observers import inotify_c
 
 from soundspan_hooks import HOST, LibraryEvent, LibraryEventKind, TrackFacts
 from soundspan_host.app import create_app
-from tests.library import jobs, scalar, tracks
+from soundspan_plugins.watcher.watching import InotifyOverflowAlarm
+from tests.library import eventually, jobs, present_paths, scalar, tracks, write_wav
 
 APPEARED, CHANGED, MOVED, VANISHED = (
     LibraryEventKind.APPEARED,
@@ -106,3 +111,23 @@ async def test_duplicates_in_a_batch_share_one_content_and_one_job(host):
     recorded = await contents(host.engine)
     assert set(recorded.values()) == {"pl1:same"} and len(recorded) == 5
     assert len(await jobs(host.engine)) == 1
+
+
+async def test_files_whose_events_an_inotify_overflow_lost_are_found_by_a_reconcile(
+    write_settings, toy_analyzer, aiohttp_client, music_dir
+):
+    # on disk before the start, with no reconcile at start: the watcher never saw them, as
+    # after a kernel queue overflow
+    unseen = {f"unseen-{n}.wav" for n in range(3)}
+    for n, name in enumerate(sorted(unseen)):
+        write_wav(music_dir / name, 200 + 100 * n)
+    client = await aiohttp_client(create_app(write_settings(QUIET)))
+    engine = client.app[HOST].engine
+    assert await tracks(engine) == {}
+
+    # the line watchdog logs when the kernel dropped events, and tells no handler
+    lost = "Inotify queue overflowed; filesystem events were lost"
+    assert lost in inspect.getsource(inotify_c), "watchdog says it in other words now"
+    assert lost.startswith(InotifyOverflowAlarm.MESSAGE)
+    logging.getLogger(InotifyOverflowAlarm.LOGGER).warning(lost)
+    await eventually(lambda: present_paths(engine, unseen), what="a reconcile after the overflow")

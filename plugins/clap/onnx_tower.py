@@ -31,25 +31,19 @@ class OnnxTowerFiles:
     precision: str  # "fp32" or "int8"
 
 
-def cuda_available() -> bool:
-    """Whether onnxruntime can run on a GPU here (onnxruntime-gpu and a driver)."""
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
 class OnnxAudioTower:
     """One onnxruntime session of an exported audio tower; make one per worker process."""
 
-    def __init__(self, files: OnnxTowerFiles, threads: int = 1, device: str = "cpu") -> None:
+    def __init__(self, files: OnnxTowerFiles, threads: int = 1) -> None:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
         self.front_end = files.front_end
         self.precision = files.precision
-        self._session = onnxruntime.InferenceSession(str(files.graph), options, providers=providers)
+        self._session = onnxruntime.InferenceSession(
+            str(files.graph), options, providers=["CPUExecutionProvider"]
+        )
         return_freed_memory()  # the graph file's copy of the weights
 
     def embed_windows(self, windows: Sequence[np.ndarray], batch_size: int = 4) -> np.ndarray:

@@ -25,7 +25,7 @@ from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dyna
 from soundspan_plugins.shared.files import fsync_file, temporary_path, write_atomically
 
 from .onnx_export import ensure_exported
-from .onnx_tower import OnnxAudioTower, OnnxTowerFiles, cuda_available
+from .onnx_tower import OnnxAudioTower, OnnxTowerFiles
 from .versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
 from .windows import probe_clips
 from .worker import ModelSource
@@ -52,8 +52,9 @@ def choose_tower(
 ) -> TowerChoice:
     """The tower for `[clap] precision` = `setting` on `device`: int8 only when asked for and
     within `min_cosine` (INT8_MIN_COSINE, read at each call) of float32 on the probe clips;
-    torch on CUDA without onnxruntime-gpu, or where the ONNX export disagrees with torch."""
-    if device == "cuda" and not cuda_available():
+    torch on CUDA (its float16 tower is the one checked on a real GPU), or where the ONNX
+    export disagrees with torch."""
+    if device == "cuda":
         note = None
         if setting == "int8":
             note = "[clap] precision = int8 is for CPUs; running torch float16 on CUDA"
@@ -70,8 +71,6 @@ def choose_tower(
         )
     if setting != "int8":
         return TowerChoice(exported.files)
-    if device == "cuda":
-        return TowerChoice(exported.files, "[clap] precision = int8 is for CPUs; running fp32")
     min_cosine = INT8_MIN_COSINE if min_cosine is None else min_cosine
     try:
         int8, agreement = ensure_int8(exported.files)

@@ -1,8 +1,8 @@
 """What runs inside a CLAP worker process: the audio tower, loaded once, embedding tracks.
 
 On CPU the tower is the ONNX export (onnx_tower.py): the process imports numpy and
-onnxruntime, never torch or transformers. torch is imported only for the torch tower (CUDA
-without onnxruntime-gpu, or an export the host refused).
+onnxruntime, never torch or transformers. torch is imported only for the torch tower (on
+CUDA, or where the host refused the export).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def load_audio_tower(
 ) -> AudioTower:
     """The ONNX tower when the host exported one (`onnx`), else torch's."""
     if onnx is not None:
-        return OnnxAudioTower(onnx, threads=threads, device=device)
+        return OnnxAudioTower(onnx, threads=threads)
     from soundspan_plugins.clap.loading import load_clap
 
     clap = load_clap(

@@ -117,7 +117,8 @@ class Ingest:
         self.problems: dict[str, str] = {}  # path -> why it cannot be recorded
 
     def rescan_soon(self) -> None:
-        """A change could not be recorded (the database was away): reconcile until one succeeds."""
+        """Changes could not be recorded (the database was away) or were lost (the kernel's
+        inotify queue overflowed): reconcile until one succeeds."""
         if self._rescan_task is None or self._rescan_task.done():
             self._rescan_task = asyncio.create_task(self._rescan_until_recorded())
 

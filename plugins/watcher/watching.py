@@ -88,6 +88,8 @@ class LibraryWatcher:
         self._observer.schedule(
             _ToLoop(loop, self._on_file_system_event), str(self.files.music_dir), recursive=True
         )
+        self._overflow_alarm = InotifyOverflowAlarm(loop, self.emit_failed)
+        self._overflow_alarm.attach()
         self._observer.start()
         self._tasks = [
             asyncio.create_task(self._settle_pending()),
@@ -98,6 +100,7 @@ class LibraryWatcher:
         if self._observer is not None:
             self._observer.stop()
             await asyncio.to_thread(self._observer.join)
+            self._overflow_alarm.detach()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -240,3 +243,32 @@ class _ToLoop(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         self.loop.call_soon_threadsafe(self.callback, event)
+
+
+class InotifyOverflowAlarm(logging.Filter):
+    """Asks for a reconcile when the kernel's inotify queue overflowed (a copy of thousands of
+    files at once can outrun the observer thread): the events lost then would leave those files
+    unrecorded until the next start. watchdog rebuilds its watches but tells no handler; it only
+    logs the loss, so this filter on its logger hears that line and calls `lost`."""
+
+    LOGGER = "watchdog.observers.inotify_c"
+    MESSAGE = "Inotify queue overflowed"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, lost: Callable[[], None]) -> None:
+        super().__init__()
+        self.loop = loop
+        self.lost = lost
+
+    def attach(self) -> None:
+        logger = logging.getLogger(self.LOGGER)
+        if not logger.isEnabledFor(logging.WARNING):  # else the line is never made
+            logger.setLevel(logging.WARNING)
+        logger.addFilter(self)
+
+    def detach(self) -> None:
+        logging.getLogger(self.LOGGER).removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(self.MESSAGE):
+            self.loop.call_soon_threadsafe(self.lost)
+        return True
