@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from soundspan_plugins.shared.files import fsync_file, temporary_path, write_atomically
+from soundspan_plugins.shared.files import (
+    move_into_place,
+    read_cache_record,
+    temporary_path,
+    write_atomically,
+)
 
 from .embedding import embed_windows
 from .frontend import MelFrontEnd
@@ -62,7 +66,14 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
         cache_dir / f"{stem}-mel.npy",
         cache_dir / f"{stem}.json",
     )
-    cached = _read_record(record_path, graph, filters, digest)
+    cached = read_cache_record(
+        record_path,
+        {"weights_sha256": digest, "exporter_version": EXPORTER_VERSION},
+        {"onnx_bytes": graph},
+        lambda record: ExportedTower(
+            OnnxTowerFiles(graph, _front_end(record, filters), "fp32"), record["agreement"]
+        ),
+    )
     if cached is not None:
         return cached
 
@@ -85,8 +96,7 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
         exported = OnnxTowerFiles(partial_graph, front_end, "fp32")
         agreement = onnx_agreement(clap, exported)
         for partial, final in ((partial_graph, graph), (partial_filters, filters)):
-            fsync_file(partial)
-            os.replace(partial, final)
+            move_into_place(partial, final)
     finally:
         partial_graph.unlink(missing_ok=True)
         partial_filters.unlink(missing_ok=True)
@@ -162,22 +172,8 @@ def onnx_agreement(clap: LoadedClap, files: OnnxTowerFiles) -> float:
     return float(np.sum(reference * candidate, axis=1).min())
 
 
-def _read_record(
-    record_path: Path, graph: Path, filters: Path, digest: str
-) -> ExportedTower | None:
-    """A complete cache entry, or None when it is absent, partial or stale."""
-    try:
-        record = json.loads(record_path.read_text())
-        complete = (
-            record["weights_sha256"] == digest
-            and record["exporter_version"] == EXPORTER_VERSION
-            and graph.stat().st_size == record["onnx_bytes"]
-        )
-        if not complete:
-            return None
-        front_end = MelFrontEnd(
-            np.load(filters), record["fft_size"], record["hop_length"], record["channels"]
-        )
-        return ExportedTower(OnnxTowerFiles(graph, front_end, "fp32"), record["agreement"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def _front_end(record: dict, filters: Path) -> MelFrontEnd:
+    """The front end an export's record describes, with its stored filter bank."""
+    return MelFrontEnd(
+        np.load(filters), record["fft_size"], record["hop_length"], record["channels"]
+    )

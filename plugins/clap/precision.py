@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -22,7 +21,12 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
-from soundspan_plugins.shared.files import fsync_file, temporary_path, write_atomically
+from soundspan_plugins.shared.files import (
+    move_into_place,
+    read_cache_record,
+    temporary_path,
+    write_atomically,
+)
 
 from .onnx_export import ensure_exported
 from .onnx_tower import OnnxAudioTower, OnnxTowerFiles
@@ -103,7 +107,12 @@ def ensure_int8(fp32: OnnxTowerFiles) -> tuple[OnnxTowerFiles, float]:
     int8_path = fp32.graph.with_name(f"{stem}.onnx")
     record_path = fp32.graph.with_name(f"{stem}.json")
     int8 = replace(fp32, graph=int8_path, precision="int8")
-    agreement = _read_record(record_path, int8_path, fp32.graph)
+    agreement = read_cache_record(
+        record_path,
+        {"recipe": INT8_RECIPE},
+        {"source_onnx_bytes": fp32.graph, "int8_onnx_bytes": int8_path},
+        lambda record: float(record["agreement"]),
+    )
     if agreement is not None:
         return int8, agreement
 
@@ -120,8 +129,7 @@ def ensure_int8(fp32: OnnxTowerFiles) -> tuple[OnnxTowerFiles, float]:
                 op_types_to_quantize=["MatMul", "Gemm"],
             )
         agreement = probe_agreement(fp32, replace(int8, graph=partial))
-        fsync_file(partial)
-        os.replace(partial, int8_path)
+        move_into_place(partial, int8_path)
     finally:
         prepared.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)
@@ -161,17 +169,3 @@ def probe_agreement(reference: OnnxTowerFiles, candidate: OnnxTowerFiles) -> flo
     expected = OnnxAudioTower(reference).embed_windows(clips)
     actual = OnnxAudioTower(candidate).embed_windows(clips)
     return float(np.sum(expected * actual, axis=1).min())
-
-
-def _read_record(record_path: Path, int8_path: Path, fp32_path: Path) -> float | None:
-    """The check of a complete cache entry, or None when it is absent, partial or stale."""
-    try:
-        record = json.loads(record_path.read_text())
-        complete = (
-            record["recipe"] == INT8_RECIPE
-            and record["source_onnx_bytes"] == fp32_path.stat().st_size
-            and record["int8_onnx_bytes"] == int8_path.stat().st_size
-        )
-        return float(record["agreement"]) if complete else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

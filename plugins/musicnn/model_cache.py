@@ -8,10 +8,14 @@ last, so an entry without its JSON (a crash mid-write) is never trusted, only re
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from soundspan_plugins.shared.files import fsync_file, temporary_path, write_atomically
+from soundspan_plugins.shared.files import (
+    move_into_place,
+    read_cache_record,
+    temporary_path,
+    write_atomically,
+)
 
 from .network import (
     DEFAULT_MODEL,
@@ -39,7 +43,17 @@ def ensure_onnx(
     stem = f"{model_name}-{digest[:16]}-v{CONVERTER_VERSION}"
     onnx_path, record_path = cache_dir / f"{stem}.onnx", cache_dir / f"{stem}.json"
 
-    card = _read_record(record_path, onnx_path, digest)
+    card = read_cache_record(
+        record_path,
+        {"checkpoint_sha256": digest, "converter_version": CONVERTER_VERSION},
+        {"onnx_bytes": onnx_path},
+        lambda record: ModelCard(
+            model_id=record["model_id"],
+            tags=tuple(record["tags"]),
+            embedding_dim=record["embedding_dim"],
+            checkpoint_sha256=record["checkpoint_sha256"],
+        ),
+    )
     if card is not None:
         return onnx_path, card
 
@@ -47,8 +61,7 @@ def ensure_onnx(
     temporary_onnx = temporary_path(cache_dir, ".onnx")
     try:
         card = convert(model_name, temporary_onnx, index_path)
-        fsync_file(temporary_onnx)
-        os.replace(temporary_onnx, onnx_path)
+        move_into_place(temporary_onnx, onnx_path)
     finally:
         temporary_onnx.unlink(missing_ok=True)
     record = {
@@ -62,24 +75,3 @@ def ensure_onnx(
     }
     write_atomically(record_path, json.dumps(record, indent=1) + "\n")
     return onnx_path, card
-
-
-def _read_record(record_path: Path, onnx_path: Path, digest: str) -> ModelCard | None:
-    """The card of a complete cache entry, or None when it is absent, partial or stale."""
-    try:
-        record = json.loads(record_path.read_text())
-        complete = (
-            record["checkpoint_sha256"] == digest
-            and record["converter_version"] == CONVERTER_VERSION
-            and onnx_path.stat().st_size == record["onnx_bytes"]
-        )
-        if not complete:
-            return None
-        return ModelCard(
-            model_id=record["model_id"],
-            tags=tuple(record["tags"]),
-            embedding_dim=record["embedding_dim"],
-            checkpoint_sha256=record["checkpoint_sha256"],
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

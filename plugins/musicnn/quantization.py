@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -38,10 +37,15 @@ from onnxruntime.quantization import (
 )
 
 from soundspan_plugins.shared.audio import decode_mono
+from soundspan_plugins.shared.files import (
+    move_into_place,
+    read_cache_record,
+    temporary_path,
+    write_atomically,
+)
 
 from .frontend import PATCH_FRAMES, SAMPLE_RATE, stream_log_mel
 from .inference import MusicnnTagger, TrackAnalysis
-from .model_cache import fsync_file, temporary_path, write_atomically
 from .network import INPUT_NAME, ModelCard
 
 log = logging.getLogger(__name__)
@@ -165,7 +169,12 @@ def ensure_int8(onnx_path: Path, card: ModelCard) -> tuple[Path, Int8Check]:
     stem = f"{onnx_path.stem}-int8-q{QUANTIZER_VERSION}"
     int8_path = onnx_path.with_name(f"{stem}.onnx")
     record_path = onnx_path.with_name(f"{stem}.json")
-    check = _read_record(record_path, int8_path, onnx_path)
+    check = read_cache_record(
+        record_path,
+        {"quantizer_version": QUANTIZER_VERSION},
+        {"source_onnx_bytes": onnx_path, "int8_onnx_bytes": int8_path},
+        lambda record: Int8Check(**record["check"]),
+    )
     if check is not None:
         return int8_path, check
 
@@ -188,8 +197,7 @@ def ensure_int8(onnx_path: Path, card: ModelCard) -> tuple[Path, Int8Check]:
             nodes_to_quantize=timbral_convolutions(onnx.load(str(prepared))),
         )
         check = compare_on_clips(onnx_path, partial, card)
-        fsync_file(partial)
-        os.replace(partial, int8_path)
+        move_into_place(partial, int8_path)
     finally:
         partial.unlink(missing_ok=True)
         prepared.unlink(missing_ok=True)
@@ -269,17 +277,3 @@ class _PatchReader(CalibrationDataReader):
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
         return None if batch is None else {INPUT_NAME: batch}
-
-
-def _read_record(record_path: Path, int8_path: Path, onnx_path: Path) -> Int8Check | None:
-    """The check of a complete cache entry, or None when it is absent, partial or stale."""
-    try:
-        record = json.loads(record_path.read_text())
-        complete = (
-            record["quantizer_version"] == QUANTIZER_VERSION
-            and record["source_onnx_bytes"] == onnx_path.stat().st_size
-            and record["int8_onnx_bytes"] == int8_path.stat().st_size
-        )
-        return Int8Check(**record["check"]) if complete else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
