@@ -7,17 +7,50 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
 
 HERE = Path(__file__).parent
+VERSION_TABLE = "alembic_version"
+MIGRATION_LOCK_ID = 0x50A5D5  # any constant shared by every soundspan process
 
 
 def upgrade_to_head(connection: Connection, plugin_migrations: Sequence[Path] = ()) -> None:
-    """Apply every pending revision, core and plugins' (each plugin a branch of its own)."""
+    """Apply every pending revision, core and plugins' (each plugin a branch of its own).
+
+    Under an advisory lock, so a host and its workers starting together migrate once. A
+    plugin switched off (or uninstalled) leaves its branch's revision in the version table
+    where alembic, which knows only the scripts it is given, would refuse to start: that row
+    is set aside for the upgrade and put back, so its tables and revision wait, untouched,
+    for the plugin to come back.
+    """
+    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
     config = Config()
     config.set_main_option("script_location", str(HERE))
     locations = [HERE / "versions", *plugin_migrations]
     config.set_main_option("version_locations", " ".join(str(path) for path in locations))
     config.set_main_option("path_separator", "space")
     config.attributes["connection"] = connection
+    absent = _revisions_without_scripts(connection, ScriptDirectory.from_config(config))
+    _set_version_rows(connection, absent, present=False)
     command.upgrade(config, "heads")
+    _set_version_rows(connection, absent, present=True)
+
+
+def _revisions_without_scripts(connection: Connection, scripts: ScriptDirectory) -> list[str]:
+    """The revisions the database is at whose scripts are not among those given."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return []
+    stored = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
+    known = {script.revision for script in scripts.walk_revisions()}
+    return sorted(revision for revision in stored if revision not in known)
+
+
+def _set_version_rows(connection: Connection, revisions: list[str], *, present: bool) -> None:
+    for revision in revisions:
+        statement = (
+            f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"
+            if present
+            else f"DELETE FROM {VERSION_TABLE} WHERE version_num = :revision"
+        )
+        connection.execute(text(statement), {"revision": revision})
