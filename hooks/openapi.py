@@ -5,8 +5,10 @@ the handlers accept.
 
 from __future__ import annotations
 
+import json
+import math
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
@@ -119,9 +121,13 @@ def _reason(status: int) -> str:
 
 
 def parse(model: type[BaseModel], values: Any) -> Any:
-    """Validate a query or body; a bad one is a 400 with every problem named."""
+    """Validate a query or body; a bad one is a 400 with every problem named.
+
+    pydantic takes "inf" and "nan" for a float: no such value is a count, a time or a weight,
+    and one stored would stop whatever reads it back, so it is refused here for every model.
+    """
     try:
-        return model.model_validate(values)
+        parsed = model.model_validate(values)
     except ValidationError as error:
         problems = [
             f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
@@ -130,10 +136,37 @@ def parse(model: type[BaseModel], values: Any) -> Any:
         # names of unknown parameters are the client's text: keep them to one header-safe line
         message = "; ".join(problems).replace("\r", " ").replace("\n", " ")
         raise web.HTTPBadRequest(reason=message) from None
+    if where := _non_finite(parsed.model_dump()):
+        raise web.HTTPBadRequest(reason=f"{where}: must be a finite number")
+    return parsed
 
 
 async def json_body(request: web.Request) -> Any:
+    """The request's JSON, strictly: NaN and Infinity (which Python's json reads, and JSON
+    has not) and nesting deeper than the interpreter's stack are 400s, not stored or a 500."""
     try:
-        return await request.json()
+        return json.loads(await request.text(), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise web.HTTPBadRequest(reason="the body is nested too deeply") from None
     except ValueError:
         raise web.HTTPBadRequest(reason="the body is not valid JSON") from None
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise web.HTTPBadRequest(reason=f"the body is not valid JSON: {name} is not a JSON number")
+
+
+def _non_finite(value: Any, where: str = "body") -> str | None:
+    """Where in a parsed request a float is NaN or infinite, if anywhere."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if found := _non_finite(item, str(key) if where == "body" else f"{where}.{key}"):
+            return found
+    return None
