@@ -39,6 +39,7 @@ from soundspan_host.database.embedded_access import (
     SUPERUSER,
     hba_is_current,
     host_url,
+    read_no_follow,
     read_or_create_secret,
     scram_verifier,
     secret_file,
@@ -56,6 +57,10 @@ from soundspan_host.errors import ConfigError
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 60
+# All the environment the server's programs get: anything more (the host's API token, a
+# music server's password in SOUNDSPAN_*) a database superuser could read with
+# `COPY ... FROM PROGRAM 'env'`.
+SERVER_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
 
 class EmbeddedPostgres:
@@ -274,7 +279,9 @@ class EmbeddedPostgres:
 
     def _run(self, program: str, *args: str, sql_input: str | None = None) -> str:
         command = [str(self._server_binaries / program), *args]
-        environment = None if sql_input is None else {**os.environ, "PGPASSWORD": self._secret}
+        environment = dict(SERVER_ENVIRONMENT)
+        if sql_input is not None:
+            environment["PGPASSWORD"] = self._secret
         # Files, not pipes: the server pg_ctl starts inherits them and would hold a pipe open.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             try:
@@ -304,9 +311,10 @@ class EmbeddedPostgres:
     def _server_log_tail(self) -> str:
         """The server log's last complaints (or last lines), where a failed start says why."""
         server_log = self.pgdata / "server.log"
-        if not server_log.exists():
+        try:
+            lines = read_no_follow(server_log).strip().splitlines()[-10:]
+        except OSError:
             return "no server log"
-        lines = server_log.read_text(errors="replace").strip().splitlines()[-10:]
         complaints = [line for line in lines if "FATAL" in line or "could not" in line]
         return f"{server_log}: " + " | ".join((complaints or lines)[-3:])
 

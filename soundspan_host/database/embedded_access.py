@@ -98,18 +98,41 @@ def scram_verifier(secret: str) -> str:
 
 
 def hba_is_current(pgdata: Path) -> bool:
+    """pg_hba.conf holds our rules, as a file of its own (a link is never current)."""
     try:
-        return (pgdata / "pg_hba.conf").read_text() == HBA_RULES
-    except FileNotFoundError:
+        return read_no_follow(pgdata / "pg_hba.conf") == HBA_RULES
+    except OSError:  # missing, or a link (ELOOP): written anew
         return False
 
 
+def read_no_follow(path: Path) -> str:
+    """A file's text, refusing a symlink: the cluster folder belongs to the server's OS user,
+    and a link planted there must never make root read (or show) another file."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(descriptor, errors="replace") as opened:
+        return opened.read()
+
+
 def write_hba(pgdata: Path, name: str = "pg_hba.conf", rules: str = HBA_RULES) -> Path:
-    """Write access rules into pgdata; written in place, the file keeps the server's owner."""
+    """Write access rules into pgdata, owned by the server's OS user.
+
+    The folder is that user's: anything named `name` there (a symlink to a root-owned file,
+    say) may be planted. So the rules go into a new file, never opened by name, handed over
+    by its descriptor, and renamed over whatever was there: root follows no link.
+    """
     path = pgdata / name
-    path.touch(mode=0o600)
-    path.write_text(rules)
-    _give_to_owner_of(path, pgdata)
+    descriptor, partial = tempfile.mkstemp(dir=pgdata, prefix=f".{name}.")  # O_EXCL, 0600
+    try:
+        with os.fdopen(descriptor, "w") as out:
+            out.write(rules)
+            if os.geteuid() == 0:
+                owner = os.stat(pgdata)
+                os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
     return path
 
 
@@ -164,9 +187,3 @@ def worker_url(data_dir: Path, port: int, *, hide_password: bool = False) -> str
     database, whose TCP listener `embedded_database_port = port` opened."""
     password = "***" if hide_password else read_secret(data_dir)
     return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE_NAME}"
-
-
-def _give_to_owner_of(path: Path, folder: Path) -> None:
-    owner = folder.stat()
-    if os.geteuid() == 0:
-        os.chown(path, owner.st_uid, owner.st_gid)

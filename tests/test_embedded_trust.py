@@ -1,0 +1,97 @@
+"""What the embedded database's OS user, or a database superuser, can take from the host: no
+file of root's through a link planted in the cluster folder, and none of the host's
+environment (its API token, a music server's password)."""
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from soundspan_host.database.embedded import EmbeddedPostgres
+from soundspan_host.database.embedded_access import HBA_RULES, SETUP_HBA_NAME, secret_file
+
+
+def query(url: str, *statements: str):
+    """The first value the last statement returns, the others run before it."""
+
+    async def run():
+        connection = await asyncpg.connect(url.replace("+asyncpg", "", 1))
+        try:
+            for statement in statements[:-1]:
+                await connection.execute(statement)
+            return await connection.fetchval(statements[-1])
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def stopped_cluster(tmp_path: Path) -> EmbeddedPostgres:
+    """A data dir whose cluster was made by a first start, and is down."""
+    server = EmbeddedPostgres(tmp_path / "data")
+    server.start()
+    server.stop()
+    return server
+
+
+@pytest.mark.parametrize("planted", ["pg_hba.conf", SETUP_HBA_NAME])
+def test_a_link_planted_in_the_cluster_folder_is_replaced_not_followed(
+    stopped_cluster, tmp_path, planted
+):
+    """The repro: the database's OS user (or a superuser, through COPY ... TO PROGRAM) links
+    pg_hba.conf to a root-owned 0600 file; the next start wrote our rules into that file and
+    gave it to the database's user."""
+    target = tmp_path / "root's own"
+    target.write_text("root's secret\n")
+    target.chmod(0o600)
+    before = target.stat()
+    link = stopped_cluster.pgdata / planted
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    if planted == SETUP_HBA_NAME:
+        # the setup rules are written when the password is set again: a new password file
+        secret_file(stopped_cluster.data_dir).unlink()
+
+    stopped_cluster.start()
+    try:
+        assert query(stopped_cluster.url, "SELECT 1") == 1
+    finally:
+        stopped_cluster.stop()
+
+    after = target.stat()
+    assert target.read_text() == "root's secret\n"
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (
+        before.st_uid,
+        before.st_gid,
+        0o600,
+    )
+    hba = stopped_cluster.pgdata / "pg_hba.conf"
+    assert not hba.is_symlink() and hba.read_text() == HBA_RULES
+    assert hba.stat().st_uid == stopped_cluster.pgdata.stat().st_uid
+
+
+def test_the_database_gets_none_of_the_hosts_environment(tmp_path, monkeypatch):
+    """The repro: `COPY e FROM PROGRAM 'env'` showed SOUNDSPAN_API_TOKEN and the Subsonic
+    password, which pg_ctl handed down to the server."""
+    monkeypatch.setenv("SOUNDSPAN_API_TOKEN", "token-the-database-must-not-see")
+    monkeypatch.setenv("SOUNDSPAN_SUBSONIC__USERS", '[{name="a", password="pw-never-seen"}]')
+    server = EmbeddedPostgres(tmp_path / "data")
+    server.start()
+    try:
+        environment = query(
+            server.url,
+            "CREATE TEMP TABLE e (line text)",
+            "COPY e FROM PROGRAM 'env'",
+            "SELECT string_agg(line, E'\\n') FROM e",
+        )
+    finally:
+        server.stop()
+    assert "PATH=" in environment  # the query saw the server's environment
+    assert "SOUNDSPAN" not in environment
+    assert "token-the-database-must-not-see" not in environment
+    assert "pw-never-seen" not in environment
+    assert os.environ["SOUNDSPAN_API_TOKEN"] not in environment
