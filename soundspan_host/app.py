@@ -22,6 +22,7 @@ from soundspan_hooks import HOST, AnalyzerInfo, PluginSettings
 from soundspan_host import __version__
 from soundspan_host.catalog import Catalog
 from soundspan_host.database import open_database
+from soundspan_host.database.worker_role import grant_worker_access
 from soundspan_host.errors import ConfigError
 from soundspan_host.failures import OPENAPI as FAILURES_OPENAPI
 from soundspan_host.failures import routes as failure_routes
@@ -145,6 +146,7 @@ async def host_lifetime(app: web.Application) -> AsyncIterator[None]:
         stack.callback(plugins.manager.unregister, name=CATALOG_PLUGIN)
         await start_plugins(stack, host)
         analyzers = await host.describe_analyzers()
+        await grant_worker_access(host.engine, [analyzer.name for analyzer in analyzers])
         if app[REQUEUES_OUTDATED]:
             await queue_reanalysis(queue, analyzers)
         for analyzer in analyzers:
@@ -185,7 +187,7 @@ async def run_analysis_worker(plugins: Plugins, analyzer_name: str) -> None:
         if name != analyzer_name:
             plugins.manager.unregister(name=name)
     async with AsyncExitStack() as stack:
-        host = await open_host(stack, web.Application(), plugins, migrations)
+        host = await open_host(stack, web.Application(), plugins, migrations, migrate=False)
         await start_plugins(stack, host)
         analyzer = next(
             (info for info in await host.describe_analyzers() if info.name == analyzer_name),
@@ -206,11 +208,13 @@ async def open_host(
     app: web.Application,
     plugins: Plugins,
     migrations: list[Path],
+    migrate: bool = True,
 ) -> Host:
     """Check the music dir, open (and migrate) the database, and make the plugins' Host.
 
     `migrations` are every enabled plugin's, even where this process runs only one of them:
-    the database holds all their branches."""
+    the database holds all their branches. A worker (`migrate` false) waits for them instead:
+    its role may not change the schema."""
     settings = plugins.settings.host
     music_dir = settings.music_dir.resolve()
     if not music_dir.is_dir():
@@ -223,6 +227,7 @@ async def open_host(
             settings.data_dir,
             embedded_port=settings.embedded_database_port,
             plugin_migrations=migrations,
+            migrate=migrate,
         )
     )
     host = Host(

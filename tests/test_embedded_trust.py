@@ -1,6 +1,7 @@
-"""What the embedded database's OS user, or a database superuser, can take from the host: no
-file of root's through a link planted in the cluster folder, and none of the host's
-environment (its API token, a music server's password)."""
+"""What the embedded database's OS user, a database superuser or a remote worker can take from
+the host: no file of root's through a link planted in the cluster folder, none of the host's
+environment (its API token, a music server's password), and, for a worker, no more than a
+worker's work."""
 
 import asyncio
 import os
@@ -9,9 +10,21 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from soundspan_host.database import prepare_schema
 from soundspan_host.database.embedded import EmbeddedPostgres
-from soundspan_host.database.embedded_access import HBA_RULES, SETUP_HBA_NAME, secret_file
+from soundspan_host.database.embedded_access import (
+    HBA_RULES,
+    SETUP_HBA_NAME,
+    WORKER_ROLE,
+    WORKER_SECRET_FILE_NAME,
+    secret_file,
+    worker_url,
+)
+from soundspan_host.database.worker_role import grant_worker_access
+from tests.conftest import TESTS
+from tests.processes import free_port
 
 
 def query(url: str, *statements: str):
@@ -95,3 +108,61 @@ def test_the_database_gets_none_of_the_hosts_environment(tmp_path, monkeypatch):
     assert "token-the-database-must-not-see" not in environment
     assert "pw-never-seen" not in environment
     assert os.environ["SOUNDSPAN_API_TOKEN"] not in environment
+
+
+def test_workers_log_in_as_a_role_that_does_a_workers_work_and_nothing_more(tmp_path):
+    """The repro: every remote worker held the superuser's password, and with it `COPY ...
+    TO PROGRAM` (a shell as the database's OS user) and every table."""
+    server = EmbeddedPostgres(tmp_path / "data", port=free_port())
+    server.start()
+    try:
+        asyncio.run(migrate_and_grant(server.url, TESTS / "toy_analyzer" / "migrations"))
+        url = worker_url(server.data_dir, server.port)
+        assert WORKER_ROLE in url and secret_file(server.data_dir).read_text().strip() not in url
+        assert (
+            stat.S_IMODE(secret_file(server.data_dir, WORKER_SECRET_FILE_NAME).stat().st_mode)
+            == 0o600
+        )
+        assert (
+            query(
+                url,
+                "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles"
+                " WHERE rolname = current_user",
+            )
+            is False
+        )
+        may = {
+            (table, privilege): query(url, f"SELECT has_table_privilege('{table}', '{privilege}')")
+            for table in ("tracks", "contents", "analysis_jobs", "analysis_workers", "toy_results")
+            for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+        }
+        assert {key for key, allowed in may.items() if allowed} == {
+            *((table, "SELECT") for table in ("tracks", "contents", "analysis_jobs")),
+            ("analysis_jobs", "UPDATE"),
+            *(
+                (table, privilege)
+                for table in ("analysis_workers", "toy_results")
+                for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+            ),
+        }
+        for forbidden in (
+            "COPY (SELECT 1) TO PROGRAM 'true'",
+            "CREATE TABLE planted (id int)",
+            "ALTER TABLE tracks ADD COLUMN planted int",
+            "TRUNCATE analysis_jobs",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                query(url, forbidden)
+        assert query(url, "SELECT count(*) FROM analysis_jobs") == 0
+    finally:
+        server.stop()
+
+
+async def migrate_and_grant(url: str, analyzer_migrations: Path) -> None:
+    """What a host does at start: migrate, then grant the workers' role its tables."""
+    engine = create_async_engine(url)
+    try:
+        await prepare_schema(engine, [analyzer_migrations])
+        await grant_worker_access(engine, ["toy"])
+    finally:
+        await engine.dispose()

@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from soundspan_host.database.embedded import EmbeddedPostgres
-from soundspan_host.database.migrations import upgrade_to_head
+from soundspan_host.database.migrations import missing_heads, upgrade_to_head
 from soundspan_host.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,10 @@ async def open_database(
     *,
     embedded_port: int = 0,
     plugin_migrations: Sequence[Path] = (),
+    migrate: bool = True,
 ) -> AsyncIterator[AsyncEngine]:
-    """Connect (starting the embedded server if no URL is set), migrate, and clean up after."""
+    """Connect (starting the embedded server if no URL is set), migrate (or, with `migrate`
+    false, as a worker, wait for the host to), and clean up after."""
     embedded = None
     if database_url is None:
         embedded = EmbeddedPostgres(data_dir, port=embedded_port)
@@ -60,7 +62,10 @@ async def open_database(
         url, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS}
     )
     try:
-        await prepare_schema(engine, plugin_migrations)
+        if migrate:
+            await prepare_schema(engine, plugin_migrations)
+        else:
+            await wait_for_schema(engine, plugin_migrations)
         yield engine
     finally:
         try:
@@ -83,6 +88,33 @@ async def prepare_schema(engine: AsyncEngine, plugin_migrations: Sequence[Path] 
         ) from error
     except SQLAlchemyError as error:
         raise ConfigError(f"database migration failed: {error}") from error
+
+
+async def wait_for_schema(
+    engine: AsyncEngine, plugin_migrations: Sequence[Path], poll_seconds: float = 2.0
+) -> None:
+    """Wait until the database has every revision of these migrations: a worker's role may
+    not change the schema, so the host (of the same version and plugins) must have."""
+    told = False
+    while True:
+        try:
+            async with engine.connect() as connection:
+                missing = await connection.run_sync(missing_heads, plugin_migrations)
+        except (OSError, TimeoutError, DBAPIError) as error:
+            raise ConfigError(
+                f"cannot use the database at {shown_url(str(engine.url))}: {_reason(error)}; "
+                "check SOUNDSPAN_DATABASE_URL"
+            ) from error
+        if not missing:
+            return
+        if not told:
+            log.warning(
+                "waiting for the host to bring the database to this worker's schema (it lacks "
+                "%s): start the host, of this worker's version and with the same plugins on",
+                ", ".join(missing),
+            )
+            told = True
+        await asyncio.sleep(poll_seconds)
 
 
 def _reason(error: BaseException) -> str:

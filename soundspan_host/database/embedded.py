@@ -37,6 +37,8 @@ from soundspan_host.database.embedded_access import (
     SETUP_HBA_NAME,
     SETUP_HBA_RULES,
     SUPERUSER,
+    WORKER_ROLE,
+    WORKER_SECRET_FILE_NAME,
     hba_is_current,
     host_url,
     read_no_follow,
@@ -121,6 +123,7 @@ class EmbeddedPostgres:
             self._start_server(listen="127.0.0.1" if self.requested_port else "")
             self.port = self.requested_port or None
             self._create_database()
+            self._create_worker_role()
         except BaseException:
             self._unlock_data_dir()
             raise
@@ -254,6 +257,18 @@ class EmbeddedPostgres:
         exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'")
         if exists.strip() != "1":
             self._psql(f"CREATE DATABASE {DATABASE_NAME}")
+
+    def _create_worker_role(self) -> None:
+        """The role remote workers log in as, with its own password in the data dir: a
+        login and nothing more here; the host grants it the tables a worker uses once they
+        exist (worker_role.grant_worker_access)."""
+        secret, _ = read_or_create_secret(self.data_dir, WORKER_SECRET_FILE_NAME)
+        self._psql(
+            f"SELECT 'CREATE ROLE {WORKER_ROLE}' WHERE NOT EXISTS"
+            f" (SELECT 1 FROM pg_roles WHERE rolname = '{WORKER_ROLE}') \\gexec\n"
+            f"ALTER ROLE {WORKER_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+            f" PASSWORD '{scram_verifier(secret)}'"
+        )
 
     def _psql(self, sql: str) -> str:
         """Run `sql` in the postgres database through the private socket; the SQL goes in on

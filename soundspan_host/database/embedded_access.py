@@ -29,6 +29,9 @@ from soundspan_host.errors import ConfigError
 DATABASE_NAME = "soundspan"
 SUPERUSER = "postgres"
 SECRET_FILE_NAME = "database-password"
+# what remote workers log in as: it claims, stores and renews, and is no superuser
+WORKER_ROLE = "soundspan_worker"
+WORKER_SECRET_FILE_NAME = "worker-database-password"
 # the socket's file name carries a port even when no TCP listener is open
 DEFAULT_PORT = 5432
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default for scram_iterations
@@ -48,13 +51,13 @@ SOCKET_PATH_ROOM = 108
 PLAIN_PATH = re.compile(r"[\w/.-]+")  # safe in postgres' -c list syntax and pg_ctl's shell
 
 
-def secret_file(data_dir: Path) -> Path:
-    return data_dir / SECRET_FILE_NAME
+def secret_file(data_dir: Path, name: str = SECRET_FILE_NAME) -> Path:
+    return data_dir / name
 
 
-def read_or_create_secret(data_dir: Path) -> tuple[str, bool]:
-    """The data dir's database password, and whether it was made just now (mode 0600)."""
-    path = secret_file(data_dir)
+def read_or_create_secret(data_dir: Path, name: str = SECRET_FILE_NAME) -> tuple[str, bool]:
+    """A password kept in the data dir, and whether it was made just now (mode 0600)."""
+    path = secret_file(data_dir, name)
     try:
         secret = path.read_text().strip()
     except FileNotFoundError:
@@ -64,16 +67,16 @@ def read_or_create_secret(data_dir: Path) -> tuple[str, bool]:
             path.chmod(0o600)  # our own file: narrowing it is always safe
         return secret, False
     secret = secrets.token_urlsafe(32)  # URL-safe, so it goes into a URL unescaped
-    descriptor, partial = tempfile.mkstemp(dir=data_dir, prefix=f".{SECRET_FILE_NAME}.")
+    descriptor, partial = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.")
     with os.fdopen(descriptor, "w") as out:  # mkstemp makes it 0600
         out.write(secret + "\n")
     os.replace(partial, path)  # a crash leaves the old state or the whole file, never half
     return secret, True
 
 
-def read_secret(data_dir: Path) -> str:
-    """The data dir's database password, for a worker's URL; says what to do when it is gone."""
-    path = secret_file(data_dir)
+def read_secret(data_dir: Path, name: str = SECRET_FILE_NAME) -> str:
+    """A password the data dir keeps, for a worker's URL; says what to do when it is gone."""
+    path = secret_file(data_dir, name)
     try:
         return path.read_text().strip()
     except FileNotFoundError:
@@ -184,6 +187,6 @@ def host_url(secret: str, socket_dir: Path, port: int) -> str:
 
 def worker_url(data_dir: Path, port: int, *, hide_password: bool = False) -> str:
     """What a worker on this machine sets as SOUNDSPAN_DATABASE_URL to reach a host's embedded
-    database, whose TCP listener `embedded_database_port = port` opened."""
-    password = "***" if hide_password else read_secret(data_dir)
-    return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE_NAME}"
+    database, whose TCP listener `embedded_database_port = port` opened: the worker role's."""
+    password = "***" if hide_password else read_secret(data_dir, WORKER_SECRET_FILE_NAME)
+    return f"postgresql://{WORKER_ROLE}:{password}@127.0.0.1:{port}/{DATABASE_NAME}"

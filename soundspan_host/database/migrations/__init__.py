@@ -25,25 +25,41 @@ def upgrade_to_head(connection: Connection, plugin_migrations: Sequence[Path] = 
     for the plugin to come back.
     """
     connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-    config = Config()
-    config.set_main_option("script_location", str(HERE))
-    locations = [HERE / "versions", *plugin_migrations]
-    config.set_main_option("version_locations", " ".join(str(path) for path in locations))
-    config.set_main_option("path_separator", "space")
-    config.attributes["connection"] = connection
+    config = _config(connection, plugin_migrations)
     absent = _revisions_without_scripts(connection, ScriptDirectory.from_config(config))
     _set_version_rows(connection, absent, present=False)
     command.upgrade(config, "heads")
     _set_version_rows(connection, absent, present=True)
 
 
-def _revisions_without_scripts(connection: Connection, scripts: ScriptDirectory) -> list[str]:
-    """The revisions the database is at whose scripts are not among those given."""
+def missing_heads(connection: Connection, plugin_migrations: Sequence[Path] = ()) -> list[str]:
+    """The latest revisions of these migrations that the database is not at: none once the
+    host has migrated it (a worker, which may not migrate, waits for that)."""
+    scripts = ScriptDirectory.from_config(_config(connection, plugin_migrations))
+    stored = set(_stored_revisions(connection))
+    return sorted(head for head in scripts.get_heads() if head not in stored)
+
+
+def _config(connection: Connection, plugin_migrations: Sequence[Path]) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(HERE))
+    locations = [HERE / "versions", *plugin_migrations]
+    config.set_main_option("version_locations", " ".join(str(path) for path in locations))
+    config.set_main_option("path_separator", "space")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _stored_revisions(connection: Connection) -> list[str]:
     if not inspect(connection).has_table(VERSION_TABLE):
         return []
-    stored = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
+    return list(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+
+def _revisions_without_scripts(connection: Connection, scripts: ScriptDirectory) -> list[str]:
+    """The revisions the database is at whose scripts are not among those given."""
     known = {script.revision for script in scripts.walk_revisions()}
-    return sorted(revision for revision in stored if revision not in known)
+    return sorted(set(_stored_revisions(connection)) - known)
 
 
 def _set_version_rows(connection: Connection, revisions: list[str], *, present: bool) -> None:
