@@ -8,13 +8,14 @@ unknown or mistyped stops start-up with one line that names it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from dynaconf import Dynaconf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from soundspan_hooks import PluginSettings, SettingsSection
@@ -25,6 +26,8 @@ ENV_PREFIX = "SOUNDSPAN"
 SETTINGS_FILE_ENV = "SOUNDSPAN_SETTINGS_FILE"
 # never echoed in an error: the token itself, and a URL that may carry a password
 SECRET_KEYS = frozenset({"api_token", "database_url"})
+# a plugin's key that by its name may hold a secret: password, api_key, token, secret...
+SECRET_NAME = re.compile(r"pass|secret|token|key|credential")
 
 
 class HostSettings(BaseModel):
@@ -244,7 +247,7 @@ def _validated(model: type[BaseModel], values: dict[str, Any], where: str) -> An
         problems = []
         for problem in error.errors():
             key = ".".join(str(part) for part in problem["loc"])
-            shown = f"[{where}] {key}" if where else key
+            shown = f"[{where}] {key}".strip() if where else key
             if problem["type"] == "extra_forbidden":
                 problems.append(f"unknown setting {shown}")
             elif not where and str(problem["loc"][0]) in SECRET_KEYS:
@@ -253,9 +256,51 @@ def _validated(model: type[BaseModel], values: dict[str, Any], where: str) -> An
                     "a value such as 1234 is read as a number: quote it, e.g. "
                     f"{env_name(key)}='\"…\"'"
                 )
+            elif _may_hold_a_secret(model, problem["loc"], problem["input"]):
+                problems.append(f"bad setting {shown} (value hidden): {problem['msg']}")
             else:
                 problems.append(f"bad setting {shown} = {problem['input']!r}: {problem['msg']}")
         raise ConfigError("; ".join(problems)) from None
+
+
+def _may_hold_a_secret(model: type[BaseModel], location: tuple, value: Any) -> bool:
+    """Whether a rejected value could be a secret, so an error must not print it: a whole
+    section or entry (a user's password is in it), anything in a user entry, a SecretStr, or a
+    key whose name says so."""
+    if isinstance(value, Mapping | list | tuple):
+        return True
+    names = [str(part).lower() for part in location if isinstance(part, str)]
+    if any(name == "users" or SECRET_NAME.search(name) for name in names):
+        return True
+    return _declared_secret(model, location)
+
+
+def _declared_secret(model: type[BaseModel] | None, location: tuple) -> bool:
+    """Whether the field at `location` (through nested models and lists) is a SecretStr."""
+    annotation: Any = model
+    for part in location:
+        if isinstance(part, int):
+            continue
+        models = [kind for kind in _kinds(annotation) if _is_model(kind)]
+        field = next(
+            (kind.model_fields.get(part) for kind in models if part in kind.model_fields), None
+        )
+        if field is None:
+            return False
+        annotation = field.annotation
+    return SecretStr in _kinds(annotation)
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """Every type an annotation names, through Optional, unions and containers."""
+    found = {annotation}
+    for argument in get_args(annotation):
+        found |= _kinds(argument)
+    return found
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
 
 
 def _lowercase_keys(value: Any) -> Any:

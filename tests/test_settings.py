@@ -106,3 +106,35 @@ def test_an_explicit_settings_file_must_exist(monkeypatch, tmp_path):
 def test_settings_file_is_found_in_the_working_dir(tmp_path):
     (tmp_path / "settings.toml").write_text("port = 3131\n")
     assert validate_settings(read_settings(), []).host.port == 3131
+
+
+@pytest.mark.parametrize(
+    ("toml", "secret"),
+    [
+        # a number where a password goes: the repro printed `users.0.password = 987654321`
+        ('[subsonic]\n[[subsonic.users]]\nname = "ann"\npassword = 987654321\n', "987654321"),
+        ('[subsonic]\n[[subsonic.users]]\nname = "ann"\napi_key = 55555555\n', "55555555"),
+        # a check of the whole section printed the section, the password in it
+        (
+            '[subsonic]\nenabled = true\n[[subsonic.users]]\nname = "ann"\n'
+            'password = "hunter2-in-a-section"\n',
+            "hunter2-in-a-section",
+        ),
+    ],
+)
+def test_settings_errors_print_no_plugin_secret(tmp_path, toml, secret):
+    path = tmp_path / "settings.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as refused:
+        load_plugins(read_settings(path))
+    message = str(refused.value)
+    assert "[subsonic]" in message and "(value hidden)" in message
+    assert secret not in message
+
+
+def test_a_plugins_plain_values_are_still_shown_in_errors(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        settings_from(tmp_path, '[clap]\nworkers = "many"\n')
+    assert "bad setting [clap] workers = 'many': Input should be a valid integer" in str(
+        refused.value
+    )
