@@ -19,6 +19,7 @@ from soundspan_host.errors import ConfigError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def async_url(url: str) -> str:
@@ -33,6 +34,14 @@ def async_url(url: str) -> str:
         ) from None
     if parsed.get_backend_name() not in ("postgres", "postgresql"):
         raise ConfigError(f"database_url must be a PostgreSQL URL, not {parsed.drivername}://")
+    if "sslmode" in parsed.query:
+        # libpq's name, which users copy from every guide; asyncpg takes the same modes as `ssl`
+        mode = parsed.query["sslmode"]
+        if mode not in SSL_MODES:
+            raise ConfigError(
+                f"database_url: sslmode={str(mode)[:20]!r} is not one of {', '.join(SSL_MODES)}"
+            )
+        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict({"ssl": mode})
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
