@@ -14,6 +14,7 @@ from soundspan_hooks import Check
 from soundspan_host.database import async_url
 from soundspan_host.database.embedded import EmbeddedPostgres, listening_endpoints
 from soundspan_host.database.embedded_access import SUPERUSER, secret_file
+from soundspan_host.database.embedded_placement import orphaned_clusters
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import Plugins, load_plugins
 from soundspan_host.settings import HostSettings, read_settings
@@ -32,6 +33,8 @@ def run_checks(settings_file: Path | None) -> list[Check]:
     checks = [Check("settings", "ok", f"read {source}; plugins: {_enabled(plugins)}")]
     checks += check_music_dir(host.music_dir)
     checks.append(check_data_dir(host.data_dir))
+    checks += check_writable_by_others(host.data_dir)
+    checks += check_placed_clusters()
     checks += asyncio.run(check_database(host))
     for answer in plugins.manager.hook.soundspan_doctor(
         sections=plugins.settings.sections, music_dir=host.music_dir, data_dir=host.data_dir
@@ -94,6 +97,48 @@ def check_data_dir(data_dir: Path) -> Check:
             "set SOUNDSPAN_DATA_DIR to a writable folder",
         )
     return Check("data dir", "ok", f"{data_dir.resolve()} is writable")
+
+
+def check_writable_by_others(data_dir: Path) -> list[Check]:
+    """The data dir and the folders under it (model caches, the database's link) must be
+    this user's alone to write: another account could swap a model or a password there."""
+    if not data_dir.is_dir():
+        return []
+    open_to_others = []
+    for folder, names, _ in os.walk(data_dir):
+        found = os.lstat(folder)
+        if found.st_mode & 0o022 or found.st_uid != os.geteuid():
+            open_to_others.append(f"{folder} ({stat.S_IMODE(found.st_mode):o}, uid {found.st_uid})")
+        names[:] = [name for name in names if name != "postgres"]  # the server's own
+    if not open_to_others:
+        return []
+    return [
+        Check(
+            "data dir",
+            "warn",
+            "others may write in " + ", ".join(open_to_others[:3]),
+            f"chown -R {os.geteuid()} {data_dir} && chmod -R go-w {data_dir}: another account "
+            "could replace a model or the database's link there",
+        )
+    ]
+
+
+def check_placed_clusters() -> list[Check]:
+    """Databases placed under /var/lib for a data dir that is gone (as root only)."""
+    orphans = orphaned_clusters()
+    if not orphans:
+        return []
+    shown = "; ".join(f"{home} (for {owner})" for home, owner in orphans[:5])
+    more = f" and {len(orphans) - 5} more" if len(orphans) > 5 else ""
+    return [
+        Check(
+            "placed databases",
+            "warn",
+            f"{len(orphans)} embedded databases whose data dir is gone: {shown}{more}",
+            "if you no longer need them, stop any host using them and remove each with "
+            f"rm -rf {orphans[0][0]} (and the others named)",
+        )
+    ]
 
 
 async def check_database(host: HostSettings) -> list[Check]:

@@ -5,6 +5,7 @@ worker's work."""
 
 import asyncio
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from soundspan_host.database.embedded_access import (
     secret_file,
     worker_url,
 )
+from soundspan_host.database.embedded_placement import CLUSTERS, OWNER_RECORD, orphaned_clusters
 from soundspan_host.database.worker_role import grant_worker_access
+from soundspan_host.doctor import check_placed_clusters, check_writable_by_others
 from tests.conftest import TESTS
 from tests.processes import free_port
 
@@ -166,3 +169,35 @@ async def migrate_and_grant(url: str, analyzer_migrations: Path) -> None:
         await grant_worker_access(engine, ["toy"])
     finally:
         await engine.dispose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="clusters are placed for a host run as root")
+def test_doctor_names_placed_databases_whose_data_dir_is_gone(tmp_path):
+    """The repro: 14 placed clusters (695 MB) outlived their data dirs, and the record of
+    each one's data dir was world-readable."""
+    kept, deleted = (EmbeddedPostgres(tmp_path / name) for name in ("kept", "deleted"))
+    for server in (kept, deleted):
+        server.start()
+        server.stop()
+    homes = [server.pgdata.parent for server in (kept, deleted)]
+    assert all(home.parent == CLUSTERS for home in homes)  # placed: pytest's temp is private
+    for home in homes:
+        assert stat.S_IMODE((home / OWNER_RECORD).stat().st_mode) == 0o600
+    shutil.rmtree(deleted.data_dir)
+    try:
+        orphans = dict(orphaned_clusters())
+        assert orphans.get(homes[1]) == str(deleted.data_dir) and homes[0] not in orphans
+        [check] = check_placed_clusters()
+        assert check.status == "warn" and f"{homes[1]} (for {deleted.data_dir})" in check.detail
+    finally:
+        shutil.rmtree(homes[1])
+
+
+def test_doctor_warns_of_a_data_dir_others_may_write_in(tmp_path):
+    """Another account that may write in the model cache could swap a model for its own."""
+    models = tmp_path / "data" / "models" / "clap"
+    models.mkdir(parents=True)
+    assert check_writable_by_others(tmp_path / "data") == []
+    models.chmod(0o777)
+    [check] = check_writable_by_others(tmp_path / "data")
+    assert check.status == "warn" and f"{models} (777" in check.detail

@@ -60,6 +60,8 @@ def place_cluster(data_dir: Path, os_user: str) -> Path:
     link = data_dir / "postgres"
     cluster = link.resolve()
     if _user_can(os_user, ["test", "-x", str(cluster.parent)]):
+        if cluster.parent.parent == CLUSTERS:
+            _write_owner_record(cluster.parent, data_dir)  # narrows an older host's 0644
         return cluster
     if link.exists() or link.is_symlink():
         raise ConfigError(
@@ -70,7 +72,7 @@ def place_cluster(data_dir: Path, os_user: str) -> Path:
     home = CLUSTERS / hashlib.sha256(bytes(data_dir)).hexdigest()[:16]
     for folder in (RUNTIME_ROOT, CLUSTERS, home):
         _make_root_folder(folder)
-    (home / OWNER_RECORD).write_text(f"{data_dir}\n")
+    _write_owner_record(home, data_dir)
     link.symlink_to(home / "postgres", target_is_directory=True)
     log.info(
         "the embedded database of %s lives in %s: its OS user %s cannot reach %s",
@@ -80,6 +82,35 @@ def place_cluster(data_dir: Path, os_user: str) -> Path:
         data_dir,
     )
     return home / "postgres"
+
+
+def orphaned_clusters() -> list[tuple[Path, str]]:
+    """Placed clusters whose data dir is gone or no longer links to them, with the data dir
+    each was made for: left behind when a data dir is deleted, they hold a whole database."""
+    try:
+        homes = sorted(CLUSTERS.iterdir())
+    except OSError:  # none placed on this machine, or not ours to read
+        return []
+    orphans = []
+    for home in homes:
+        try:
+            owner = (home / OWNER_RECORD).read_text().strip()
+        except OSError:
+            owner = ""
+        link = Path(owner) / "postgres" if owner else None
+        if link is None or not link.is_symlink() or link.resolve() != (home / "postgres"):
+            orphans.append((home, owner or "unknown"))
+    return orphans
+
+
+def _write_owner_record(home: Path, data_dir: Path) -> None:
+    """Which data dir a placed cluster is for, readable by root alone: it names a user's
+    folder, which nobody else need know."""
+    path = home / OWNER_RECORD
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # a record made by an older host was 0644
+        out.write(f"{data_dir}\n")
 
 
 def remove_cluster(data_dir: Path) -> None:
