@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from soundspan_plugins.shared.files import (
+    file_facts,
     move_into_place,
     read_cache_record,
     temporary_path,
@@ -69,7 +70,7 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
     cached = read_cache_record(
         record_path,
         {"weights_sha256": digest, "exporter_version": EXPORTER_VERSION},
-        {"onnx_bytes": graph},
+        {"onnx_bytes": graph, "mel_filters_bytes": filters},
         lambda record: ExportedTower(
             OnnxTowerFiles(graph, _front_end(record, filters), "fp32"), record["agreement"]
         ),
@@ -105,7 +106,7 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
         "model": source.model,
         "exporter_version": EXPORTER_VERSION,
         "torch": torch.__version__,
-        "onnx_bytes": graph.stat().st_size,
+        **file_facts({"onnx_bytes": graph, "mel_filters_bytes": filters}),
         "fft_size": front_end.fft_size,
         "hop_length": front_end.hop_length,
         "channels": front_end.channels,

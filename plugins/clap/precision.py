@@ -22,6 +22,7 @@ import numpy as np
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
 from soundspan_plugins.shared.files import (
+    file_facts,
     move_into_place,
     read_cache_record,
     temporary_path,
@@ -136,8 +137,7 @@ def ensure_int8(fp32: OnnxTowerFiles) -> tuple[OnnxTowerFiles, float]:
     record = {
         "recipe": INT8_RECIPE,
         "source_onnx": fp32.graph.name,
-        "source_onnx_bytes": fp32.graph.stat().st_size,
-        "int8_onnx_bytes": int8_path.stat().st_size,
+        **file_facts({"source_onnx_bytes": fp32.graph, "int8_onnx_bytes": int8_path}),
         "agreement": agreement,
     }
     write_atomically(record_path, json.dumps(record, indent=1) + "\n")

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from soundspan_plugins.shared.files import (
+    file_facts,
     move_into_place,
     read_cache_record,
     temporary_path,
@@ -71,7 +72,7 @@ def ensure_onnx(
         "checkpoint_sha256": card.checkpoint_sha256,
         "checkpoint_files": [str(path) for path in checkpoint_files(index_path)],
         "converter_version": CONVERTER_VERSION,
-        "onnx_bytes": onnx_path.stat().st_size,
+        **file_facts({"onnx_bytes": onnx_path}),
     }
     write_atomically(record_path, json.dumps(record, indent=1) + "\n")
     return onnx_path, card

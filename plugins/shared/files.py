@@ -2,11 +2,13 @@
 
 Each is written to a temporary file in its own folder, flushed to disk, and renamed into place:
 a reader sees the old file or the whole new one. A JSON record beside a cached file says what
-it was made from and how big it was, so a stale or half-written entry is made again.
+it was made from, and each file's size and SHA-256, so a stale, half-written or altered entry
+(a tensor zeroed in place keeps its size) is made again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -47,18 +49,38 @@ def write_atomically(path: Path, text: str) -> None:
 def read_cache_record(
     record_path: Path,
     expected: Mapping[str, object],
-    sizes: Mapping[str, Path],
+    files: Mapping[str, Path],
     build: Callable[[dict], T],
 ) -> T | None:
     """What `build` makes of a cache entry's JSON record, or None when the entry is absent,
-    unreadable or stale: a value in `expected` differs from the record's, or a file in `sizes`
-    is missing or not the size the record keeps under that key."""
+    unreadable or stale: a value in `expected` differs from the record's, or a file in `files`
+    is missing or not what the record keeps under that key (file_facts)."""
     try:
         record = json.loads(record_path.read_text())
         if any(record[key] != value for key, value in expected.items()):
             return None
-        if any(record[key] != path.stat().st_size for key, path in sizes.items()):
+        if any(_facts_differ(record, key, path) for key, path in files.items()):
             return None
         return build(record)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def file_facts(files: Mapping[str, Path]) -> dict[str, object]:
+    """What a cache record keeps of each file, under its key: its size, and its SHA-256 under
+    `<key>_sha256`; read_cache_record checks both."""
+    facts: dict[str, object] = {}
+    for key, path in files.items():
+        facts[key] = path.stat().st_size
+        facts[f"{key}_sha256"] = _sha256(path)
+    return facts
+
+
+def _facts_differ(record: dict, key: str, path: Path) -> bool:
+    # the size first: a cheap answer for a truncated file
+    return record[key] != path.stat().st_size or record[f"{key}_sha256"] != _sha256(path)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
