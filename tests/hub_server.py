@@ -2,8 +2,8 @@
 
 `HEAD`/`GET /{repo}/resolve/{revision}/{filename}` with the headers huggingface_hub reads
 (`X-Repo-Commit`, `ETag`, and for LFS files `X-Linked-Etag` = sha256 and `X-Linked-Size`),
-`Range: bytes=N-` answered 206. The tests can make it cut a transfer halfway (once), answer
-503 as a hub that is down, or serve other bytes than the hash it names.
+`Range: bytes=N-` answered 206 (416 past the end). The tests can make it cut a transfer
+halfway (once), answer 503 as a hub that is down, or serve other bytes than the hash it names.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ class FakeHub:
         start = 0
         if (asked := request.headers.get("Range", "")).startswith("bytes="):
             start = int(asked.removeprefix("bytes=").split("-")[0])
+            if start >= len(served.content):  # as the hub (and RFC 9110) answer it
+                raise web.HTTPRequestRangeNotSatisfiable(
+                    headers={"Content-Range": f"bytes */{len(served.content)}"}
+                )
         body = served.content[start:]
         if start:
             headers["Content-Range"] = (

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from huggingface_hub import get_hf_file_metadata, hf_hub_url
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers
 
+# what the hub names a file by: an LFS file's sha256, or a small file's git blob sha1
+HUB_HASH = re.compile(r"[0-9a-f]{64}|[0-9a-f]{40}")
 _RATE_SMOOTHING_SECONDS = 5.0  # the rate shown follows the last few seconds, not the whole run
 
 
@@ -100,6 +103,13 @@ def remote_size(hub_file: HubFile) -> tuple[int, str, str]:
     metadata = get_hf_file_metadata(url, endpoint=endpoint)
     if metadata.size is None or metadata.etag is None:
         raise CorruptDownload(f"the hub did not give the size and hash of {url}")
+    # the etag names the .part file and is the hash the file is checked against: anything
+    # but a sha256 or a git sha1 can be neither (and "a/b" would name another folder)
+    if not HUB_HASH.fullmatch(metadata.etag):
+        raise CorruptDownload(
+            f"the hub gave {metadata.etag[:80]!r} as the hash of {url}, which is no sha256 or "
+            "sha1; the file cannot be checked, so it is not downloaded"
+        )
     return metadata.size, metadata.etag, metadata.location or url
 
 
@@ -111,9 +121,15 @@ def fetch(hub_file: HubFile, size: int, etag: str, url: str, progress: DownloadP
     progress.file = hub_file.filename
     with partial.open("ab") as sink:
         resume = sink.tell()
+        if resume > size:  # not a start of this file (a Range past its end is a 416 forever)
+            sink.truncate(0)
+            resume = 0
         watched = _WatchedFile(sink, progress)
         progress.advance(resume)
-        http_get(url, watched, resume_size=resume, expected_size=size, headers=build_hf_headers())
+        if resume < size:
+            http_get(
+                url, watched, resume_size=resume, expected_size=size, headers=build_hf_headers()
+            )
     try:
         verify(partial, size, etag)
     except CorruptDownload:

@@ -99,13 +99,16 @@ async def fetch_with_retries(
             return
         except OfflineModeIsEnabled:
             raise ClapUnavailable(offline_reason(wanted), setting("model")) from None
-        except (OSError, httpx2.HTTPError) as error:
+        except Exception as error:  # noqa: BLE001 - whatever it was, the task must go on
             reason = (
                 f"CLAP model {wanted.repo}:{wanted.filename} could not be downloaded "
                 f"({type(error).__name__}: {error}); trying again in {wait:g} s. To use a copy "
                 f"you have, set {setting('model')} to the .pt file."
             )
-            log.warning("%s", reason)
+            # the expected troubles (network, hub, a damaged file) in a line; others with
+            # their traceback, since they are ours to fix
+            expected = isinstance(error, OSError | httpx2.HTTPError)
+            log.warning("%s", reason, exc_info=not expected)
             report(reason)
         await asyncio.sleep(wait)
         wait = min(wait * 2, RETRY_CAP_SECONDS)
