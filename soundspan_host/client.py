@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,8 +13,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from soundspan_host.errors import ConfigError
+from soundspan_host.listener_owner import listener_uids
 from soundspan_host.plugins import Plugins, load_plugins
 from soundspan_host.settings import HostSettings, env_name, read_settings
 
@@ -65,6 +68,26 @@ def api_url(plugins: Plugins) -> str:
     return f"http://{address}:{settings.port}"
 
 
+def refuse_a_stranger_listening_at(url: str) -> None:
+    """Refuse to send the token to this machine's port when another account listens on it:
+    a process that took the port before the host would be handed the token."""
+    parsed = URL(url)
+    try:
+        loopback = ipaddress.ip_address(parsed.host or "").is_loopback
+    except ValueError:
+        loopback = parsed.host == "localhost"
+    if not loopback or parsed.port is None:
+        return
+    address = "127.0.0.1" if parsed.host == "localhost" else parsed.host
+    strangers = (listener_uids(address, parsed.port) or set()) - {os.geteuid(), 0}
+    if strangers:
+        raise ConfigError(
+            f"{url} is served by another account (uid {', '.join(map(str, sorted(strangers)))}),"
+            " not by a host of yours or root's: the API token is not sent to it. Stop that "
+            "process, or set SOUNDSPAN_PORT to your host's port"
+        )
+
+
 @contextlib.asynccontextmanager
 async def connect(
     plugins: Plugins, settings_file: Path | None, start_private: bool = True
@@ -73,10 +96,12 @@ async def connect(
 
     `plugins` are those loaded from `settings_file`, which a private host reads again."""
     token = plugins.settings.host.api_token
+    url = api_url(plugins)
+    if token:
+        refuse_a_stranger_listening_at(url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = aiohttp.ClientTimeout(total=120, sock_connect=3)
     async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-        url = api_url(plugins)
         try:
             async with session.get(url + "/healthz") as answer:
                 await answer.read()

@@ -142,7 +142,8 @@ def write_hba(pgdata: Path, name: str = "pg_hba.conf", rules: str = HBA_RULES) -
 def socket_dir_for(pgdata: Path, port: int, os_user: str | None) -> Path:
     """A folder for the server's socket that nobody but its OS user may write in, the same at
     each start: pgdata itself when the host runs as that user and the socket's path fits,
-    else /run/soundspan-pg-<hash of pgdata> as root, /tmp/... otherwise.
+    else /run/soundspan-pg-<hash of pgdata> as root, $XDG_RUNTIME_DIR/... or /tmp/...
+    otherwise (in /tmp another user may take the name first: the start then refuses it).
 
     As root the server runs as its own OS user, and the folder lets root's group in (0750,
     group root): a host run as root without its power over file modes (capabilities dropped,
@@ -152,8 +153,12 @@ def socket_dir_for(pgdata: Path, port: int, os_user: str | None) -> Path:
     fits = PLAIN_PATH.fullmatch(str(pgdata)) and len(str(pgdata)) + room_needed <= SOCKET_PATH_ROOM
     if os_user is None and fits:
         return pgdata
-    # as root, /run: no cleaner ages out a long-lived socket there as in /tmp
-    base = Path("/run") if os_user and Path("/run").is_dir() else Path("/tmp")
+    # as root, /run: no cleaner ages out a long-lived socket there as in /tmp; as a user, the
+    # user's own runtime folder where there is one, where no one else can take the name first
+    if os_user:
+        base = Path("/run") if Path("/run").is_dir() else Path("/tmp")
+    else:
+        base = _private_runtime_dir() or Path("/tmp")
     folder = base / f"soundspan-pg-{hashlib.sha256(bytes(pgdata)).hexdigest()[:16]}"
     owner = pwd.getpwnam(os_user).pw_uid if os_user else os.geteuid()
     with contextlib.suppress(FileExistsError):
@@ -172,6 +177,19 @@ def socket_dir_for(pgdata: Path, port: int, os_user: str | None) -> Path:
     os.chown(folder, owner, 0 if os_user else -1)
     folder.chmod(0o750 if os_user else 0o700)
     return folder
+
+
+def _private_runtime_dir() -> Path | None:
+    """$XDG_RUNTIME_DIR (/run/user/<uid>) when it is this user's alone, as the spec says."""
+    given = os.environ.get("XDG_RUNTIME_DIR")
+    if not given or not PLAIN_PATH.fullmatch(given):
+        return None
+    try:
+        found = os.lstat(given)
+    except OSError:
+        return None
+    mine = found.st_uid == os.geteuid() and stat.S_IMODE(found.st_mode) == 0o700
+    return Path(given) if stat.S_ISDIR(found.st_mode) and mine else None
 
 
 def host_url(secret: str, socket_dir: Path, port: int) -> str:
