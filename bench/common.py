@@ -51,6 +51,8 @@ def host_environment(work: Path, enabled: set[str], **settings: str) -> dict:
         SOUNDSPAN_EMBEDDED_DATABASE_PORT=str(free_port()),
         SOUNDSPAN_PORT=str(free_port()),
         SOUNDSPAN_LOG_LEVEL="INFO",
+        # a bench host on this machine alone: its API asks for no token
+        SOUNDSPAN_TRUST_LOCAL_ACCOUNTS="true",
         PYTHONUNBUFFERED="1",
         **settings,
     )

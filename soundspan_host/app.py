@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from soundspan_hooks import HOST, AnalyzerInfo, PluginSettings
 from soundspan_host import __version__
+from soundspan_host.api_token import api_token_file, required_api_token
 from soundspan_host.catalog import Catalog
 from soundspan_host.database import open_database
 from soundspan_host.database.worker_role import grant_worker_access
@@ -112,8 +113,14 @@ def create_app(plugins: Plugins, requeue_outdated: bool = True) -> web.Applicati
     if allowed_hosts is not None:
         middlewares.append(known_hosts_only(allowed_hosts))
     middlewares.append(same_origin_changes(settings.cors_origins))
-    if settings.api_token:
-        middlewares.append(bearer_token(settings.api_token))
+    if token := required_api_token(settings):
+        middlewares.append(bearer_token(token))
+        if not settings.api_token:
+            log.info(
+                "the API asks for the token in %s (the CLI reads it; the status page asks "
+                "for it once)",
+                api_token_file(settings.data_dir),
+            )
     middlewares.append(json_bodies(settings.http_body_timeout))
     app = web.Application(client_max_size=1024**2, middlewares=middlewares)
     app[PLUGINS] = plugins

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from soundspan_host.api_token import required_api_token
 from soundspan_host.errors import ConfigError
 from soundspan_host.listener_owner import listener_uids
 from soundspan_host.plugins import Plugins, load_plugins
@@ -95,7 +96,8 @@ async def connect(
     """A client of the running host; else, with start_private, of a private one.
 
     `plugins` are those loaded from `settings_file`, which a private host reads again."""
-    token = plugins.settings.host.api_token
+    # a private host started below makes the data dir's token if there is none yet
+    token = required_api_token(plugins.settings.host, create=start_private)
     url = api_url(plugins)
     if token:
         refuse_a_stranger_listening_at(url)

@@ -55,8 +55,14 @@ class HostSettings(BaseModel):
     api_token: str | None = Field(
         None,
         min_length=16,
-        description="Clients send it as `Authorization: Bearer <token>`; required unless the "
-        "API listens on loopback only.",
+        description="Clients send it as `Authorization: Bearer <token>`. Unset: the host makes "
+        "one in data_dir/api-token (0600), which the CLI reads; required to bind beyond "
+        "loopback.",
+    )
+    trust_local_accounts: bool = Field(
+        False,
+        description="true: on loopback the API asks for no token, so every account on this "
+        "machine may use it (and the music server accounts it holds).",
     )
     allowed_hosts: list[str] = Field(
         [],

@@ -45,6 +45,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # real analyzers cost seconds to start: tests that need one switch it back on
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "false")
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "false")
+    # the API's own token is the subject of tests/test_api_token.py: elsewhere, as before it,
+    # loopback is open (tests that need a token set one)
+    monkeypatch.setenv("SOUNDSPAN_TRUST_LOCAL_ACCOUNTS", "true")
 
 
 @pytest.fixture(scope="session")
