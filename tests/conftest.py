@@ -19,6 +19,7 @@ from soundspan_host.database.embedded import EmbeddedPostgres
 from soundspan_host.database.embedded_placement import remove_cluster
 from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import read_settings
+from soundspan_plugins.musicnn.network import ModelNotAvailable, checkpoint_index
 
 TESTS = Path(__file__).parent
 _seconds_per_file: Counter[str] = Counter()
@@ -136,6 +137,16 @@ def toy_analyzer(plugin_site: Path) -> Path:
     """The toy WAV analyzer, installed by entry point."""
     install_plugin(plugin_site, TESTS / "toy_analyzer", "soundspan_test_toy", "toy", "0.1.0")
     return plugin_site
+
+
+@pytest.fixture(scope="module")
+def musicnn_weights() -> None:
+    """The MusiCNN weights come with the package: without them every test that asks for them
+    fails (as the status page test without chromium), never skips unseen."""
+    try:
+        checkpoint_index("MSD_musicnn")
+    except ModelNotAvailable as missing:
+        pytest.fail(f"MusiCNN's weights are missing: {missing}")
 
 
 @pytest.fixture

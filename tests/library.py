@@ -94,12 +94,19 @@ async def jobs(engine: AsyncEngine, analyzer: str = "toy") -> dict[str, tuple[st
 
 
 async def settled(engine: AsyncEngine, count: int) -> bool:
-    """`count` present tracks, and no job left pending or running."""
+    """`count` present tracks, and no job left pending or running: a failed job counts as
+    finished, so a test that expects analyses follows this with `all_done`."""
     present = await scalar(engine, "SELECT count(*) FROM tracks WHERE missing_since IS NULL")
     busy = await scalar(
         engine, "SELECT count(*) FROM analysis_jobs WHERE state IN ('pending', 'running')"
     )
     return present == count and busy == 0
+
+
+async def all_done(engine: AsyncEngine, analyzer: str, count: int) -> None:
+    """Assert that `analyzer` has `count` jobs and every one ended `done`, with no error."""
+    found = await jobs(engine, analyzer)
+    assert len(found) == count and set(found.values()) == {("done", None)}, found
 
 
 async def jobs_running_in(engine: AsyncEngine, pid: int) -> list[str]:

@@ -10,18 +10,49 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 # the host logs this once it listens; with SOUNDSPAN_PORT=0 it names the port the system picked
 SERVING = re.compile(r"serving on http://[^\s\"]*:(\d+)")
+T = TypeVar("T")
+
+
+ADDRESS_IN_USE = "Address already in use"  # what bind()'s EADDRINUSE reads as, in any log
+PORT_ATTEMPTS = 5
 
 
 def free_port() -> int:
     """A port free now, for a server that cannot be told to bind port 0 itself (another
-    process may take it before that server binds it: use port 0 wherever a server can)."""
+    process may take it before that server binds it: use port 0 wherever a server can, else
+    start it through `on_a_free_port`)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def on_a_free_port(start: Callable[[int], T]) -> T:
+    """`start(port)` on a port free a moment ago; on another one if some other process bound
+    it in between (`start` then fails with an error that says "Address already in use")."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return start(free_port())
+        except Exception as error:
+            if ADDRESS_IN_USE not in str(error) or attempt == PORT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def on_a_free_port_async(start: Callable[[int], Awaitable[T]]) -> T:
+    """`on_a_free_port` for a start that is awaited."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return await start(free_port())
+        except Exception as error:
+            if ADDRESS_IN_USE not in str(error) or attempt == PORT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 class DrainedProcess(subprocess.Popen):

@@ -38,7 +38,9 @@ async def test_an_analysis_past_its_deadline_is_stopped_and_fails_with_that_reas
         "analysis_max_attempts = 2\nanalysis_deadline_seconds = 0.5\n"
         "analysis_deadline_seconds_per_audio_minute = 0\n"
     )
-    never = tmp_path / "never"  # the analysis hangs, as a read from a stalled mount would
+    # the analysis never ends: a wait on the host's event loop, which a stop can cancel (unlike
+    # a read stuck in the kernel on a stalled mount: tests/test_model_pool.py kills such a one)
+    never = tmp_path / "never"
     client = await aiohttp_client(create_app(write_settings(host_settings + FAST + toy(never))))
     engine = client.app[HOST].engine
     write_wav(music_dir / "stuck.wav", 300)

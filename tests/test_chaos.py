@@ -1,6 +1,9 @@
 """Chaos: the whole host and its embedded PostgreSQL killed with SIGKILL in the middle of
-analysis, as a power cut or an OOM-killed container would, then started again on the same
-data dir. Every track ends analyzed exactly once and none failed.
+analysis, as an OOM-killed container would, then started again on the same data dir: once at a
+moment no database session is inside a transaction (so the test knows exactly which jobs the
+kill cut short), once inside the transaction that stores a result, the rest of the host at a
+moment left to chance. Every track ends analyzed exactly once and none failed. (A kill, not a
+power cut: the machine's page cache survives it, so this says nothing about unflushed writes.)
 
 A real `soundspan-host serve` process, its real embedded PostgreSQL (the postmaster runs in a
 session of its own, so it is found from its pid file), real encoded audio (the MusiCNN fixture
@@ -15,16 +18,19 @@ marks its job done, so a store that did not commit leaves no line. Each content 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 import shutil
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from soundspan_host.database.embedded import listening_endpoints
 from soundspan_host.database.embedded_access import host_url, read_secret
@@ -75,9 +81,51 @@ def hosts():
         process.communicate(timeout=30)
 
 
-async def test_a_host_and_its_database_killed_mid_analysis_end_with_each_track_analyzed_once(
+async def test_a_host_and_its_database_killed_between_transactions_analyze_each_track_once(
     tmp_path, hosts
 ):
+    """Killed at a moment no database session is inside a transaction: what was interrupted is
+    then exactly the jobs the database shows running."""
+    await _crash_and_recover(tmp_path, hosts, _frozen_between_transactions)
+
+
+async def test_a_host_and_its_database_killed_inside_a_store_transaction_keep_results_with_jobs(
+    tmp_path, hosts
+):
+    """Killed while the host is inside the transaction that marks a job done and stores its
+    result (held there by a lock the test takes on musicnn_results), the rest of the host at a
+    moment left to chance: no result without its job done, no job done without its result,
+    neither before the crash nor after it."""
+    blockers: list[AsyncEngine] = []
+    locks: list[AsyncConnection] = []
+
+    async def frozen_inside_a_store(engine: AsyncEngine, host: DrainedProcess):
+        blockers.append(_database_of(tmp_path / "data"))
+        locks.append(lock := await blockers[-1].connect())
+        await lock.execute(text("LOCK TABLE musicnn_results IN SHARE MODE"))  # ends at the kill
+        await eventually(lambda: _store_waiting(engine), timeout=120, what="a store mid-way")
+        # the rest of the host runs on for a while of random length (pytest-randomly's seed)
+        await asyncio.sleep(random.uniform(0, 2))
+        return await _frozen(host)
+
+    try:
+        await _crash_and_recover(tmp_path, hosts, frozen_inside_a_store)
+    finally:
+        for lock in locks:
+            with contextlib.suppress(Exception):  # its server was killed under it
+                await lock.invalidate()
+                await lock.close()
+        for blocker in blockers:
+            await blocker.dispose()
+
+
+async def _crash_and_recover(
+    tmp_path: Path,
+    hosts: list[DrainedProcess],
+    freeze: Callable[[AsyncEngine, DrainedProcess], Awaitable[list[psutil.Process]]],
+) -> None:
+    """Analysis under way, `freeze` stops the host's processes at its moment, the host and its
+    database are killed, and a new host finishes: each track analyzed once, none failed."""
     music_dir = tmp_path / "music"
     music_dir.mkdir()
     data_dir = tmp_path / "data"
@@ -98,9 +146,7 @@ async def test_a_host_and_its_database_killed_mid_analysis_end_with_each_track_a
             made.rename(music_dir / made.name)
 
         await eventually(lambda: _mid_analysis(engine), timeout=120, what="mid-analysis")
-        frozen = await eventually(
-            lambda: _frozen_between_transactions(engine, host), timeout=60, what="a clean freeze"
-        )
+        frozen = await eventually(lambda: freeze(engine, host), timeout=120, what="a freeze")
         interrupted = await _contents(
             engine, "SELECT content_id FROM analysis_jobs WHERE state = 'running'"
         )
@@ -108,11 +154,13 @@ async def test_a_host_and_its_database_killed_mid_analysis_end_with_each_track_a
         done_before = await _contents(
             engine, "SELECT content_id FROM analysis_jobs WHERE state = 'done'"
         )
+        unpaired_before = await _unpaired(engine)
         await engine.dispose()
         await _kill_all(frozen + _database_tree(data_dir))
         host.wait(timeout=30)
 
         host = _start_host(tmp_path, music_dir, hosts)
+        unpaired_after_restart = await _unpaired(engine)
         await eventually(lambda: _all_done(engine), timeout=180, what="analysis after the crash")
         jobs = {
             row.content_id: row
@@ -130,6 +178,9 @@ async def test_a_host_and_its_database_killed_mid_analysis_end_with_each_track_a
     assert host.wait(timeout=60) == 0, host.output()
     assert "removing a stale" in host.output()  # the dead server's postmaster.pid
 
+    no_pairs_missing = {"results without their job done": [], "jobs done without a result": []}
+    assert unpaired_before == no_pairs_missing
+    assert unpaired_after_restart == no_pairs_missing
     assert interrupted and done_before, "the kill must land between finished and running jobs"
     assert stored_before == done_before  # a result is stored with its job's completion
     assert len(jobs) == TRACKS and results == TRACKS
@@ -183,10 +234,7 @@ async def _frozen_between_transactions(
     """The host and its pool processes, stopped (SIGSTOP) while none of the host's database
     sessions is inside a transaction: what the database holds is then exactly what the kill
     interrupts. Else they run on a little, and []."""
-    tree = [psutil.Process(host.pid), *psutil.Process(host.pid).children(recursive=True)]
-    for process in tree:
-        process.send_signal(signal.SIGSTOP)
-    await eventually(lambda: _stopped(tree), what="the freeze")
+    tree = await _frozen(host)
     busy = await scalar(
         engine,
         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
@@ -199,8 +247,52 @@ async def _frozen_between_transactions(
     return []
 
 
+async def _frozen(host: DrainedProcess) -> list[psutil.Process]:
+    """The host and its pool processes, stopped (SIGSTOP): none commits anything more."""
+    tree = []
+    for process in [psutil.Process(host.pid), *psutil.Process(host.pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a helper process that just ended
+            process.send_signal(signal.SIGSTOP)
+            tree.append(process)
+    await eventually(lambda: _stopped(tree), what="the freeze")
+    return tree
+
+
+async def _store_waiting(engine: AsyncEngine) -> bool:
+    """A session of the host's waits for the lock on musicnn_results: inside the transaction
+    that has marked its job done and now stores the result."""
+    return bool(
+        await scalar(
+            engine,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            " AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO musicnn_results%'",
+        )
+    )
+
+
+async def _unpaired(engine: AsyncEngine) -> dict[str, list[str]]:
+    """What the database holds that must never be: a result whose job is not done, or a done
+    job without its result. Read in one snapshot (one statement)."""
+    [row] = await rows(
+        engine,
+        "SELECT ARRAY(SELECT r.content_id FROM musicnn_results r JOIN analysis_jobs j"
+        "  ON j.content_id = r.content_id AND j.analyzer = 'musicnn' WHERE j.state <> 'done'"
+        " ) AS orphans, ARRAY(SELECT j.content_id FROM analysis_jobs j"
+        "  WHERE j.analyzer = 'musicnn' AND j.state = 'done' AND NOT EXISTS"
+        "  (SELECT 1 FROM musicnn_results r WHERE r.content_id = j.content_id)) AS empty",
+    )
+    return {"results without their job done": row.orphans, "jobs done without a result": row.empty}
+
+
 async def _stopped(processes: list[psutil.Process]) -> bool:
-    return all(process.status() == psutil.STATUS_STOPPED for process in processes)
+    """Each one stopped, or ended (a helper process that was on its way out)."""
+    for process in processes:
+        try:
+            if process.status() not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
 
 
 def _database_tree(data_dir: Path) -> list[psutil.Process]:
@@ -214,7 +306,8 @@ def _database_tree(data_dir: Path) -> list[psutil.Process]:
 async def _kill_all(processes: list[psutil.Process]) -> None:
     """SIGKILL every one at once, and wait until each is gone (or a zombie nobody reaps)."""
     for process in processes:
-        process.send_signal(signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
     await eventually(lambda: _gone(processes), what="every process killed")
 
 

@@ -393,16 +393,39 @@ def test_a_model_directory_with_another_front_end_is_refused(
     assert raised.value.setting.startswith("[clap] model")
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_half_precision_embeds_as_float32_does_within_the_bound(
+    hf_clap, device: str, dtype: torch.dtype
+) -> None:
+    """The agreement the CUDA path relies on, computed in the precision itself (CPU kernels
+    stand in where no GPU is): clips and phrases of this test's own, not the product's probes,
+    against float32 on the CPU."""
+    own = replace(hf_clap, model=copy.deepcopy(hf_clap.model))  # placed() moves its model
+    lowered = placed(own, device, dtype=dtype)
+    assert next(lowered.model.parameters()).dtype == dtype
+    assert next(lowered.model.parameters()).device.type == device
+    assert lowered.info.dtype == str(dtype).removeprefix("torch.")
+    clips = [music(10, seed=7), music(4, seed=8)]
+    cosines = np.concatenate(
+        [
+            np.sum(embed_windows(hf_clap, clips) * embed_windows(lowered, clips), 1),
+            np.sum(embed_text(hf_clap, TEXTS) * embed_text(lowered, TEXTS), 1),
+        ]
+    )
+    assert cosines.min() >= HALF_PRECISION_MIN_COSINE
+
+
 def test_lower_precision_is_kept_only_where_it_embeds_as_float32_does(hf_clap) -> None:
-    # CPU stands in for CUDA, float64 for float16: the decision is the same code
-    kept = placed(hf_clap, "cpu", dtype=torch.float64)
-    assert kept.info.dtype == "float64"
-    assert embedding_agreement(hf_clap, kept) > 0.99999
     perturbed = copy.deepcopy(hf_clap.model)
     random_weights(perturbed, seed=9)
     disagreeing = replace(hf_clap, model=perturbed)
     assert embedding_agreement(hf_clap, disagreeing) < HALF_PRECISION_MIN_COSINE
-    # a model whose lowered copy disagrees (forced by a bar no copy meets) stays in float32
-    fallback = placed(hf_clap, "cpu", dtype=torch.float64, min_cosine=1.01)
+    # a model whose float16 copy disagrees (forced by a bar no copy meets) stays in float32
+    own = replace(hf_clap, model=copy.deepcopy(hf_clap.model))
+    fallback = placed(own, "cpu", dtype=torch.float16, min_cosine=1.01)
     assert fallback.info.dtype == "float32"
     assert next(fallback.model.parameters()).dtype == torch.float32

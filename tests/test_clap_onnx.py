@@ -24,7 +24,7 @@ from soundspan_plugins.clap.windows import SAMPLE_RATE, int16_round_trip, select
 from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
 from soundspan_plugins.shared.audio import decode_mono
 from soundspan_plugins.shared.pool import ModelPool
-from tests.library import eventually, settled, write_wave
+from tests.library import all_done, eventually, settled, write_wave
 
 MUSIC = Path(__file__).parent / "fixtures" / "musicnn" / "anttis_1918.mp3"  # real, encoded
 
@@ -154,6 +154,7 @@ async def test_a_host_whose_int8_fails_the_check_analyzes_in_fp32_and_says_so(
     client = await aiohttp_client(create_app(write_settings(settings)))
     host = client.app[HOST]
     await eventually(lambda: settled(host.engine, 1), timeout=120, what="CLAP")
+    await all_done(host.engine, "clap", 1)
     [clap] = [info for info in await host.describe_analyzers() if info.name == "clap"]
     assert clap.state == "ready" and clap.device == "cpu (fp32)"
     assert "int8 refused" in clap.detail and "< 1.0" in clap.detail

@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 
 import pytest
@@ -21,6 +21,7 @@ from tests.library import eventually, present_paths, write_wav
 from tests.processes import start_host_process, wait_healthy
 
 STOP_SECONDS = 30  # a clean stop takes a second or two; a blocked one never ends
+BLOCKED_SECONDS = 60  # a refusal takes microseconds; a read that waits for a writer never ends
 
 
 def scan_state(port: int) -> dict:
@@ -136,10 +137,29 @@ def test_the_watcher_and_the_walk_agree_on_hidden_folders(music_dir):
     assert list(files.walk().files) == ["Album/kept.wav"]
 
 
-def test_reading_a_fifo_returns_at_once(music_dir):
-    os.mkfifo(music_dir / "pipe.wav")
+def test_reading_a_fifo_is_refused_without_waiting_for_a_writer(music_dir):
+    """No one ever writes to the FIFO: a read that waited for a writer would wait forever, so
+    it runs in a thread of its own, which the test frees (by opening the writing end) to fail
+    with a message instead of hanging."""
+    fifo = music_dir / "pipe.wav"
+    os.mkfifo(fifo)
     files = AudioFiles(music_dir, ["wav"], [])
-    started = time.monotonic()
-    with pytest.raises(OSError, match="not a regular file"):
-        files.read("pipe.wav")
-    assert time.monotonic() - started < 5
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            files.read("pipe.wav")
+            outcome.append(None)
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(BLOCKED_SECONDS)
+    if reader.is_alive():
+        # a reader blocked in open() counts as one: a non-blocking writer's open succeeds
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(BLOCKED_SECONDS)
+        pytest.fail("reading a FIFO waited for a writer (it was freed by the test's own)")
+    [error] = outcome
+    assert isinstance(error, OSError) and "not a regular file" in str(error), error

@@ -8,7 +8,7 @@ import pytest
 from soundspan_hooks import HOST
 from soundspan_host.app import create_app
 from soundspan_plugins.watcher.files import read_facts
-from tests.library import eventually, rows, scalar, settled
+from tests.library import eventually, rows, scalar, settled, write_wav
 from tests.tagged_audio import write_tagged
 
 RECORDING_ID = "1b7f7a6c-1d2e-4d6b-9a0a-7f8e9d0c1b2a"
@@ -37,6 +37,10 @@ STORED_TAGS = {
     "musicbrainz_recording_id": RECORDING_ID,
 }
 FORMATS = [".mp3", ".flac", ".ogg", ".m4a"]
+JOB_STATES = (
+    "SELECT t.path, j.state FROM tracks t JOIN analysis_jobs j USING (content_id)"
+    " WHERE j.analyzer = 'toy'"
+)
 FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
 
 
@@ -86,11 +90,15 @@ async def test_a_library_from_before_the_tags_gets_them_once_without_reanalysis(
     host, music_dir: Path
 ) -> None:
     """Rows written before revision 0002 have no tag set: the next reconcile reads their tags,
-    and the content, unchanged, keeps its analysis jobs as they were."""
+    and the content, unchanged, keeps its analysis jobs as they were: the one done (a WAV, which
+    the toy analyzer reads) as much as the one failed (a FLAC, which it cannot)."""
     client, engine = host
     write_tagged(music_dir / "a.flac", PICARD_TAGS)
-    await eventually(lambda: settled(engine, 1), what="the toy analyzer to finish (it fails)")
-    jobs_before = await rows(engine, "SELECT * FROM analysis_jobs")
+    write_wav(music_dir / "b.wav", 440)
+    await eventually(lambda: settled(engine, 2), what="the toy analyzer's two outcomes")
+    jobs_before = await rows(engine, "SELECT * FROM analysis_jobs ORDER BY content_id")
+    outcomes = {(path, state) for path, state in await rows(engine, JOB_STATES)}
+    assert outcomes == {("a.flac", "failed"), ("b.wav", "done")}
     async with engine.begin() as connection:  # as revision 0002 leaves an older row
         await connection.exec_driver_sql(
             "UPDATE tracks SET tags_version = NULL, album_artist = NULL, isrc = NULL,"
@@ -100,8 +108,8 @@ async def test_a_library_from_before_the_tags_gets_them_once_without_reanalysis(
     assert (await client.post("/api/library/scan")).status == 202
 
     async def tags_read_again():
-        return await scalar(engine, "SELECT tags_version FROM tracks") is not None
+        return await scalar(engine, "SELECT bool_and(tags_version IS NOT NULL) FROM tracks")
 
     await eventually(tags_read_again, what="the reconcile to read the tags again")
     assert await stored_tags(engine, "a.flac") == STORED_TAGS
-    assert await rows(engine, "SELECT * FROM analysis_jobs") == jobs_before
+    assert await rows(engine, "SELECT * FROM analysis_jobs ORDER BY content_id") == jobs_before

@@ -75,9 +75,11 @@ async def test_a_worker_that_dies_fails_its_own_call_and_no_other(tmp_path):
         go.touch()
         bystander_pid = await bystander
         after, _, _, _ = await pool.run(describe, "")
+        workers = {child.pid for child in psutil.Process().children(recursive=True)}
     finally:
         await pool.close()
-    assert bystander_pid != os.getpid() and after != os.getpid()
+    # the bystander's worker lives on, beside the one started in the dead one's place
+    assert {bystander_pid, after} <= workers
 
 
 async def test_a_cancelled_call_stops_its_hung_process_and_the_pool_goes_on(tmp_path):

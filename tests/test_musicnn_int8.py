@@ -22,7 +22,6 @@ from soundspan_host.app import create_app
 from soundspan_plugins.musicnn import model_version, quantization
 from soundspan_plugins.musicnn.inference import MusicnnTagger
 from soundspan_plugins.musicnn.model_cache import ensure_onnx
-from soundspan_plugins.musicnn.network import ModelNotAvailable, checkpoint_index
 from soundspan_plugins.musicnn.quantization import (
     MAX_TAG_DIFF,
     choose_model,
@@ -38,10 +37,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
 REFERENCE = json.loads((FIXTURES / "reference.json").read_text())["clips"]
 CLIPS = sorted(REFERENCE)
 
-try:
-    checkpoint_index("MSD_musicnn")
-except ModelNotAvailable as missing:
-    pytest.skip(f"{missing}", allow_module_level=True)
+
+pytestmark = pytest.mark.usefixtures("musicnn_weights")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +53,12 @@ def int8_model(fp32_model):
 
 
 @pytest.mark.parametrize("clip", CLIPS)
-def test_int8_tags_stay_within_the_bound_of_float32(fp32_model, int8_model, clip: str) -> None:
+def test_int8_tags_stay_within_the_bound_of_float32_on_the_music_it_was_calibrated_on(
+    fp32_model, int8_model, clip: str
+) -> None:
+    """A sanity check, no judgement: each fixture is calibration music (the FLAC is the Opus
+    clip's music at 16 kHz). On held-out music int8 misses the bound (bench/RESULTS.md), which
+    is why `auto` stays fp32: a held-out clip here would pass or fail by the clip chosen."""
     onnx_path, card = fp32_model
     int8_path, _ = int8_model
     expected = MusicnnTagger(onnx_path, card).analyze(FIXTURES / clip)

@@ -46,10 +46,8 @@ MODELS = ("MSD_musicnn", "MTT_musicnn")
 # another decoder, so only the network is compared tightly there.
 SAME_SAMPLES_CLIPS = ("anttis_1918.mp3", "anttis_funkyrobot_16k.flac")
 
-try:
-    checkpoint_index("MSD_musicnn")
-except ModelNotAvailable as missing:
-    pytest.skip(f"{missing}", allow_module_level=True)
+
+pytestmark = pytest.mark.usefixtures("musicnn_weights")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 
 from soundspan_hooks import HOST
 from soundspan_host.app import create_app
-from soundspan_plugins.musicnn.inference import cuda_available
 from soundspan_plugins.musicnn.tags import MSD_TAGS
 from tests.library import eventually, jobs, rows, settled, tone, tracks, write_wave
 
@@ -41,13 +40,11 @@ async def musicnn_host(start_musicnn_host):
     return await start_musicnn_host()
 
 
-async def test_a_real_clip_gets_the_trained_models_tags(start_musicnn_host, music_dir, caplog):
+async def test_a_real_clip_gets_the_trained_models_tags(start_musicnn_host, music_dir):
     # the reference numbers are the CPU model's, held to 1e-4: a GPU's TF32 convolutions
     # need not meet that, so this test runs on the CPU on every machine
     musicnn_host = await start_musicnn_host('device = "cpu"\n')
     engine = musicnn_host.app[HOST].engine
-    started = [record.getMessage() for record in caplog.get_records("call")]
-    assert f"MusiCNN: CUDA available: {cuda_available()}" in started
     shutil.copy(FIXTURES / "anttis_1918.mp3", music_dir / "anttis_1918.mp3")
     await eventually(lambda: settled(engine, 1), timeout=120, what="the MusiCNN analysis")
 
@@ -135,7 +132,9 @@ async def test_with_no_local_workers_it_is_ready_for_remote_ones(
 ):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__WORKERS", "0")
+    # set, not auto: what auto picks would be judged by the product's own probe of the GPU
+    monkeypatch.setenv("SOUNDSPAN_MUSICNN__DEVICE", "cpu")
     client = await aiohttp_client(create_app(write_settings()))
     [musicnn] = (await (await client.get("/api/vibe/status")).json())["analyzers"]
     assert (musicnn["state"], musicnn["reason"], musicnn["trained"]) == ("ready", None, True)
-    assert musicnn["device"] == ("cuda" if cuda_available() else "cpu")  # auto's pick
+    assert musicnn["device"] == "cpu"

@@ -26,7 +26,7 @@ from tests.library import (
     stores_per_content,
     write_wav,
 )
-from tests.processes import DrainedProcess, free_port, start_worker
+from tests.processes import DrainedProcess, on_a_free_port_async, start_worker
 
 TRACKS = 12
 DELAY = "0.4"  # seconds per toy analysis: long enough that every process gets work
@@ -38,15 +38,22 @@ async def test_workers_on_the_hosts_embedded_database_share_the_work_and_lose_no
     toy_analyzer, echo_plugin, aiohttp_client, music_dir, tmp_path
 ):
     # echo brings migrations of its own: a worker must still migrate (or find) all branches
-    port = free_port()
+    # each process holds its first job until all three hold one: each stores at least one
+    release = tmp_path / "release"
     settings_file = tmp_path / "host.toml"
-    settings_file.write_text(
-        f'music_dir = "{music_dir}"\ndata_dir = "{tmp_path / "data"}"\n'
-        f"embedded_database_port = {port}\nanalysis_lease_seconds = {LEASE}\n"
-        "[watcher]\ndebounce_seconds = 0.2\n"
-        f"[toy]\nworkers = 1\ndelay_seconds = {DELAY}\npoll_interval = 0.2\n"
-    )
-    client = await aiohttp_client(create_app(load_plugins(read_settings(settings_file))))
+
+    async def start(port: int):
+        settings_file.write_text(
+            f'music_dir = "{music_dir}"\ndata_dir = "{tmp_path / "data"}"\n'
+            f"embedded_database_port = {port}\nanalysis_lease_seconds = {LEASE}\n"
+            "[watcher]\ndebounce_seconds = 0.2\n"
+            f"[toy]\nworkers = 1\ndelay_seconds = {DELAY}\npoll_interval = 0.2\n"
+            f'hold_until = "{release}"\n'
+        )
+        app = create_app(load_plugins(read_settings(settings_file)))
+        return await aiohttp_client(app), port
+
+    client, port = await on_a_free_port_async(start)
     engine = client.app[HOST].engine
     database_url = worker_url(tmp_path / "data", port)
     # the same files under another path: each worker joins its own music dir to a job's
@@ -54,7 +61,14 @@ async def test_workers_on_the_hosts_embedded_database_share_the_work_and_lose_no
     elsewhere = tmp_path / "elsewhere" / "library"
     elsewhere.mkdir(parents=True)
     workers = [
-        start_worker(database_url, elsewhere, toy_analyzer, LEASE, delay_seconds=DELAY)
+        start_worker(
+            database_url,
+            elsewhere,
+            toy_analyzer,
+            LEASE,
+            delay_seconds=DELAY,
+            hold_until=str(release),
+        )
         for _ in range(2)
     ]
     doomed, survivor = workers
@@ -65,6 +79,11 @@ async def test_workers_on_the_hosts_embedded_database_share_the_work_and_lose_no
             write_wav(elsewhere / relative, 300 + 10 * number)
             (music_dir / relative).parent.mkdir(parents=True, exist_ok=True)
             os.link(elsewhere / relative, music_dir / relative)
+        processes = [os.getpid(), doomed.pid, survivor.pid]  # the host analyzes in the test's
+        await eventually(
+            lambda: _each_holds_a_job(engine, processes), timeout=60, what="a job in each process"
+        )
+        release.touch()
         await eventually(lambda: _stored_by(engine, doomed.pid), what="the doomed worker's work")
         held = await eventually(
             lambda: _frozen_mid_job(engine, doomed, port), what="the doomed worker mid-job"
@@ -86,13 +105,12 @@ async def test_workers_on_the_hosts_embedded_database_share_the_work_and_lose_no
         row.content_id: row.worker_pid
         for row in await rows(engine, "SELECT content_id, worker_pid FROM toy_stores")
     }
-    assert doomed.pid in stored_by.values()
-    assert set(stored_by.values()) <= {os.getpid(), doomed.pid, survivor.pid}  # host, workers
+    assert set(stored_by.values()) == {os.getpid(), doomed.pid, survivor.pid}  # host, workers
     for content in held:  # what the kill interrupted was done again, by another process
         [job] = await rows(
             engine, "SELECT attempts FROM analysis_jobs WHERE content_id = :id", id=content
         )
-        assert job.attempts >= 2 and stored_by[content] != doomed.pid
+        assert job.attempts == 2 and stored_by[content] != doomed.pid
     assert survivor.returncode == 0, survivor.output()
 
 
@@ -100,6 +118,11 @@ async def _ready(workers: list[DrainedProcess]) -> bool:
     for worker in workers:
         assert worker.poll() is None, worker.output()
     return all("analyzing with toy" in worker.output() for worker in workers)
+
+
+async def _each_holds_a_job(engine, pids: list[int]) -> bool:
+    held = [await jobs_running_in(engine, pid) for pid in pids]
+    return all(held)
 
 
 async def _stored_by(engine, pid: int) -> bool:
