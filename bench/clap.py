@@ -12,7 +12,7 @@ and on the tests' small model (tests.clap_models.save_tiny_clap), window by wind
 Each precision runs as the plugin runs it: the host exports the tower once (precision.choose_tower,
 cached under a temp dir, int8 checked on the probe clips), then a ModelPool of `workers` x
 `threads` processes loads it (worker.load_audio_tower: torch for "torch", onnxruntime alone for
-fp32 and int8) and embeds the tracks (worker.embed_file: PyAV decode at 48 kHz, `max_windows`
+fp32 and int8) and embeds the tracks (worker.embed_file: decode at 48 kHz, `max_windows`
 10-s windows, `--batch-size` windows per inference: [clap] batch_size by default). Reported per
 precision: tracks/min of the pool, worker start + load, peak RSS of each worker (psutil, every
 0.1 s), and cosines to torch's track embeddings.
@@ -49,8 +49,8 @@ from soundspan_plugins.clap.precision import choose_tower
 from soundspan_plugins.clap.settings import ClapSettings
 from soundspan_plugins.clap.windows import SAMPLE_RATE, select_windows
 from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
-from soundspan_plugins.shared.audio import decode_mono
 from soundspan_plugins.shared.pool import ModelPool
+from soundspan_plugins.shared.track_audio import TrackAudio
 from tests.clap_models import htsat_base_roberta_config, save_tiny_clap
 
 PRECISIONS = ("torch", "fp32", "int8")
@@ -129,9 +129,9 @@ def small_model_agreement(directory: Path, cache: Path, tracks: list[RealTrack],
     window_cosines: dict[str, list[float]] = {precision: [] for precision in towers}
     track_cosines: dict[str, list[float]] = {precision: [] for precision in towers}
     for track in tracks:
-        windows = select_windows(decode_mono(track.path, SAMPLE_RATE), max_windows)
+        windows = select_windows(TrackAudio(track.path, SAMPLE_RATE), max_windows)
         reference = embed_windows(clap, windows)
-        whole = embed_track(clap, decode_mono(track.path, SAMPLE_RATE), max_windows=max_windows)
+        whole = embed_track(clap, TrackAudio(track.path, SAMPLE_RATE), max_windows=max_windows)
         for precision, tower in towers.items():
             ours = tower.embed_windows(windows)
             window_cosines[precision].extend(np.sum(reference * ours, axis=1).tolist())

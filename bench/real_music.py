@@ -1,12 +1,15 @@
 """Real, freely licensed music for the benchmarks: the soundtracks Debian ships in packages.
 
-`drascula-music` (the Drascula adventure's score) and `fillets-ng-data` (Fish Fillets' music)
-are Ogg Vorbis soundtracks under free licences. The benchmarks fetch the packages with
-`apt-get download` (no root needed, nothing installed) into a cache folder and unpack them with
-`dpkg-deb -x`, so every run measures the same real, encoded files. Each package is one album by
-one composer, which gives the quality checks a "same album" label.
+`drascula-music` (the Drascula adventure's score), `fillets-ng-data` (Fish Fillets' music) and
+`hyperrogue-music` (HyperRogue's) are Ogg Vorbis soundtracks under free licences. Three of
+HyperRogue's tracks are files FFmpeg refuses (their Vorbis headers are written twice before the
+audio) that libvorbis plays: the analyzers read them with libsndfile. The benchmarks fetch the
+packages with `apt-get download` (no root needed, nothing installed) into a cache folder and
+unpack them with `dpkg-deb -x`, so every run measures the same real, encoded files. Each package
+is one album by one composer, which gives the quality checks a "same album" label.
 
     .venv/bin/python bench/real_music.py [--cache DIR]   # fetch, then list the tracks
+    .venv/bin/python bench/real_music.py --decoders      # ... and which decoder reads each
 """
 
 from __future__ import annotations
@@ -15,17 +18,22 @@ import argparse
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
+import mutagen
 import numpy as np
+
+from soundspan_plugins.shared.audio import UnreadableAudio
+from soundspan_plugins.shared.track_audio import TrackAudio
 
 DEFAULT_CACHE = Path.home() / ".cache" / "soundspan-bench" / "debian-music"
 # package -> the folder inside it that holds its music (other folders hold speech and effects)
 ALBUMS = {
     "drascula-music": "usr/share/scummvm/drascula/audio",
     "fillets-ng-data": "usr/share/games/fillets-ng/music",
+    "hyperrogue-music": "usr/share/hyperrogue/music",
 }
 MIN_SECONDS = 30.0  # jingles are not what a library is made of
 
@@ -78,21 +86,39 @@ def _fetch(package: str, destination: Path) -> None:
 
 
 def _duration(path: Path) -> float:
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        if stream.duration is not None:
-            return float(stream.duration * stream.time_base)
-        return container.duration / av.time_base
+    """The length the file's headers give (mutagen reads the files FFmpeg refuses, too)."""
+    return mutagen.File(path).info.length
+
+
+def decoder_of(track: RealTrack, sample_rate: int = 16000) -> str:
+    """Which decoder the analyzers read the track with (UnreadableAudio if none can)."""
+    audio = TrackAudio(track.path, sample_rate)
+    for _ in audio:
+        pass
+    return audio.decoder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    tracks = debian_music(parser.parse_args().cache)
+    parser.add_argument(
+        "--decoders", action="store_true", help="decode every track; count each decoder's"
+    )
+    args = parser.parse_args()
+    tracks = debian_music(args.cache)
+    decoders: Counter[tuple[str, str]] = Counter()
     for track in tracks:
-        print(f"{track.album:<16} {track.seconds:7.1f} s  {track.path}")
+        try:
+            decoder = decoder_of(track) if args.decoders else ""
+        except UnreadableAudio as error:
+            decoder = f"failed ({error.reason})"
+        decoders[(track.album, decoder)] += 1
+        print(f"{track.album:<16} {track.seconds:7.1f} s  {decoder:<10} {track.path}")
     minutes = sum(track.seconds for track in tracks) / 60
     print(f"{len(tracks)} tracks, {minutes:.1f} minutes")
+    if args.decoders:
+        for (album, decoder), count in sorted(decoders.items()):
+            print(f"{album:<16} {decoder:<10} {count}")
 
 
 if __name__ == "__main__":

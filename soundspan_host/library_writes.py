@@ -232,8 +232,10 @@ def runs(events: list[LibraryEvent]) -> list[list[LibraryEvent]]:
 async def _contents_of(connection: AsyncConnection, facts: list[TrackFacts]) -> list[str]:
     """The id of the content each file holds (of distinct payloads), recorded as new if it is.
 
-    Found by payload identity; else a content recorded under the file's old byte fingerprint
-    (before payload identities) is this one, and learns its payload identity.
+    Found by payload identity; else a content recorded under the file's byte fingerprint is
+    this one, and learns its payload identity: one recorded before payload identities, or
+    while no demuxer could read the file's audio (a later FFmpeg that can must not make it a
+    new content, analyzed again).
     """
     found = await _contents_by_payload(connection, [fact.fingerprint for fact in facts])
     upgradable = [
@@ -245,7 +247,8 @@ async def _contents_of(connection: AsyncConnection, facts: list[TrackFacts]) -> 
                 "UPDATE contents c SET payload_id = u.payload"
                 " FROM unnest(CAST(:payloads AS text[]), CAST(:bytes_ids AS text[]))"
                 " AS u(payload, bytes_id)"
-                " WHERE c.id = u.bytes_id AND c.payload_id IS NULL RETURNING c.id, c.payload_id"
+                " WHERE c.id = u.bytes_id AND (c.payload_id IS NULL OR c.payload_id = c.id)"
+                " RETURNING c.id, c.payload_id"
             ),
             {
                 "payloads": [fact.fingerprint for fact in upgradable],

@@ -153,7 +153,11 @@ async def _analyze(host: HostContext, track: TrackFile):
     settings = runtime.settings
     try:
         result: TrackEmbedding = await runtime.pool.run(
-            embed_file, str(track.path), settings.max_windows, settings.batch_size
+            embed_file,
+            str(track.path),
+            settings.max_windows,
+            settings.batch_size,
+            settings.max_audio_minutes * 60,
         )
     except UnreadableAudio as error:
         raise UnreadableTrack(error.reason) from None
@@ -161,11 +165,15 @@ async def _analyze(host: HostContext, track: TrackFile):
     async def store(connection: AsyncConnection) -> None:
         await connection.execute(
             text(
-                "INSERT INTO clap_results (content_id, model_id, version, embedding, windows)"
-                " VALUES (:content_id, :model_id, :version, CAST(:embedding AS vector), :windows)"
+                "INSERT INTO clap_results (content_id, model_id, version, embedding, windows,"
+                " decoder, analyzed_seconds, capped)"
+                " VALUES (:content_id, :model_id, :version, CAST(:embedding AS vector), :windows,"
+                " :decoder, :analyzed_seconds, :capped)"
                 " ON CONFLICT (content_id) DO UPDATE SET model_id = excluded.model_id,"
                 " version = excluded.version, embedding = excluded.embedding,"
-                " windows = excluded.windows, analyzed_at = now()"
+                " windows = excluded.windows, decoder = excluded.decoder,"
+                " analyzed_seconds = excluded.analyzed_seconds, capped = excluded.capped,"
+                " analyzed_at = now()"
             ),
             {
                 "content_id": track.content_id,
@@ -173,6 +181,9 @@ async def _analyze(host: HostContext, track: TrackFile):
                 "version": model_version(settings.model, settings.max_windows, settings.precision),
                 "embedding": json.dumps(result.embedding),
                 "windows": result.windows,
+                "decoder": result.decoder,
+                "analyzed_seconds": result.analyzed_seconds,
+                "capped": result.capped,
             },
         )
 
@@ -205,8 +216,8 @@ async def _track_details(host: HostContext, content_id: str) -> dict | None:
         row = (
             await connection.execute(
                 text(
-                    "SELECT model_id, windows, analyzed_at FROM clap_results"
-                    " WHERE content_id = :content_id"
+                    "SELECT model_id, windows, decoder, analyzed_seconds, capped, analyzed_at"
+                    " FROM clap_results WHERE content_id = :content_id"
                 ),
                 {"content_id": content_id},
             )
@@ -217,6 +228,9 @@ async def _track_details(host: HostContext, content_id: str) -> dict | None:
         NAME: {
             "model_id": row.model_id,
             "windows": row.windows,
+            "decoder": row.decoder,  # which decoder read the track; NULL for older results
+            "analyzed_seconds": row.analyzed_seconds,
+            "capped": row.capped,
             "analyzed_at": row.analyzed_at.isoformat(),
         }
     }

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from soundspan_hooks import PluginSettings, legacy_env
 from soundspan_plugins.clap.fetching import DEFAULT_MODEL
+from soundspan_plugins.shared.track_audio import max_audio_minutes_setting
 
 NAME = "clap"
 
@@ -72,3 +73,4 @@ class ClapSettings(PluginSettings):
         "grow each worker (int8: about 330 MB at 1, 500 MB at 4; bench/RESULTS.md); on a GPU "
         "8 to 16 keep it busy.",
     )
+    max_audio_minutes: float = max_audio_minutes_setting()

@@ -15,7 +15,7 @@ import numpy as np
 
 from soundspan_plugins.clap.onnx_tower import OnnxAudioTower, OnnxTowerFiles
 from soundspan_plugins.clap.windows import SAMPLE_RATE, select_windows
-from soundspan_plugins.shared.audio import decode_mono
+from soundspan_plugins.shared.track_audio import TrackAudio
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class ModelSource:
 class TrackEmbedding:
     embedding: list[float]
     windows: int
+    decoder: str  # which decoder read the file: "FFmpeg", or "libsndfile" where FFmpeg refused
+    analyzed_seconds: float
+    capped: bool  # the file holds more audio than the analyzer's cap; the rest was not read
 
 
 class AudioTower(Protocol):
@@ -75,11 +78,25 @@ def load_audio_tower(
     return _TorchAudioTower(clap)
 
 
-def embed_file(tower: AudioTower, path: str, max_windows: int, batch_size: int) -> TrackEmbedding:
-    """Decode a file at 48 kHz, streaming, and embed an even sample of its 10-s windows."""
-    windows = select_windows(decode_mono(path, SAMPLE_RATE), max_windows)
+def embed_file(
+    tower: AudioTower,
+    path: str,
+    max_windows: int,
+    batch_size: int,
+    max_seconds: float | None = None,
+) -> TrackEmbedding:
+    """Decode a file at 48 kHz, streaming, its first `max_seconds` at most, and embed an even
+    sample of its 10-s windows."""
+    audio = TrackAudio(path, SAMPLE_RATE, max_seconds)
+    windows = select_windows(audio, max_windows)
     embedding = tower.embed_selected(windows, batch_size)
-    return TrackEmbedding(embedding=embedding.tolist(), windows=len(windows))
+    return TrackEmbedding(
+        embedding=embedding.tolist(),
+        windows=len(windows),
+        decoder=audio.decoder,
+        analyzed_seconds=audio.seconds,
+        capped=audio.capped,
+    )
 
 
 def loaded_precision(tower: AudioTower) -> str:

@@ -52,6 +52,7 @@ from soundspan_plugins.musicnn.tags import GENRE_TAGS
 from soundspan_plugins.musicnn.worker import TrackTags, analyze_file, load_tagger
 from soundspan_plugins.shared.audio import UnreadableAudio
 from soundspan_plugins.shared.pool import ModelPool
+from soundspan_plugins.shared.track_audio import max_audio_minutes_setting
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class MusicnnSettings(PluginSettings):
         "grow each worker by about 33 MB a patch (bench/RESULTS.md).",
     )
     top_tags: int = Field(5, ge=1, le=50, description="How many top tags a track keeps.")
+    max_audio_minutes: float = max_audio_minutes_setting()
 
 
 @dataclass
@@ -252,7 +254,10 @@ async def _analyze(host: HostContext, track: TrackFile):
     version = model_version(runtime.settings.model, runtime.settings.precision)
     try:
         result: TrackTags = await runtime.pool.run(
-            analyze_file, str(track.path), runtime.settings.batch_size
+            analyze_file,
+            str(track.path),
+            runtime.settings.batch_size,
+            runtime.settings.max_audio_minutes * 60,
         )
     except UnreadableAudio as error:
         raise UnreadableTrack(error.reason) from None
@@ -263,13 +268,17 @@ async def _analyze(host: HostContext, track: TrackFile):
         await connection.execute(
             text(
                 "INSERT INTO musicnn_results"
-                " (content_id, model_id, version, tags, top_tags, embedding, patches)"
+                " (content_id, model_id, version, tags, top_tags, embedding, patches,"
+                " decoder, analyzed_seconds, capped)"
                 " VALUES (:content_id, :model_id, :version, CAST(:tags AS jsonb),"
-                " CAST(:top_tags AS jsonb), CAST(:embedding AS vector), :patches)"
+                " CAST(:top_tags AS jsonb), CAST(:embedding AS vector), :patches,"
+                " :decoder, :analyzed_seconds, :capped)"
                 " ON CONFLICT (content_id) DO UPDATE SET model_id = excluded.model_id,"
                 " version = excluded.version, tags = excluded.tags,"
                 " top_tags = excluded.top_tags, embedding = excluded.embedding,"
-                " patches = excluded.patches, analyzed_at = now()"
+                " patches = excluded.patches, decoder = excluded.decoder,"
+                " analyzed_seconds = excluded.analyzed_seconds, capped = excluded.capped,"
+                " analyzed_at = now()"
             ),
             {
                 "content_id": track.content_id,
@@ -279,6 +288,9 @@ async def _analyze(host: HostContext, track: TrackFile):
                 "top_tags": json.dumps(top),
                 "embedding": json.dumps(result.embedding),
                 "patches": result.patches,
+                "decoder": result.decoder,
+                "analyzed_seconds": result.analyzed_seconds,
+                "capped": result.capped,
             },
         )
 
@@ -295,8 +307,8 @@ async def _track_details(host: HostContext, content_id: str) -> dict | None:
         row = (
             await connection.execute(
                 text(
-                    "SELECT model_id, tags, top_tags, patches, analyzed_at"
-                    " FROM musicnn_results WHERE content_id = :content_id"
+                    "SELECT model_id, tags, top_tags, patches, decoder, analyzed_seconds,"
+                    " capped, analyzed_at FROM musicnn_results WHERE content_id = :content_id"
                 ),
                 {"content_id": content_id},
             )
@@ -309,6 +321,9 @@ async def _track_details(host: HostContext, content_id: str) -> dict | None:
             "tags": row.tags,
             "top_tags": [{"tag": tag, "probability": score} for tag, score in row.top_tags],
             "patches": row.patches,
+            "decoder": row.decoder,  # which decoder read the track; NULL for older results
+            "analyzed_seconds": row.analyzed_seconds,
+            "capped": row.capped,
             "analyzed_at": row.analyzed_at.isoformat(),
         }
     }

@@ -15,7 +15,7 @@ remainder is dropped. Differences from the original, on purpose:
   with its fixed response to silence.
 
 Memory stays bounded for long files: decoding, resampling and framing run chunk by chunk
-(decoding is the shared `soundspan_plugins.shared.audio`).
+(decoding is the shared `soundspan_plugins.shared.track_audio`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soundspan_plugins.shared.audio import decode_mono
+from soundspan_plugins.shared.track_audio import TrackAudio
 
 SAMPLE_RATE = 16000
 FFT_SIZE = 512
@@ -172,9 +172,14 @@ def stream_patches(mel_blocks: Iterable[np.ndarray], batch_size: int = 16) -> It
         yield np.tile(frames, (repeats, 1))[:PATCH_FRAMES][np.newaxis]
 
 
+def patch_batches(audio: Iterable[np.ndarray], batch_size: int = 16) -> Iterator[np.ndarray]:
+    """16 kHz mono chunks -> musicnn input patches in batches, [n, 187, 96] float32."""
+    yield from stream_patches(stream_log_mel(audio), batch_size)
+
+
 def iter_patch_batches(path: Path | str, batch_size: int = 16) -> Iterator[np.ndarray]:
-    """Decode ``path`` and yield its musicnn input patches in batches, [n, 187, 96] float32."""
-    yield from stream_patches(stream_log_mel(decode_mono(path, SAMPLE_RATE)), batch_size)
+    """Decode ``path`` (FFmpeg, else libsndfile) and yield its musicnn patches in batches."""
+    yield from patch_batches(TrackAudio(path, SAMPLE_RATE), batch_size)
 
 
 def read_patches(path: Path | str) -> np.ndarray:

@@ -7,6 +7,7 @@ holds more than one batch of input in memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +62,14 @@ class MusicnnTagger:
 
     def analyze(self, path: Path | str, batch_size: int = 16) -> TrackAnalysis:
         """Decode ``path`` and summarise it; raises ``UnreadableAudio`` for bad files."""
+        return self.summarize(iter_patch_batches(path, batch_size))
+
+    def summarize(self, patch_batches: Iterable[np.ndarray]) -> TrackAnalysis:
+        """The mean of the model's answers over a track's patch batches (frontend.py's)."""
         tag_sum = np.zeros(len(self.card.tags), np.float64)
         embedding_sum = np.zeros(self.card.embedding_dim, np.float64)
         n_patches = 0
-        for patches in iter_patch_batches(path, batch_size):
+        for patches in patch_batches:
             taggram, embedding = self.run(patches)
             tag_sum += taggram.sum(axis=0, dtype=np.float64)
             embedding_sum += embedding.sum(axis=0, dtype=np.float64)

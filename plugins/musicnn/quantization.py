@@ -38,6 +38,7 @@ from onnxruntime.quantization import (
 
 from soundspan_plugins.shared.audio import decode_mono
 from soundspan_plugins.shared.files import (
+    file_facts,
     move_into_place,
     read_cache_record,
     temporary_path,
@@ -204,8 +205,7 @@ def ensure_int8(onnx_path: Path, card: ModelCard) -> tuple[Path, Int8Check]:
     record = {
         "quantizer_version": QUANTIZER_VERSION,
         "source_onnx": onnx_path.name,
-        "source_onnx_bytes": onnx_path.stat().st_size,
-        "int8_onnx_bytes": int8_path.stat().st_size,
+        **file_facts({"source_onnx_bytes": onnx_path, "int8_onnx_bytes": int8_path}),
         "calibration_patches": len(patches),
         "machine": platform.machine(),
         "check": asdict(check),

@@ -2,7 +2,9 @@
 
 FFmpeg (PyAV) decodes, soxr resamples; nothing is hand-written. A file is read chunk by chunk,
 so a 3-hour mix never sits in memory whole. Every way a file's content can be unusable (empty,
-not audio, damaged, truncated) becomes one UnreadableAudio with a reason a user can act on.
+not audio, damaged, truncated) becomes one UnreadableAudio with a reason a user can act on;
+where the trouble may be FFmpeg's rather than the file's, it is a DecoderRefused, and
+`track_audio` asks libsndfile instead.
 """
 
 from __future__ import annotations
@@ -33,20 +35,35 @@ class UnreadableAudio(Exception):
         return type(self), (self.path, self.reason)
 
 
+class DecoderRefused(UnreadableAudio):
+    """One decoder could not read the file (not its format, a header it rejects): another may."""
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse what no decoder should open: FIFOs, devices and folders (they never end), and
+    empty files. A missing or unreadable file raises its OSError, so the queue retries it."""
+    status = path.stat()
+    if not S_ISREG(status.st_mode):
+        raise UnreadableAudio(path, "it is not a regular file.")
+    if status.st_size == 0:
+        raise UnreadableAudio(path, "the file is empty (0 bytes).")
+
+
 def decode_mono(path: Path | str, sample_rate: int) -> Iterator[np.ndarray]:
     """Yield the file's audio as float32 mono chunks at `sample_rate` (channel mean, soxr HQ).
 
     A few undecodable packets are skipped, as FFmpeg's command line does. Raises
-    ``UnreadableAudio`` for files that are not regular files, empty, not audio, badly damaged,
-    without samples, or that end well before their declared duration (truncated or still
-    copying); a missing or unreadable file raises its OSError.
+    ``UnreadableAudio`` for files that are not regular files, empty, badly damaged, or that end
+    well before their declared duration (truncated or still copying), and ``DecoderRefused``
+    for files FFmpeg cannot read or finds no samples in; a missing or unreadable file raises
+    its OSError.
     """
     path = Path(path)
     container = _open_audio(path)
     with container:
         stream = container.streams.audio[0]
         declared_seconds = _declared_duration(path, container, stream)
-        resampler: _MonoResampler | None = None
+        resampler: MonoResampler | None = None
         pending: list[np.ndarray] = []
         pending_samples = good_packets = damaged_packets = 0
         damaged_seconds = 0.0
@@ -63,7 +80,7 @@ def decode_mono(path: Path | str, sample_rate: int) -> Iterator[np.ndarray]:
                 for frame in frames:
                     planes = _float_planes(frame)  # [channels, samples] float32
                     if resampler is None:
-                        resampler = _MonoResampler(frame.sample_rate, sample_rate)
+                        resampler = MonoResampler(frame.sample_rate, sample_rate)
                     pending.append(planes.mean(axis=0, dtype=np.float32))
                     pending_samples += planes.shape[1]
                 if pending_samples >= DECODE_CHUNK_SAMPLES:
@@ -74,7 +91,7 @@ def decode_mono(path: Path | str, sample_rate: int) -> Iterator[np.ndarray]:
         except OSError:
             raise  # an I/O error may pass: the queue retries
         except (av.error.FFmpegError, ValueError) as error:
-            raise UnreadableAudio(path, f"reading the file failed ({error}).") from error
+            raise DecoderRefused(path, f"reading the file failed ({error}).") from error
         if damaged_packets > MAX_DAMAGED_FRACTION * (good_packets + damaged_packets) + 2:
             raise UnreadableAudio(
                 path,
@@ -82,7 +99,7 @@ def decode_mono(path: Path | str, sample_rate: int) -> Iterator[np.ndarray]:
                 "damaged and cannot be decoded.",
             )
         if resampler is None or resampler.source_samples + pending_samples == 0:
-            raise UnreadableAudio(path, "the file contains no audio samples.")
+            raise DecoderRefused(path, "the file contains no audio samples.")
         last = np.concatenate(pending) if pending else np.zeros(0, np.float32)
         decoded_seconds = (resampler.source_samples + len(last)) / resampler.source_rate
         if declared_seconds and (
@@ -104,23 +121,19 @@ def _open_audio(path: Path) -> av.container.InputContainer:
     Trouble that may pass (the file moved away, a permission or I/O error on a flaky mount)
     is raised as the OSError it is, so the queue retries the job instead of failing it.
     """
-    stat = path.stat()
-    if not S_ISREG(stat.st_mode):
-        raise UnreadableAudio(path, "it is not a regular file.")
-    if stat.st_size == 0:
-        raise UnreadableAudio(path, "the file is empty (0 bytes).")
+    check_regular_file(path)
     try:
         container = av.open(str(path))
     except OSError:
         raise  # PyAV's own errors for these are OSErrors too
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        raise UnreadableAudio(
+        raise DecoderRefused(
             path, f"it is not an audio file FFmpeg can read ({reason})."
         ) from error
     if not container.streams.audio:
         container.close()
-        raise UnreadableAudio(path, "the file has no audio stream.")
+        raise DecoderRefused(path, "the file has no audio stream.")
     return container
 
 
@@ -136,7 +149,7 @@ def _float_planes(frame: av.AudioFrame) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
-class _MonoResampler:
+class MonoResampler:
     """soxr HQ from the source rate to the target, chunk by chunk, length fixed as librosa does.
 
     librosa.load skips resampling for 16 kHz sources and otherwise fixes the output length to
