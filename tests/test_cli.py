@@ -52,6 +52,7 @@ def environment(tmp: Path, **extra: str) -> dict[str, str]:
         **{key: value for key, value in os.environ.items() if not key.startswith("SOUNDSPAN_")},
         "SOUNDSPAN_MUSIC_DIR": str(tmp / "music"),
         "SOUNDSPAN_DATA_DIR": str(tmp / "data"),
+        "SOUNDSPAN_TRUST_LOCAL_ACCOUNTS": "true",  # the test reads the API without a token
         "SOUNDSPAN_MUSICNN__ENABLED": "false",
         "SOUNDSPAN_CLAP__ENABLED": "false",
         "SOUNDSPAN_WATCHER__DEBOUNCE_SECONDS": "0.2",

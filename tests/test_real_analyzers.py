@@ -80,6 +80,7 @@ def both_analyzers(tmp_path_factory):
         },
         "SOUNDSPAN_MUSIC_DIR": str(tmp / "music"),
         "SOUNDSPAN_DATA_DIR": str(tmp / "data"),
+        "SOUNDSPAN_TRUST_LOCAL_ACCOUNTS": "true",  # the test reads the API without a token
         "SOUNDSPAN_WATCHER__DEBOUNCE_SECONDS": "0.2",
         "SOUNDSPAN_MUSICNN__WORKERS": "1",
         "SOUNDSPAN_MUSICNN__SLEEP_INTERVAL": "0.2",
