@@ -1,5 +1,6 @@
 """Playlists written into a library others can write to: a name is never taken twice, a file
-name cannot inject M3U lines, and a playlists folder that leads elsewhere is refused. Also the
+name cannot inject M3U lines, and a playlists folder that leads elsewhere (or is made to, after
+its check) is refused. Also the
 CLAP checkpoint that could only be read by running code from it."""
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import torch
 
 from soundspan_host.app import create_app
 from soundspan_plugins.clap.loading import ClapUnavailable, load_clap
-from soundspan_plugins.vibe_api.playlists import write_playlist
+from soundspan_plugins.vibe_api.playlists import (
+    PlaylistFolderRefused,
+    playlists_folder,
+    write_playlist,
+)
 from tests.library import eventually, write_wav
 
 RACERS = 16
@@ -126,3 +131,23 @@ def test_a_checkpoint_that_runs_code_is_refused_unless_allowed(tmp_path):
     with pytest.raises(ClapUnavailable, match="not a laion-clap checkpoint"):
         load_clap(checkpoint, towers=["audio"], allow_unsafe_checkpoint=True)
     assert marker.exists()  # allowed, it was unpickled in full: what the setting warns of
+
+
+@pytest.mark.parametrize("swapped", ["Playlists", "Shared"], ids=["the folder", "one above it"])
+def test_a_playlists_folder_swapped_for_a_link_after_its_check_gets_nothing(tmp_path, swapped):
+    """The repro: the folder was checked by path, then used by path; swapped for a symlink in
+    between (1 in ~10 tries), root wrote `*.m3u` wherever the link pointed. Here the swap
+    comes exactly in between, every time."""
+    music_dir = tmp_path / "music"
+    (music_dir / "Shared" / "Playlists").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    (outside / "Playlists").mkdir(parents=True)
+    folder = playlists_folder(music_dir, pathlib.Path("Shared/Playlists"))
+
+    real = music_dir / "Shared" if swapped == "Shared" else music_dir / "Shared" / "Playlists"
+    real.rename(real.with_name(f"{real.name}.moved"))
+    real.symlink_to(outside if swapped == "Shared" else outside / "Playlists")
+
+    with pytest.raises(PlaylistFolderRefused):
+        write_playlist(folder, "Mine", music_dir, [track(b"a.flac")], False)
+    assert list((outside / "Playlists").iterdir()) == []

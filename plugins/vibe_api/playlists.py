@@ -4,15 +4,17 @@ and the folder itself stays in the music dir."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+from soundspan_plugins.shared.playlist_names import checked_playlist_name
+
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 LINE_BREAK = re.compile(rb"[\r\n]")
 EXTENSION = ".m3u"
@@ -30,17 +32,10 @@ class PlaylistFolderRefused(RuntimeError):
 
 def playlist_file(folder: Path, name: str) -> Path:
     """The file for a playlist called `name` in `folder`; refuses names that are paths."""
-    if (
-        name != name.strip()
-        or not name
-        or name.startswith(".")
-        or UNSAFE_NAME.search(name)
-        or len(os.fsencode(name + EXTENSION)) > 255  # the longest file name Linux allows
-    ):
-        raise PlaylistRefused(
-            f"playlist name {name[:120]!r} refused: use a plain file name without slashes,"
-            " control characters or a leading dot"
-        )
+    try:
+        checked_playlist_name(name)
+    except ValueError as error:
+        raise PlaylistRefused(str(error)) from None
     target = folder / f"{name}{EXTENSION}"
     if target.resolve().parent != folder.resolve():
         raise PlaylistRefused(f"playlist name {name[:120]!r} refused: it leaves the folder")
@@ -55,7 +50,7 @@ class WrittenPlaylist:
 
 
 def playlists_folder(music_dir: Path, configured: Path) -> Path:
-    """The folder playlists go to; one under the music dir must stay there once resolved.
+    """The folder playlists go to, resolved; one under the music dir must stay there.
 
     Anyone who can write into the library could otherwise make `Playlists` a link to a
     folder of the host's (~/.ssh, say) and have playlists written there.
@@ -68,7 +63,7 @@ def playlists_folder(music_dir: Path, configured: Path) -> Path:
                 f"the playlists folder {folder} is a symbolic link; point {SETTING} at the "
                 "folder it links to"
             )
-        return folder
+        return resolved
     if not resolved.is_relative_to(music_dir.resolve()):
         raise PlaylistFolderRefused(
             f"the playlists folder {folder} leads outside the music dir (to {resolved}), "
@@ -81,7 +76,8 @@ def playlists_folder(music_dir: Path, configured: Path) -> Path:
 def write_playlist(
     folder: Path, name: str, music_dir: Path, tracks: list[Any], overwrite: bool
 ) -> WrittenPlaylist:
-    """Write `tracks` (rows with raw_path, title, artist, duration) as NAME.m3u in `folder`.
+    """Write `tracks` (rows with raw_path, title, artist, duration) as NAME.m3u in `folder`
+    (as playlists_folder gave it).
 
     Paths are relative to the playlist's folder and keep the exact bytes of each file name;
     a path with a line break, which would split into two M3U lines, is left out. Without
@@ -106,26 +102,56 @@ def write_playlist(
             "none of the playlist's tracks can be written as an M3U line: their file names "
             "hold line breaks"
         )
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=EXTENSION)
+    directory = _open_checked_folder(folder)
+    temporary = f".{secrets.token_hex(8)}{EXTENSION}"
     try:
-        with os.fdopen(descriptor, "wb") as file:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(temporary, flags, 0o644, dir_fd=directory), "wb") as file:
             file.write(b"\n".join(lines) + b"\n")
             file.flush()
+            os.fchmod(file.fileno(), 0o644)  # the umask may have narrowed it
             os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
         if overwrite:
-            os.replace(temporary, target)
+            os.replace(temporary, target.name, src_dir_fd=directory, dst_dir_fd=directory)
         else:
-            _create_only(Path(temporary), target, name)
+            _create_only(directory, temporary, target.name, name)
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=directory)
+        os.close(directory)
     return WrittenPlaylist(target, len(lines) // 2, left_out)
 
 
-def _create_only(written: Path, target: Path, name: str) -> None:
-    """Give `written` the name `target` only if nothing has it: atomic, unlike exists()."""
+def _open_checked_folder(folder: Path) -> int:
+    """A descriptor of `folder` that every write goes through, once it is known to be that
+    folder: a folder (or a folder above it) swapped for a symbolic link after it was checked
+    would otherwise have the host write `*.m3u` wherever the link points."""
     try:
-        os.link(written, target, follow_symlinks=False)
+        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:  # ELOOP: it is a link now
+        raise PlaylistFolderRefused(
+            f"the playlists folder {folder} cannot be opened as a folder ({error.strerror})"
+        ) from None
+    try:
+        opened = os.readlink(f"/proc/self/fd/{directory}")  # where it really is (Linux)
+    except OSError:
+        opened = None
+    found, expected = os.fstat(directory), os.stat(folder)
+    same = (found.st_dev, found.st_ino) == (expected.st_dev, expected.st_ino)
+    if (opened is not None and opened != str(folder)) or not same:
+        os.close(directory)
+        raise PlaylistFolderRefused(
+            f"the playlists folder {folder} changed while it was written to (a folder on "
+            "its way became a symbolic link?); nothing was written"
+        )
+    return directory
+
+
+def _create_only(directory: int, written: str, target: str, name: str) -> None:
+    """Give `written` the name `target` in `directory` only if nothing has it: atomic."""
+    in_folder = {"src_dir_fd": directory, "dst_dir_fd": directory}
+    try:
+        os.link(written, target, follow_symlinks=False, **in_folder)
     except FileExistsError:
         raise FileExistsError(
             f"playlist {name!r} exists; send overwrite: true to replace it"
@@ -135,12 +161,13 @@ def _create_only(written: Path, target: Path, name: str) -> None:
             raise
         # some network shares have no hard links: claim the name, then fill it in one step
         try:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
+            claim = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            os.close(os.open(target, claim, dir_fd=directory))
         except FileExistsError:
             raise FileExistsError(
                 f"playlist {name!r} exists; send overwrite: true to replace it"
             ) from None
-        os.replace(written, target)
+        os.replace(written, target, **in_folder)
 
 
 def _extinf(track: Any) -> str:
