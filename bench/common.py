@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from soundspan_host.database.embedded_access import worker_url
+from soundspan_host.database.embedded_access import DATABASE_NAME, SUPERUSER, read_secret
 from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -128,8 +128,10 @@ class BenchHost:
 
     @property
     def database_url(self) -> str:
-        """The host's embedded database, as a worker reaches it (password from its data dir)."""
-        return worker_url(Path(self.env["SOUNDSPAN_DATA_DIR"]), self.database_port)
+        """The host's embedded database as its owner reaches it (password from its data dir):
+        a bench loads libraries, drops and builds indexes, which the workers' role may not."""
+        password = read_secret(Path(self.env["SOUNDSPAN_DATA_DIR"]))
+        return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.database_port}/{DATABASE_NAME}"
 
     def plugins(self) -> list[dict]:
         with urllib.request.urlopen(self.url("/api/plugins"), timeout=5) as answer:

@@ -22,6 +22,7 @@ from soundspan_hooks.types import (
     HostContext,
     LibraryEvent,
     PluginSettings,
+    RankedTrack,
     SettingsSection,
     StoreResult,
     TagSearch,
@@ -60,6 +61,12 @@ def soundspan_lifespan(host: HostContext) -> AbstractAsyncContextManager[None] |
 @hookspec
 def soundspan_routes() -> web.RouteTableDef | None:
     """Return the HTTP routes this plugin adds; handlers find the host at `request.app[HOST]`."""
+
+
+@hookspec(firstresult=True)
+def soundspan_open_without_token(host: HostContext, request: web.Request) -> bool | None:
+    """Whether a request that brings no API token may pass anyway: True only for a route of
+    this plugin that changes nothing, from a client its settings trust; None: token required."""
 
 
 @hookspec
@@ -166,3 +173,65 @@ def soundspan_send_playlist(
 ) -> Awaitable[dict] | None:
     """Put a playlist on a music server, replacing the songs of the one sent under `name`
     before; `destination` is e.g. {"server_user": "alice"}. Answers what was sent."""
+
+
+# --- Lists for other plugins (answered by vibe_api) ----------------------------------------
+
+
+@hookspec(firstresult=True)
+def soundspan_similar_tracks(
+    host: HostContext, track_id: str, limit: int, shaped: bool, max_per_artist: int
+) -> Awaitable[list[RankedTrack]] | None:
+    """Up to `limit` tracks nearest to one of ours, nearest first, itself left out; `shaped`:
+    versions of a recording folded, at most `max_per_artist` per artist and the vibe API's cap
+    per album. Raises TrackUnavailable for an unknown or unanalyzed track."""
+
+
+@hookspec(firstresult=True)
+def soundspan_track_path(
+    host: HostContext, start_track_id: str, end_track_id: str, length: int
+) -> Awaitable[list[RankedTrack]] | None:
+    """About `length` tracks stepping evenly from one of ours to another, both ends included.
+    Raises TrackUnavailable for an unknown or unanalyzed end."""
+
+
+@hookspec(firstresult=True)
+def soundspan_track_mix(
+    host: HostContext, add: list[str], subtract: list[str], limit: int
+) -> Awaitable[list[RankedTrack]] | None:
+    """Up to `limit` tracks nearest to the sum of some tracks' vibes less others', the mix's
+    own tracks left out. Raises TrackUnavailable for an unknown or unanalyzed one."""
+
+
+# --- Music servers: their ids for our tracks (answered by e.g. subsonic) -------------------
+
+
+@hookspec(firstresult=True)
+def soundspan_server_track_ids(
+    host: HostContext, server: str | None, song_ids: list[str]
+) -> Awaitable[dict[str, str]] | None:
+    """Our track for each of these song ids of a music server (`server`: its plugin's name;
+    None: the first one); song ids matched to none of ours are left out."""
+
+
+@hookspec(firstresult=True)
+def soundspan_server_song_ids(
+    host: HostContext, server: str | None, track_ids: list[str]
+) -> Awaitable[dict[str, str]] | None:
+    """The music server's song id for each of our tracks it has; the others are left out."""
+
+
+@hookspec(firstresult=True)
+def soundspan_server_artist_name(
+    host: HostContext, server: str | None, artist_id: str
+) -> Awaitable[str | None] | None:
+    """The name of a music server's artist, by the server's artist id; None if it has none.
+    Raises ConnectionError where the server cannot be asked."""
+
+
+@hookspec(firstresult=True)
+def soundspan_server_artist_ids(
+    host: HostContext, server: str | None, song_ids: list[str]
+) -> Awaitable[dict[str, str]] | None:
+    """The music server's artist id for each of these songs of its own it knows. Raises
+    ConnectionError where the server cannot be asked."""

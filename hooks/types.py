@@ -198,3 +198,21 @@ class HostContext(Protocol):
 
 HOST = web.AppKey("soundspan_host", HostContext)
 """Where a request handler finds the host: `request.app[HOST]`."""
+
+
+@dataclass(frozen=True)
+class RankedTrack:
+    """A track of ours in an answer list, with its cosine distance to the query (0: the query
+    itself, as at a path's ends; 1: unrelated)."""
+
+    track_id: str
+    path: str
+    title: str | None
+    artist: str | None
+    album: str | None
+    distance: float
+
+
+class TrackUnavailable(LookupError):
+    """Raised by a hook for a track it cannot answer for: unknown, or not analyzed yet. Its
+    message says which and what to do."""

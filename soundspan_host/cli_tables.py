@@ -51,8 +51,10 @@ def fitted_table(
     console: Console, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Cell]]
 ) -> Table:
     """`rows` (one cell per column) as a table laid out for `console`."""
+    # a table narrower than its title folds the title into its width, a word in pieces
+    title_width = min(cell_len(title), console.width)
     if not console.is_terminal:
-        return _table(title, columns, columns, rows, terminal=False)
+        return _table(title, columns, columns, rows, terminal=False, min_width=title_width)
     columns, rows = _stacked(columns, rows)
     shown = list(columns)
     wide = console.options.update_width(PLAIN_WIDTH)
@@ -61,7 +63,7 @@ def fitted_table(
         probe = _table(title, columns, shown, rows, terminal=True, long_column_empty=True)
         droppable = [column for column in shown if column.drop]
         if Measurement.get(console, wide, probe).minimum <= console.width or not droppable:
-            return _table(title, columns, shown, rows, terminal=True)
+            return _table(title, columns, shown, rows, terminal=True, min_width=title_width)
         shown.remove(min(droppable, key=lambda column: column.drop))
 
 
@@ -72,9 +74,11 @@ def _table(
     rows: Sequence[Sequence[Cell]],
     terminal: bool,
     long_column_empty: bool = False,
+    min_width: int | None = None,
 ) -> Table:
     table = Table(
         title=Text(title),
+        min_width=min_width,
         title_justify="left",
         title_style="bold" if terminal else "",
         header_style="bold underline" if terminal else "",

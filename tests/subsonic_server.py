@@ -2,13 +2,16 @@
 
 Its `supysonic.conf` lives in a temp working dir; a user is added and a library folder scanned
 through `supysonic-cli`. The process serves supysonic's WSGI app with werkzeug (a dependency
-of supysonic's Flask) on port 0 and prints the port it got, so no port is ever guessed; a
-restart takes the same port again.
+of supysonic's Flask) on a port the test holds for the server's whole life: a socket bound to
+port 0 and never listening (a connection to it is refused, as to a server that is down), with
+SO_REUSEPORT, which the server's own listening socket shares. So no port is ever guessed, and no
+other process can take it while a restart is under way.
 """
 
 from __future__ import annotations
 
 import selectors
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -74,18 +77,22 @@ def supysonic(work_dir: Path, library: Path, users: dict[str, str]) -> Iterator[
         run_cli(work_dir, "user", "add", name, "--password", password)
     run_cli(work_dir, "folder", "add", "library", str(library))
     run_cli(work_dir, "folder", "scan", "--foreground", "library")
-    process = _start(work_dir, "0")
-    server = None
-    try:
-        port = _read_port(process)
-        server = Supysonic(f"http://127.0.0.1:{port}", work_dir, library, process)
-        yield server
-    finally:
-        if server is not None:
-            server.stop()
-        elif process.poll() is None:
-            process.kill()
-            process.wait()
+    with socket.socket() as reservation:
+        reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reservation.bind(("127.0.0.1", 0))
+        port = reservation.getsockname()[1]
+        process = _start(work_dir, str(port))
+        server = None
+        try:
+            assert _read_port(process) == port
+            server = Supysonic(f"http://127.0.0.1:{port}", work_dir, library, process)
+            yield server
+        finally:
+            if server is not None:
+                server.stop()
+            elif process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def _start(work_dir: Path, port: str) -> subprocess.Popen[str]:
@@ -115,8 +122,18 @@ def _serve(config_file: str, port: int) -> None:
     from supysonic.web import create_application
     from werkzeug.serving import make_server
 
+    # the port the test holds (bound, not listening): shared through SO_REUSEPORT
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
     server = make_server(
-        "127.0.0.1", port, create_application(IniConfig([config_file])), threaded=True
+        "127.0.0.1",
+        port,
+        create_application(IniConfig([config_file])),
+        threaded=True,
+        fd=listener.fileno(),
     )
     print(server.port, flush=True)
     server.serve_forever()

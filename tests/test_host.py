@@ -26,7 +26,8 @@ VIBE_API = {"name": "vibe_api", "version": __version__, "builtin": True, "enable
 STATUS_PAGE = {"name": "status_page", "version": __version__, "builtin": True, "enabled": True}
 CLAP_OFF = {"name": "clap", "version": __version__, "builtin": True, "enabled": False}
 SUBSONIC_OFF = {"name": "subsonic", "version": __version__, "builtin": True, "enabled": False}
-BUILTINS = [WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE, SUBSONIC_OFF]
+MIX_OFF = {"name": "instant_mix", "version": __version__, "builtin": True, "enabled": False}
+BUILTINS = [WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE, SUBSONIC_OFF, MIX_OFF]
 
 
 async def test_health_and_the_built_in_plugins(aiohttp_client, write_settings):

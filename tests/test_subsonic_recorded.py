@@ -1,7 +1,8 @@
-"""What supysonic cannot show, against recorded answers: token login (`t`, `s`), OpenSubsonic
+"""What supysonic cannot show, against scripted answers: token login (`t`, `s`), OpenSubsonic
 `apiKey`, songs with MusicBrainz recording ids and no paths (as Navidrome reports them), and a
-server that fails and comes back. A tiny aiohttp server replays the JSON written here, checking
-each login as a real server does. Plus the matching rules on their own."""
+server that fails and comes back. A tiny aiohttp server answers with the JSON written by hand
+here (modelled on the Subsonic and OpenSubsonic documentation, not captured from a running
+Navidrome), checking each login as a real server does. Plus the matching rules on their own."""
 
 from __future__ import annotations
 
@@ -168,3 +169,52 @@ def test_a_musicbrainz_id_beats_different_titles_but_not_a_path():
     assert index.match(track(path="x.mp3", musicbrainz_recording_id=RECORDING)).song.id == "p"
     found = index.match(track(path="y.mp3", musicbrainz_recording_id=RECORDING.upper()))
     assert (found.song.id, found.method) == ("mb", "musicbrainz")
+
+
+class ScanningServer:
+    """Navidrome's answers to search3 and getScanStatus (`count`, `lastScan`): a scan adds a
+    song. supysonic cannot show this: its getScanStatus needs an admin and its daemon."""
+
+    def __init__(self) -> None:
+        self.songs: list[dict] = []
+        self.scan = {"scanning": False, "count": 0, "lastScan": "2026-01-01T00:00:00Z"}
+
+    def scanned(self, song: dict) -> None:
+        self.songs.append(song)
+        self.scan = {"scanning": False, "count": len(self.songs), "lastScan": "2026-01-02T00:00Z"}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        endpoint = request.match_info["endpoint"]
+        if endpoint == "search3":
+            offset = int(request.query["songOffset"])
+            page = self.songs[offset : offset + int(request.query["songCount"])]
+            return RecordedServer.answer({"status": "ok", "searchResult3": {"song": page}})
+        if endpoint == "getScanStatus":
+            return RecordedServer.answer({"status": "ok", "scanStatus": self.scan})
+        return RecordedServer.answer({"status": "ok", "type": "navidrome"})
+
+
+async def test_a_scan_the_server_reports_matches_again_at_once(
+    aiohttp_server, write_settings, aiohttp_client, music_dir: Path
+):
+    """Retries and refreshes an hour apart: only the server's word that it scanned can bring
+    the new song in quickly."""
+    scanning = ScanningServer()
+    app = web.Application()
+    app.router.add_get("/rest/{endpoint}", scanning.handle)
+    url = str((await aiohttp_server(app)).make_url("/")).rstrip("/")
+    write_tagged(music_dir / "a.mp3", {"title": "Blue in Green", "artist": "Miles Davis"})
+    settings = (
+        f'[subsonic]\nenabled = true\nurl = "{url}"\nchange_delay_seconds = 0.1\n'
+        "retry_seconds = 3600\nscan_check_seconds = 0.1\n"
+        f'[[subsonic.users]]\nname = "alice"\napi_key = "{API_KEY}"\n'
+    )
+    host = await aiohttp_client(create_app(write_settings(settings)))
+
+    async def status(**expected):
+        answer = await (await host.get("/api/subsonic/status")).json()
+        return answer if all(answer[k] == v for k, v in expected.items()) else None
+
+    await eventually(lambda: status(state="ok", unmatched=1), what="the first refresh")
+    scanning.scanned({**NAVIDROME_SONGS[1], "album": None})
+    await eventually(lambda: status(matched={"tags": 1}, unmatched=0), what="the match")

@@ -62,6 +62,16 @@ def test_doctor_logs_in_with_the_legacy_password(server, write_settings):
     assert server.url in checks["subsonic login alice"].detail
 
 
+def test_doctor_warns_that_a_legacy_login_over_http_shows_the_password(server, write_settings):
+    """p=enc:<hex> is the password, only hex-encoded: anyone on the way reads it over http."""
+    checks = login_checks(write_settings, subsonic_section(server))
+    warning = checks["subsonic legacy login"]
+    assert warning.status == "warn" and "plain http" in warning.detail and "https" in warning.fix
+    assert "subsonic legacy login" not in login_checks(
+        write_settings, subsonic_section(server, legacy=False)
+    )
+
+
 def test_doctor_says_why_a_login_fails(server, write_settings):
     checks = login_checks(write_settings, subsonic_section(server, password="wrong"))
     assert checks["subsonic login alice"].status == "fail"
@@ -135,3 +145,41 @@ async def test_a_server_down_during_a_refresh_keeps_the_last_good_matches(host, 
     assert "cannot reach" in status["error"] and server.url in status["error"]
     assert status["matched"] == {"path": 1, "tags": 1} and status["last_success"]
     assert await (await host.get("/api/subsonic/unmatched")).json() == before
+
+
+async def unmatched_reasons(client) -> dict[str, str]:
+    answer = await (await client.get("/api/subsonic/unmatched")).json()
+    return {item["track"]["path"]: item["reason"] for item in answer["tracks"]}
+
+
+async def test_a_file_the_server_scans_later_is_matched_before_the_hourly_refresh(
+    host, server, music_dir
+):
+    """We saw the file first and found no song for it; the server scanned it a moment later.
+    It stayed unmatched until the next hourly refresh, and fresh playlists shrank meanwhile."""
+    await eventually(lambda: matched(host, {"path": 1, "tags": 1}), what="the first refresh")
+    write_tagged(music_dir / "Miles/Kind of Blue/04 Freddie.flac", song("Freddie Freeloader"))
+
+    async def unmatched_for_now():
+        return "Miles/Kind of Blue/04 Freddie.flac" in await unmatched_reasons(host)
+
+    await eventually(unmatched_for_now, what="the new file to be looked at")
+    write_tagged(server.library / "new/freddie.flac", song("Freddie Freeloader"))
+    server.scan()  # nothing changes on our side: only a new look finds it
+
+    await eventually(lambda: matched(host, {"path": 1, "tags": 2}), what="the new look")
+
+
+async def test_a_file_without_an_album_tag_matches_by_title_and_artist(host, server, music_dir):
+    """supysonic calls the album of such a file `[non-album tracks]`: it never matched, and
+    the reason printed `album None`."""
+    await eventually(lambda: matched(host, {"path": 1, "tags": 1}), what="the first refresh")
+    single = {"title": "Single", "artist": "Miles Davis"}
+    write_tagged(server.library / "singles/single.mp3", single)
+    server.scan()
+    write_tagged(music_dir / "Singles/single.mp3", single)
+    write_tagged(music_dir / "Singles/unreleased.mp3", {**single, "title": "Unreleased"})
+
+    await eventually(lambda: matched(host, {"path": 1, "tags": 2}), what="the single")
+    reason = (await unmatched_reasons(host))["Singles/unreleased.mp3"]
+    assert "album None" not in reason and "the file has no album tag" in reason

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from yarl import URL
 
 from soundspan_hooks import (
     Check,
@@ -25,9 +26,11 @@ from soundspan_hooks import (
     hookimpl,
 )
 from soundspan_plugins.subsonic import playlists_api
+from soundspan_plugins.subsonic import song_ids as server_ids
 from soundspan_plugins.subsonic.api import COORDINATOR, openapi_fragment, routes
-from soundspan_plugins.subsonic.client import Login, SubsonicClient, SubsonicError
+from soundspan_plugins.subsonic.client import DEFAULT_MAX_SONGS, Login, SubsonicClient
 from soundspan_plugins.subsonic.coordinator import MatchCoordinator, Schedule
+from soundspan_plugins.subsonic.doctor import login_checks
 from soundspan_plugins.subsonic.fresh import FreshPlaylist, PlaylistCoordinator
 from soundspan_plugins.subsonic.matching import PathMapping
 from soundspan_plugins.subsonic.playlists_api import PLAYLISTS, SENDER, send_playlist
@@ -73,17 +76,35 @@ class SubsonicSettings(PluginSettings):
     )
     refresh_seconds: float = Field(3600.0, gt=0, description="Seconds between match refreshes.")
     retry_seconds: float = Field(
-        30.0, gt=0, description="First retry after a failed refresh; doubles each time."
+        30.0,
+        gt=0,
+        description="First retry after a failed refresh, and first new look for tracks just "
+        "found without a song; doubles each time.",
     )
     change_delay_seconds: float = Field(
         10.0, ge=0, description="Quiet time after a library change before matches refresh."
     )
+    scan_check_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How often to ask the server whether it scanned (getScanStatus); a scan "
+        "that ended matches again. 0: never.",
+    )
     timeout_seconds: float = Field(30.0, gt=0, description="Longest wait for one server answer.")
+    max_songs: int = Field(
+        DEFAULT_MAX_SONGS,
+        ge=1,
+        description="Most songs read from the server; a listing past this fails (a server "
+        "that answers pages for ever).",
+    )
     playlists: list[FreshPlaylist] = Field(
         [],
         description="Playlists kept fresh on a server user's account: [[subsonic.playlists]] "
         "name, user, one recipe (search, similar, mix, path, track_ids or starred = true), "
         "limit, refresh_seconds.",
+    )
+    max_fresh_playlists_per_user: int = Field(
+        50, ge=1, description="Most fresh playlists one server user may have (settings and API)."
     )
     playlists_analysis_delay_seconds: float = Field(
         300.0,
@@ -91,6 +112,16 @@ class SubsonicSettings(PluginSettings):
         description="After new analyses land, fresh playlists refresh within this many seconds "
         "(at most once per this while analyses keep landing).",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _a_web_address(cls, url: str) -> str:
+        if url and (URL(url).scheme not in ("http", "https") or not URL(url).host):
+            raise ValueError(
+                "write the server's address with its scheme, e.g. https://music.example.com"
+                " or http://192.168.1.10:4533"
+            )
+        return url
 
     @model_validator(mode="after")
     def _reachable(self) -> SubsonicSettings:
@@ -109,6 +140,12 @@ class SubsonicSettings(PluginSettings):
                     f"playlist {playlist.name!r} of {playlist.user!r} is defined twice"
                 )
             seen.add(playlist.key)
+        for user in users:
+            if sum(p.user == user for p in self.playlists) > self.max_fresh_playlists_per_user:
+                raise ValueError(
+                    f"more than max_fresh_playlists_per_user ({self.max_fresh_playlists_per_user})"
+                    f" playlists for {user!r}"
+                )
         return self
 
     def logins(self) -> list[Login]:
@@ -173,6 +210,39 @@ def soundspan_send_playlist(host: HostContext, name: str, track_ids: list[str], 
 
 
 @hookimpl
+def soundspan_server_track_ids(host: HostContext, server, song_ids: list[str]):
+    if _answers_for(host, server):
+        return server_ids.tracks_for_songs(host.engine, song_ids)
+    return None
+
+
+@hookimpl
+def soundspan_server_song_ids(host: HostContext, server, track_ids: list[str]):
+    if _answers_for(host, server):
+        return server_ids.songs_for_tracks(host.engine, track_ids)
+    return None
+
+
+@hookimpl
+def soundspan_server_artist_name(host: HostContext, server, artist_id: str):
+    if _answers_for(host, server):
+        return server_ids.artist_name(host.app[COORDINATOR].client, artist_id)
+    return None
+
+
+@hookimpl
+def soundspan_server_artist_ids(host: HostContext, server, song_ids: list[str]):
+    if _answers_for(host, server):
+        return server_ids.artist_ids(host.app[COORDINATOR].client, song_ids)
+    return None
+
+
+def _answers_for(host: HostContext, server: str | None) -> bool:
+    """Whether this plugin answers for `server`, and has started (a CLI's host may not)."""
+    return server_ids.is_ours(server) and COORDINATOR in host.app
+
+
+@hookimpl
 def soundspan_lifespan(host: HostContext):
     return _matching(host)
 
@@ -183,7 +253,8 @@ async def _matching(host: HostContext) -> AsyncIterator[None]:
     assert isinstance(settings, SubsonicSettings)
     async with settings.open_session() as session:
         clients = {
-            login.name: SubsonicClient(session, settings.url, login) for login in settings.logins()
+            login.name: SubsonicClient(session, settings.url, login, settings.max_songs)
+            for login in settings.logins()
         }
         sender = PlaylistSender(host.engine, clients)
         playlists = PlaylistCoordinator(
@@ -193,13 +264,17 @@ async def _matching(host: HostContext) -> AsyncIterator[None]:
             settings.retry_seconds,
             settings.playlists_analysis_delay_seconds,
             first_refresh_delay=settings.change_delay_seconds,
+            max_per_user=settings.max_fresh_playlists_per_user,
         )
         coordinator = MatchCoordinator(
             host.engine,
             clients[settings.users[0].name],
             PathMapping(settings.server_path_prefix, settings.library_path_prefix),
             Schedule(
-                settings.refresh_seconds, settings.retry_seconds, settings.change_delay_seconds
+                settings.refresh_seconds,
+                settings.retry_seconds,
+                settings.change_delay_seconds,
+                settings.scan_check_seconds,
             ),
             # a host started for one CLI command ends before this: it never calls the server
             first_refresh_delay=settings.change_delay_seconds,
@@ -221,24 +296,6 @@ async def _matching(host: HostContext) -> AsyncIterator[None]:
 
 @hookimpl
 def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
-    """Every configured user can log in (`ping`)."""
+    """Every configured user can log in (`ping`); a legacy login over plain http is warned of."""
     settings: SubsonicSettings = sections[NAME]
     return asyncio.run(login_checks(settings))
-
-
-async def login_checks(settings: SubsonicSettings) -> list[Check]:
-    """One check per server user: does `ping` answer ok with this login?"""
-    checks = []
-    async with settings.open_session() as session:
-        for login in settings.logins():
-            name = f"subsonic login {login.name}"
-            try:
-                server = await SubsonicClient(session, settings.url, login).ping()
-            except SubsonicError as error:
-                fix = "check [subsonic] url and this user's password or api_key"
-                if not settings.legacy_login and login.api_key is None:
-                    fix += "; a server without token login needs legacy_login = true"
-                checks.append(Check(name, "fail", str(error), fix))
-            else:
-                checks.append(Check(name, "ok", f"{settings.url}: {server}"))
-    return checks

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from soundspan_hooks import HOST
 from soundspan_hooks.openapi import Track, component_schemas, operation, parse, ref, track_json
 from soundspan_plugins.subsonic.coordinator import MatchCoordinator
-from soundspan_plugins.subsonic.playlists_api import SENDER
+from soundspan_plugins.subsonic.playlists_api import PLAYLISTS, SENDER
 
 COORDINATOR = web.AppKey("soundspan_subsonic", MatchCoordinator)
 routes = web.RouteTableDef()
@@ -35,6 +35,12 @@ class UnmatchedAnswer(BaseModel):
     tracks: list[UnmatchedTrack]
 
 
+class BackgroundTask(BaseModel):
+    name: str
+    crashes: int = Field(description="Times it died of an error and was restarted.")
+    last_crash: str | None
+
+
 class MatchStatus(BaseModel):
     state: Literal["never", "ok", "failed"]
     refreshing: bool
@@ -50,6 +56,7 @@ class MatchStatus(BaseModel):
     unmatched: int
     not_checked: int = Field(description="Present tracks no refresh has looked at yet.")
     server_users: list[str] = Field(description="Who playlists can be sent to.")
+    background: list[BackgroundTask] = Field(description="The refreshers, and their crashes.")
 
 
 @routes.get("/api/subsonic/status")
@@ -79,6 +86,7 @@ async def match_status(request: web.Request) -> web.Response:
         unmatched=unmatched,
         not_checked=not_checked,
         server_users=sorted(request.app[SENDER].clients),
+        background=[coordinator.task.shown(), request.app[PLAYLISTS].task.shown()],
     )
     return web.json_response(text=answer.model_dump_json())
 

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from soundspan_plugins.subsonic.client import SubsonicClient, SubsonicError
+from soundspan_plugins.subsonic.background import KeptRunning, back_off
+from soundspan_plugins.subsonic.client import SubsonicClient, SubsonicError, shown
 from soundspan_plugins.subsonic.matching import OurTrack, PathMapping, ServerSong, SongIndex
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,13 @@ class Schedule:
     refresh_seconds: float  # between refreshes that succeed
     retry_seconds: float  # after a failure; doubles up to refresh_seconds
     change_delay_seconds: float  # quiet time after a library change before a refresh
+    scan_check_seconds: float = 0.0  # between getScanStatus calls; 0: never
 
 
 class MatchCoordinator:
-    """Refreshes the matches on its schedule, soon after library changes, and on request."""
+    """Refreshes the matches on its schedule, soon after library changes, after the server
+    says it scanned, on request, and soon again while tracks just found have no song (the
+    server may not have scanned them yet)."""
 
     def __init__(
         self,
@@ -91,16 +95,19 @@ class MatchCoordinator:
         self.status = MatchRefreshStatus()
         self._due = time.monotonic() + first_refresh_delay
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.task = KeptRunning("match refresher", self._run)
         self._listing_digest: str | None = None  # the server's listing at the last refresh
+        self._unmatched_looks = 0  # new looks since a refresh found tracks without a song
+        self._last_scan: dict[str, object] | None = None  # the server's getScanStatus
+        self._next_scan_check = (
+            time.monotonic() + first_refresh_delay if schedule.scan_check_seconds else math.inf
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self.task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self.task.stop()
 
     def library_changed(self) -> None:
         """Refresh once the library has been quiet a moment; a back-off after failures stands."""
@@ -126,40 +133,74 @@ class MatchCoordinator:
             # lowering this, and that request stands
             self._due = math.inf
             try:
-                await self.refresh()
+                newly_unmatched = await self.refresh()
             except Exception as error:  # the server or the database is away: retry later
                 if not isinstance(error, SubsonicError):
                     log.exception("subsonic: refresh failed")
-                self._failed(str(error) or type(error).__name__)
+                self._failed(shown(str(error)) or type(error).__name__)
             else:
-                self._reschedule(self.schedule.refresh_seconds, sooner_only=True)
+                self._reschedule(self._next_delay(newly_unmatched), sooner_only=True)
+
+    def _next_delay(self, newly_unmatched: int) -> float:
+        """Tracks just found without a song may be files the server has not scanned yet: look
+        again after retry_seconds, then less and less often, back to refresh_seconds."""
+        if newly_unmatched:
+            self._unmatched_looks = 1
+        elif self._unmatched_looks:
+            self._unmatched_looks += 1
+        if not self._unmatched_looks:
+            return self.schedule.refresh_seconds
+        schedule = self.schedule
+        delay = back_off(schedule.retry_seconds, self._unmatched_looks, schedule.refresh_seconds)
+        if delay >= schedule.refresh_seconds:
+            self._unmatched_looks = 0
+        return delay
 
     async def _until_due(self) -> None:
         while (wait := self._due - time.monotonic()) > 0:
             self._wake.clear()
+            until_scan_check = max(self._next_scan_check - time.monotonic(), 0.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                await asyncio.wait_for(self._wake.wait(), min(wait, until_scan_check))
+            if time.monotonic() >= self._next_scan_check:
+                await self._check_for_a_scan()
+
+    async def _check_for_a_scan(self) -> None:
+        """Match again once the server says a scan ended (getScanStatus changed since the last
+        look, and it is not scanning now). A server that cannot say is not asked again."""
+        self._next_scan_check = time.monotonic() + self.schedule.scan_check_seconds
+        try:
+            scan = await self.client.scan_status()
+        except SubsonicError as error:
+            self._next_scan_check = math.inf
+            log.info("subsonic: the server does not say when it scans (%s); matches refresh"
+                     " on their schedule", error)  # fmt: skip
+            return
+        seen, self._last_scan = self._last_scan, scan
+        if seen is not None and scan != seen and not scan.get("scanning"):
+            log.info("subsonic: the server scanned its library; matching again")
+            self._reschedule(0.0, sooner_only=True)
 
     def _failed(self, reason: str) -> None:
         status = self.status
         status.failures += 1
         status.error = reason
-        delay = min(
-            self.schedule.retry_seconds * 2 ** (status.failures - 1), self.schedule.refresh_seconds
+        delay = back_off(
+            self.schedule.retry_seconds, status.failures, self.schedule.refresh_seconds
         )
         self._reschedule(delay)
         log.warning("subsonic: refresh failed (%s); the last good matches stay; retry in %.0f s",
                     reason, delay)  # fmt: skip
 
     async def refresh(self) -> int:
-        """One refresh; how many tracks it looked at again. Raises SubsonicError."""
+        """One refresh; how many tracks it looked at have no song. Raises SubsonicError."""
         status = self.status
         status.last_attempt = datetime.now(UTC)
         status.refreshing = True
         try:
             songs = [ServerSong.from_child(child) async for child in self.client.songs()]
             index = SongIndex(songs, self.mapping)
-            checked = await self._store(index)
+            checked, unmatched = await self._store(index)
         finally:
             status.refreshing = False
         self._listing_digest = index.digest
@@ -168,9 +209,11 @@ class MatchCoordinator:
         log.info("subsonic: %d server songs; %d tracks looked at again", len(songs), checked)
         if checked:
             self.matches_changed()
-        return checked
+        return unmatched
 
-    async def _store(self, index: SongIndex) -> int:
+    async def _store(self, index: SongIndex) -> tuple[int, int]:
+        """Write the matches of the tracks that need a look; how many, and how many of them
+        have no song."""
         listing_changed = index.digest != self._listing_digest
         async with self.engine.begin() as connection:
             rows = await connection.execute(
@@ -213,7 +256,7 @@ class MatchCoordinator:
                     ),
                     changed,
                 )
-        return len(changed)
+        return len(changed), sum(row["song_id"] is None for row in changed)
 
 
 def _needs_a_look(row, index: SongIndex, listing_changed: bool) -> bool:

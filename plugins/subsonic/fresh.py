@@ -19,17 +19,25 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import text
 
 from soundspan_hooks import HostContext
-from soundspan_plugins.subsonic.client import SubsonicError
+from soundspan_plugins.shared.playlist_names import PlaylistName
+from soundspan_plugins.subsonic.background import KeptRunning, back_off
+from soundspan_plugins.subsonic.client import SubsonicError, shown
 from soundspan_plugins.subsonic.coordinator import RefreshStatus
-from soundspan_plugins.subsonic.sending import NothingToSend, PlaylistSender, UnknownServerUser
+from soundspan_plugins.subsonic.sending import (
+    NothingToSend,
+    PlaylistSender,
+    PlaylistWithdrawn,
+    UnknownServerUser,
+)
 
 log = logging.getLogger(__name__)
 RECIPES = ("search", "similar", "mix", "path", "track_ids", "starred")
 MAX_MIX_ITEMS = 20  # what a vibe_api mix takes
+MIN_REFRESH_SECONDS = 60.0  # each refresh rewrites a playlist on the user's server
 
 
 class MixRecipe(BaseModel):
@@ -52,10 +60,14 @@ class FreshPlaylist(BaseModel):
         json_schema_extra={"oneOf": [{"required": [recipe]} for recipe in RECIPES]},
     )
 
-    name: str = Field(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f]+$")
+    name: PlaylistName
     user: str = Field(min_length=1, max_length=100, description="A server user of the settings.")
     limit: int = Field(50, ge=1, le=200, description="Tracks at most (a path's length).")
-    refresh_seconds: float = Field(86400.0, gt=0, description="Seconds between refreshes.")
+    refresh_seconds: float = Field(
+        86400.0,
+        ge=MIN_REFRESH_SECONDS,
+        description=f"Seconds between refreshes, {MIN_REFRESH_SECONDS:.0f} at least.",
+    )
     search: str | None = Field(None, min_length=1, max_length=500, description="A text.")
     similar: str | None = Field(None, min_length=1, max_length=64, description="A track id.")
     mix: MixRecipe | None = Field(None, description="Track ids or texts to add and subtract.")
@@ -110,6 +122,10 @@ class DefinedInSettings(ValueError):
     """The API cannot change or delete a playlist settings.toml defines."""
 
 
+class TooManyPlaylists(ValueError):
+    """A server user has as many fresh playlists as the settings allow."""
+
+
 class PlaylistCoordinator:
     """Refreshes every fresh playlist when it is due, one at a time."""
 
@@ -121,37 +137,64 @@ class PlaylistCoordinator:
         retry_seconds: float,
         analysis_delay_seconds: float,
         first_refresh_delay: float,
+        max_per_user: int,
     ) -> None:
         self.host = host
         self.sender = sender
         self.retry_seconds = retry_seconds
         self.analysis_delay_seconds = analysis_delay_seconds
+        self.max_per_user = max_per_user
         first = time.monotonic() + first_refresh_delay
         self.entries = {p.key: Entry(p, "settings", first) for p in from_settings}
+        # stored definitions this version cannot read (name, user) -> why: shown, not refreshed
+        self.unreadable: dict[tuple[str, str], str] = {}
         self._first_refresh_delay = first_refresh_delay
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.task = KeptRunning("fresh playlists refresher", self._run)
 
     async def start(self) -> None:
-        """Load the playlists the API defined, then refresh in the background."""
+        """Load the playlists the API defined, then refresh in the background. A stored one
+        that no longer validates is logged, listed and skipped: it never stops a start."""
         async with self.host.engine.connect() as connection:
-            rows = await connection.execute(text("SELECT definition FROM subsonic_fresh_playlists"))
+            rows = await connection.execute(
+                text("SELECT name, server_user, definition FROM subsonic_fresh_playlists")
+            )
             first = time.monotonic() + self._first_refresh_delay
             for row in rows:
-                definition = FreshPlaylist.model_validate(row.definition)
+                try:
+                    definition = FreshPlaylist.model_validate(row.definition)
+                except ValidationError as error:
+                    self._unreadable((row.name, row.server_user), error)
+                    continue
                 self.entries.setdefault(definition.key, Entry(definition, "api", first))
-        self._task = asyncio.create_task(self._run())
+        self.task.start()
+
+    def _unreadable(self, key: tuple[str, str], error: ValidationError) -> None:
+        problems = "; ".join(
+            f"{'.'.join(map(str, problem['loc'])) or 'definition'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        self.unreadable[key] = shown(f"the stored definition is not valid ({problems})")[:500]
+        log.warning("subsonic: fresh playlist %s of %s skipped: %s; delete it with"
+                    " DELETE /api/subsonic/playlists/{user}/{name} and define it again",
+                    shown(repr(key[0])), shown(repr(key[1])), self.unreadable[key])  # fmt: skip
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self.task.stop()
 
     async def define(self, definition: FreshPlaylist) -> None:
         """Keep a playlist the API defined (replacing one of the same name and user); it is
         refreshed at once."""
         self._not_from_settings(definition.key)
         self.sender.client(definition.user)  # an unknown user is refused now, not at refresh
+        others = [
+            key for key in self.entries if key[1] == definition.user and key != definition.key
+        ]
+        if len(others) >= self.max_per_user:
+            raise TooManyPlaylists(
+                f"{definition.user[:100]!r} has {len(others)} fresh playlists, the most"
+                " [subsonic] max_fresh_playlists_per_user allows; delete one first"
+            )
         async with self.host.engine.begin() as connection:
             await connection.execute(
                 text(
@@ -167,6 +210,7 @@ class PlaylistCoordinator:
                 },
             )
         self.entries[definition.key] = Entry(definition, "api", time.monotonic())
+        self.unreadable.pop(definition.key, None)
         self._wake.set()
 
     async def forget(self, key: tuple[str, str]) -> bool:
@@ -180,7 +224,8 @@ class PlaylistCoordinator:
                 ),
                 {"name": key[0], "user": key[1]},
             )
-        return self.entries.pop(key, None) is not None
+        unreadable = self.unreadable.pop(key, None) is not None
+        return self.entries.pop(key, None) is not None or unreadable
 
     def _not_from_settings(self, key: tuple[str, str]) -> None:
         entry = self.entries.get(key)
@@ -242,17 +287,29 @@ class PlaylistCoordinator:
             track_ids = await self._track_ids(definition)
             if self.entries.get(definition.key) is not entry:
                 return  # deleted or redefined meanwhile: this list is no one's any more
-            sent = await self.sender.send(definition.name, definition.user, track_ids)
+            # checked again under the send's lock: a delete that came meanwhile has removed
+            # the server's playlist, and a send now would make it again, an orphan
+            sent = await self.sender.send(
+                definition.name,
+                definition.user,
+                track_ids,
+                still_wanted=lambda: self.entries.get(definition.key) is entry,
+            )
+        except PlaylistWithdrawn:
+            return
         except Exception as error:  # the server, the database or a recipe failed: retry later
             expected = SubsonicError | NothingToSend | UnknownServerUser | web.HTTPException
             if not isinstance(error, expected):
                 log.exception("subsonic: refresh of playlist %r failed", definition.name)
             status.failures += 1
             entry.waiting_for_tracks = isinstance(error, NothingToSend)
-            status.error = _reason(error)
-            delay = min(self.retry_seconds * 2 ** (status.failures - 1), definition.refresh_seconds)
-            log.warning("subsonic: playlist %r not refreshed (%s); retry in %.0f s",
-                        definition.name, status.error, delay)  # fmt: skip
+            repeated = status.error == (reason := _reason(error))
+            status.error = reason
+            delay = back_off(self.retry_seconds, status.failures, definition.refresh_seconds)
+            # the same reason again is no news: one WARNING, then quieter lines per retry
+            log.log(logging.INFO if repeated else logging.WARNING,
+                    "subsonic: playlist %r not refreshed (%s); retry in %.0f s",
+                    definition.name, status.error, delay)  # fmt: skip
         else:
             status.last_success, status.error, status.failures = datetime.now(UTC), None, 0
             entry.waiting_for_tracks = False
@@ -286,7 +343,7 @@ class PlaylistCoordinator:
 def _reason(error: Exception) -> str:
     if isinstance(error, web.HTTPException):
         return f"the recipe failed: {error.reason}"
-    return str(error) or type(error).__name__
+    return shown(str(error)) or type(error).__name__
 
 
 def _wall_clock(monotonic: float) -> datetime:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 DURATION_TOLERANCE_SECONDS = 2.0
+# what servers call the album of a file without an album tag (supysonic, Navidrome)
+NO_ALBUM = frozenset({"[non-album tracks]", "[unknown album]"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class ServerSong:
             path=child.get("path") or None,
             title=child.get("title"),
             artist=child.get("artist") or child.get("displayArtist"),
-            album=child.get("album"),
+            album=None if (child.get("album") or "").lower() in NO_ALBUM else child.get("album"),
             duration=float(duration) if duration is not None else None,
             musicbrainz_id=(child.get("musicBrainzId") or "").lower() or None,
         )
@@ -100,6 +102,8 @@ class SongIndex:
         self.by_path: dict[str, ServerSong] = {}
         self.by_recording: dict[str, list[ServerSong]] = defaultdict(list)
         self.by_tags: dict[tuple[str, str, str], list[ServerSong]] = defaultdict(list)
+        # a file without an album tag may be any album's on the server (or none's)
+        self.by_title_artist: dict[tuple[str, str], list[ServerSong]] = defaultdict(list)
         self.reports_paths = False
         for song in songs:
             if song.path and (ours := mapping.ours(song.path)) is not None:
@@ -110,6 +114,7 @@ class SongIndex:
             key = (normalised(song.title), normalised(song.artist), normalised(song.album))
             if key[0]:
                 self.by_tags[key].append(song)
+                self.by_title_artist[key[:2]].append(song)
         listing = sorted((song.id, song.signature) for song in songs)
         self.digest = hashlib.blake2b(repr(listing).encode(), digest_size=16).hexdigest()
 
@@ -121,11 +126,14 @@ class SongIndex:
             return Match(_closest(songs, track.duration), "musicbrainz", None)
         if not track.title:
             return Match(None, None, self._no_title_reason())
+        title = normalised(track.title)
         candidates = [
             song
             for artist in {track.artist, track.album_artist} - {None}
-            for song in self.by_tags.get(
-                (normalised(track.title), normalised(artist), normalised(track.album)), []
+            for song in (
+                self.by_tags.get((title, normalised(artist), normalised(track.album)), [])
+                if track.album
+                else self.by_title_artist.get((title, normalised(artist)), [])
             )
         ]
         if not candidates:
@@ -143,7 +151,8 @@ class SongIndex:
             return Match(
                 None,
                 None,
-                f"{len(candidates)} server song(s) have this title, artist and album, but none"
+                f"{len(candidates)} server song(s) have this"
+                f" {'title, artist and album' if track.album else 'title and artist'}, but none"
                 f" lasts within {DURATION_TOLERANCE_SECONDS:.0f} s of ours ({track.duration:.0f} s;"
                 f" theirs: {lengths or 'unknown'})",
             )
@@ -162,9 +171,10 @@ class SongIndex:
         recording = (
             ", nor with its MusicBrainz recording id" if track.musicbrainz_recording_id else ""
         )
+        album = f" and album {track.album!r}" if track.album else " (the file has no album tag)"
         return (
             f"{where}{recording}, nor with title {track.title!r}, artist {track.artist!r}"
-            f" and album {track.album!r}; has the server scanned this file?"
+            f"{album}; has the server scanned this file?"
         )
 
 

@@ -13,7 +13,12 @@ from sqlalchemy import text
 from soundspan_hooks import HOST, HostContext
 from soundspan_hooks.openapi import component_schemas, json_body, operation, parse, ref
 from soundspan_plugins.subsonic.client import SubsonicError
-from soundspan_plugins.subsonic.fresh import DefinedInSettings, FreshPlaylist, PlaylistCoordinator
+from soundspan_plugins.subsonic.fresh import (
+    DefinedInSettings,
+    FreshPlaylist,
+    PlaylistCoordinator,
+    TooManyPlaylists,
+)
 from soundspan_plugins.subsonic.sending import NothingToSend, PlaylistSender, UnknownServerUser
 
 SENDER = web.AppKey("soundspan_subsonic_sender", PlaylistSender)
@@ -47,8 +52,18 @@ class ServerPlaylist(BaseModel):
     fresh: FreshState | None = Field(description="Only for a playlist kept fresh.")
 
 
+class UnreadablePlaylist(BaseModel):
+    name: str
+    server_user: str
+    error: str = Field(description="Why its stored definition cannot be read; it is not refreshed.")
+
+
 class ServerPlaylists(BaseModel):
     playlists: list[ServerPlaylist]
+    unreadable: list[UnreadablePlaylist] = Field(
+        description="Fresh playlists stored by the API that no longer validate: skipped until"
+        " deleted (DELETE .../{server_user}/{name}) and defined again."
+    )
 
 
 async def send_playlist(
@@ -68,7 +83,7 @@ async def _http_errors(work) -> Any:
         return await work
     except UnknownServerUser as error:
         raise web.HTTPNotFound(reason=str(error)) from None
-    except (NothingToSend, DefinedInSettings) as error:
+    except (NothingToSend, DefinedInSettings, TooManyPlaylists) as error:
         raise web.HTTPConflict(reason=str(error)) from None
     except SubsonicError as error:
         raise web.HTTPBadGateway(reason=str(error)) from None
@@ -105,7 +120,12 @@ async def list_playlists(request: web.Request) -> web.Response:
                 fresh=fresh,
             )
         )
-    return web.json_response(text=ServerPlaylists(playlists=answer).model_dump_json())
+    unreadable = [
+        UnreadablePlaylist(name=name, server_user=user, error=error)
+        for (name, user), error in sorted(coordinator.unreadable.items())
+    ]
+    listed = ServerPlaylists(playlists=answer, unreadable=unreadable)
+    return web.json_response(text=listed.model_dump_json())
 
 
 @routes.post("/api/subsonic/playlists")
@@ -123,7 +143,7 @@ async def delete_playlist(request: web.Request) -> web.Response:
     key = (request.match_info["name"], request.match_info["server_user"])
     keep = request.query.get("keep_on_server", "false") == "true"
     coordinator, sender = request.app[PLAYLISTS], request.app[SENDER]
-    if key in coordinator.entries:
+    if key in coordinator.entries or key in coordinator.unreadable:
         await _http_errors(coordinator.forget(key))
         was_fresh = True
     else:
@@ -164,7 +184,7 @@ def openapi_fragment() -> dict[str, Any]:
                 ),
                 "post": operation(
                     "Keep a playlist fresh on a server user's account",
-                    {202: defined, 409: error},
+                    {202: defined, 404: error, 409: error},
                     body=FreshPlaylist,
                 ),
             },

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +25,10 @@ class UnknownServerUser(LookupError):
 
 class NothingToSend(ValueError):
     """None of the playlist's tracks has a song on the server."""
+
+
+class PlaylistWithdrawn(Exception):
+    """The playlist was deleted while its songs were being found: nothing was sent."""
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,17 @@ class PlaylistSender:
             )
         return self.clients[server_user]
 
-    async def send(self, name: str, server_user: str, track_ids: list[str]) -> SentPlaylist:
+    async def send(
+        self,
+        name: str,
+        server_user: str,
+        track_ids: list[str],
+        still_wanted: Callable[[], bool] = lambda: True,
+    ) -> SentPlaylist:
         """Put these tracks' songs, in order, into our playlist `name` on the user's account.
 
-        Raises UnknownServerUser, NothingToSend, or SubsonicError (nothing changed then)."""
+        Raises UnknownServerUser, NothingToSend, or SubsonicError (nothing changed then), or
+        PlaylistWithdrawn when `still_wanted` says no once this playlist's sends are ours."""
         client = self.client(server_user)
         if not track_ids:
             raise NothingToSend(f"the recipe of {name!r} found no tracks; are they analyzed?")
@@ -77,6 +89,8 @@ class PlaylistSender:
                 " yet; GET /api/subsonic/unmatched says why"
             )
         async with self._locks[(name, server_user)]:
+            if not still_wanted():
+                raise PlaylistWithdrawn(f"playlist {name!r} of {server_user!r} was deleted")
             playlist_id = await self._remembered(name, server_user)
             created = playlist_id is None
             if playlist_id is not None:

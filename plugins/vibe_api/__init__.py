@@ -27,7 +27,7 @@ from soundspan_hooks import (
     hookimpl,
 )
 from soundspan_hooks.openapi import json_body, parse, track_json
-from soundspan_plugins.vibe_api import queries, vibes
+from soundspan_plugins.vibe_api import queries, ranked, vibes
 from soundspan_plugins.vibe_api.handling import maybe_await, pick_analyzer, track_or_404
 from soundspan_plugins.vibe_api.playlists import (
     PlaylistFolderRefused,
@@ -222,9 +222,10 @@ async def _send(host: HostContext, body: PlaylistRequest, track_ids: list[str]) 
             host=host, name=body.name, track_ids=track_ids, destination=destination
         )
     )
-    if sent is None:
-        raise web.HTTPServiceUnavailable(
-            reason="no plugin sends playlists to a music server: enable [subsonic]"
+    if sent is None:  # switched off, not away: a 4xx, so a client does not retry it
+        raise web.HTTPConflict(
+            reason="no plugin sends playlists to a music server: enable [subsonic] (enabled ="
+            " true with its url and users in settings.toml, or SOUNDSPAN_SUBSONIC__ENABLED=true)"
         )
     return web.json_response({"name": body.name, "sent": sent}, status=201)
 
@@ -240,10 +241,17 @@ async def playlist_track_ids(host: HostContext, body: PlaylistRecipe) -> list[st
         answer = await vibes.mix_answer(host, body.mix)
     elif body.similar is not None:
         source = body.similar
-        query = SimilarQuery(limit=source.limit, analyzer=source.analyzer)
+        query = SimilarQuery.model_validate(source.model_dump(exclude={"track_id"}))
         answer = await vibes.similar_answer(host, source.track_id, query)
     else:
         answer = await vibes.search_answer(host, body.search)
+        if not answer["results"] and answer.get("matched_tags") == []:
+            # what POST /api/vibe/search tells: no tag matched, not "nothing is analyzed"
+            raise web.HTTPNotFound(
+                reason=f"no tag matches the words of {body.search.text[:100]!r}: without a text"
+                f" model, search finds tracks by the words of their tags ({answer['analyzer']});"
+                " use such words (rock, piano, chill...), or enable [clap] for any text"
+            )
     return [result["track"]["id"] for result in answer["results"]]
 
 
@@ -335,6 +343,21 @@ def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
 @hookimpl
 def soundspan_playlist_tracks(host: HostContext, recipe: dict) -> Awaitable[list[str]]:
     return playlist_track_ids(host, parse(PlaylistRecipe, recipe))
+
+
+@hookimpl
+def soundspan_similar_tracks(host, track_id, limit, shaped, max_per_artist):
+    return ranked.similar_tracks(host, track_id, limit, shaped, max_per_artist)
+
+
+@hookimpl
+def soundspan_track_path(host, start_track_id, end_track_id, length):
+    return ranked.track_path(host, start_track_id, end_track_id, length)
+
+
+@hookimpl
+def soundspan_track_mix(host, add, subtract, limit):
+    return ranked.track_mix(host, add, subtract, limit)
 
 
 @hookimpl

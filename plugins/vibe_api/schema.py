@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from soundspan_hooks.openapi import Track, TrackId, component_schemas, operation, ref
+from soundspan_plugins.shared.playlist_names import PlaylistName
 from soundspan_plugins.vibe_api.shaping import DEFAULT_MAX_PER_ALBUM, DEFAULT_MAX_PER_ARTIST
 from soundspan_plugins.vibe_api.status_schema import StatusAnswer
 
@@ -15,8 +16,6 @@ MAX_LIMIT = 200
 MAX_PATH_LENGTH = 100
 MAX_MIX_ITEMS = 20
 MixItemText = Annotated[str, Field(min_length=1, max_length=500)]
-# a plain file name: no slash, no control character, no leading dot or space, no trailing space
-PLAYLIST_NAME = r"^[^/\\\x00-\x1f\x7f.\s]([^/\\\x00-\x1f\x7f]*[^/\\\x00-\x1f\x7f\s])?$"
 # an optional field left out is None; null is not a way to leave it out, so the schema says no null
 NO_DEFAULT: dict[str, Any] = {"json_schema_extra": lambda schema: schema.pop("default")}
 # a music server's keys for a track; PostgreSQL text holds no NUL
@@ -119,7 +118,7 @@ class MapQuery(BaseModel):
     analyzer: str | None = Field(None, max_length=100)
 
 
-class SimilarSource(StrictJson):
+class SimilarSource(StrictJson, ListCaps):
     track_id: TrackId
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
     analyzer: str | None = Field(None, max_length=100)
@@ -165,9 +164,7 @@ class SendTo(StrictJson):
 class PlaylistRequest(PlaylistRecipe):
     """A playlist from exactly one source, written as an M3U file or sent to a music server."""
 
-    name: str = Field(
-        max_length=60, pattern=PLAYLIST_NAME, description="A file name; the file is NAME.m3u."
-    )
+    name: PlaylistName = Field(description="Its name; an M3U file is NAME.m3u.")
     overwrite: bool = Field(False, description="Replace a playlist of the same name.")
     send_to: SendTo = Field(
         None,
@@ -354,6 +351,7 @@ def openapi_fragment() -> dict[str, Any]:
                     {
                         201: {"oneOf": [ref(PlaylistAnswer), ref(SentPlaylistAnswer)]},
                         **error_codes,
+                        404: error_codes[409],
                         502: error_codes[409],
                         503: error_codes[409],
                     },

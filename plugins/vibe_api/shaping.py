@@ -147,12 +147,14 @@ async def shaped_nearest(
     caps: Caps,
     seeds: Iterable[Any],
     limit: int,
+    first_look: int | None = None,
 ) -> list[Chosen]:
     """`limit` results from `fetch(count)` (the `count` nearest candidates), looking further
-    while caps and folding leave the list short and more candidates exist."""
+    while caps and folding leave the list short and more candidates exist. `first_look`: the
+    candidates fetched first (default 4 a result; fewer where caps seldom bite, for speed)."""
     seeds = list(seeds)
     tracks: dict[str, Any] = {}
-    count = limit * CANDIDATES_PER_RESULT
+    count = first_look or limit * CANDIDATES_PER_RESULT
     while True:
         candidates = await fetch(count)
         unseen = [content for content, _ in candidates if content not in tracks]

@@ -1,11 +1,12 @@
-"""An analyzer whose embeddings are known in advance: a WAV's first eight samples are its
-vector. Its tags are one word per track (north or south, by the first component's sign), so
-it answers tag searches and map labels too. Installed by entry point."""
+"""An analyzer whose embeddings are known in advance: a WAV's (or FLAC's) first eight samples
+are its vector. Its tags are one word per track (north or south, by the first component's
+sign), so it answers tag searches and map labels too. Installed by entry point."""
 
 import wave
 from pathlib import Path
 
 import numpy as np
+import soundfile
 from sqlalchemy import text
 
 from soundspan_hooks import (
@@ -22,11 +23,19 @@ DIMENSION = 8
 
 
 def read_vector(path: Path) -> list[float]:
-    try:
-        with wave.open(str(path), "rb") as audio:
-            samples = np.frombuffer(audio.readframes(DIMENSION), dtype="<i2")
-    except (wave.Error, EOFError) as error:
-        raise UnreadableTrack(f"{path.name}: not a readable WAV file ({error})") from None
+    if path.suffix == ".flac":  # lossless too, and it carries title and artist tags
+        try:
+            samples = soundfile.read(str(path), frames=DIMENSION, dtype="int16")[0]
+        except soundfile.LibsndfileError as error:
+            raise UnreadableTrack(f"{path.name}: not a readable FLAC file ({error})") from None
+    else:
+        try:
+            with wave.open(str(path), "rb") as audio:
+                samples = np.frombuffer(audio.readframes(DIMENSION), dtype="<i2")
+        except (wave.Error, EOFError) as error:
+            raise UnreadableTrack(f"{path.name}: not a readable WAV file ({error})") from None
+    if len(samples) < DIMENSION:
+        raise UnreadableTrack(f"{path.name}: {len(samples)} samples, fewer than {DIMENSION}")
     return (samples / 32767).tolist()
 
 

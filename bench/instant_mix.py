@@ -1,0 +1,187 @@
+"""Instant Mix benchmark (issue 25): GET /api/similar_tracks with n=200, the request the
+Navidrome AudioMuse-AI plugin sends, at 100,000 tracks, over HTTP.
+
+The host and the library are bench/api.py's (its environment and its COPY loader: real host,
+embedded PostgreSQL + pgvector, 100,000 synthetic tracks with clustered 200-d MusiCNN and
+512-d CLAP embeddings, HNSW indexes rebuilt after the load), with `[subsonic]` and
+`[instant_mix]` enabled too. No music server runs: the subsonic plugin's first refresh is a
+day away, and its match table is filled straight in the database instead (`song-<track id>`
+for every track, except every 20th track left unmatched, so answers must skip some tracks).
+
+Measured from a load generator in its own process (aiohttp client), random seeds, one request
+at a time (p50/p99 after 20 warm-up requests):
+  * the Navidrome plugin's request: eliminate_duplicates=true (versions folded, caps), n=200;
+  * the same with eliminate_duplicates=false (the plain nearest list), n=200;
+  * the Navidrome plugin's request at n=20 (its Instant Mix asks for what the client wants);
+  * bench/api.py's GET /api/vibe/similar/{id}?analyzer=musicnn (20 results, our ids) for the
+    same seeds, whose p50 on a quiet machine is in RESULTS.md: a yardstick of the load.
+
+Run from the repository root:
+
+    .venv/bin/python bench/instant_mix.py [--tracks 100000] [--requests 1000] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+from api import api_environment, load_library, percentile, stop_and_clean
+from common import BenchHost
+from pgvector.asyncpg import register_vector
+
+UNMATCHED_EVERY = 20
+WARM_UP = 20
+CASES = {
+    "navidrome_n200": {"eliminate_duplicates": "true", "n": "200", "radius_similarity": "true"},
+    "plain_n200": {"eliminate_duplicates": "false", "n": "200", "radius_similarity": "true"},
+    "navidrome_n20": {"eliminate_duplicates": "true", "n": "20", "radius_similarity": "true"},
+}
+# issue 5's request (bench/api.py), measured beside them: how loaded the machine is
+BASELINE = CASES["baseline"] = {"analyzer": "musicnn"}
+
+
+def mix_environment(work: Path, clap_model: Path) -> dict:
+    """bench/api.py's host, with subsonic (never calling its server) and instant_mix on."""
+    env = api_environment(work, clap_model)
+    env.update(
+        SOUNDSPAN_SUBSONIC__ENABLED="true",
+        SOUNDSPAN_SUBSONIC__URL="http://127.0.0.1:9",  # nothing listens; nothing calls it
+        SOUNDSPAN_SUBSONIC__USERS='[{name="bench", password="bench"}]',
+        SOUNDSPAN_SUBSONIC__CHANGE_DELAY_SECONDS="86400",
+        SOUNDSPAN_SUBSONIC__REFRESH_SECONDS="86400",
+        SOUNDSPAN_SUBSONIC__PLAYLISTS_ANALYSIS_DELAY_SECONDS="86400",
+        SOUNDSPAN_INSTANT_MIX__ENABLED="true",
+    )
+    return env
+
+
+async def fill_matches(db: asyncpg.Connection) -> int:
+    """Every track matched to song `song-<track id>`, but every 20th left unmatched."""
+    await db.execute(
+        "INSERT INTO subsonic_matches (track_id, song_id, method, reason, track_updated_at,"
+        " song_signature) SELECT id, CASE WHEN row_number() OVER (ORDER BY id)"
+        f" % {UNMATCHED_EVERY} = 0 THEN NULL ELSE 'song-' || id END, 'path', NULL,"
+        " updated_at, 'bench' FROM tracks"
+    )
+    await db.execute("ANALYZE subsonic_matches")
+    return await db.fetchval("SELECT count(*) FROM subsonic_matches WHERE song_id IS NULL")
+
+
+async def prepare(host: BenchHost, count: int) -> dict:
+    db = await asyncpg.connect(host.database_url)
+    try:
+        await register_vector(db)
+        print(f"loading {count} tracks ...", file=sys.stderr)
+        timings = await load_library(db, count)
+        timings["unmatched"] = await fill_matches(db)
+        timings["matched_ids"] = [
+            row[0]
+            for row in await db.fetch(
+                "SELECT song_id FROM subsonic_matches WHERE song_id IS NOT NULL"
+            )
+        ]
+        return timings
+    finally:
+        await db.close()
+
+
+async def _client(base: str, song_ids: list[str], requests: int) -> dict:
+    import aiohttp
+
+    rng = random.Random(11)
+    results: dict = {}
+    async with aiohttp.ClientSession(base, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def one(params: dict) -> tuple[float, int]:
+            song_id = rng.choice(song_ids)
+            if params is BASELINE:  # the same seed's track by our id, through the vibe API
+                where, query = f"/api/vibe/similar/{song_id.removeprefix('song-')}", params
+            else:
+                where, query = "/api/similar_tracks", {"item_id": song_id, **params}
+            started = time.perf_counter()
+            async with session.get(where, params=query) as answer:
+                body = await answer.json()
+                if answer.status != 200:
+                    raise RuntimeError(f"{where} answered {answer.status}: {body}")
+            elapsed = time.perf_counter() - started
+            return elapsed, len(body["results"] if params is BASELINE else body)
+
+        for name, params in CASES.items():
+            for _ in range(WARM_UP):
+                await one(params)
+            timed = [await one(params) for _ in range(requests)]
+            times = [seconds for seconds, _ in timed]
+            results[name] = {
+                "p50_ms": 1000 * percentile(times, 0.5),
+                "p99_ms": 1000 * percentile(times, 0.99),
+                "n": requests,
+                "min_songs": min(songs for _, songs in timed),
+            }
+    return results
+
+
+def client_process(base: str, song_ids: list[str], requests: int, queue) -> None:
+    queue.put(asyncio.run(_client(base, song_ids, requests)))
+
+
+def run_client(base: str, song_ids: list[str], requests: int) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=client_process, args=(base, song_ids, requests, queue))
+    process.start()
+    results = queue.get(timeout=1800)
+    process.join()
+    return results
+
+
+def main() -> None:
+    from tests.clap_models import save_tiny_clap
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=1000, help="sequential requests per case")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="soundspan-instant-mix-bench-"))
+    (work / "music").mkdir()
+    clap = save_tiny_clap(work / "tiny-clap", projection_dim=512)
+    host = BenchHost(work, mix_environment(work, clap))
+    try:
+        startup_s = host.start()
+        timings = asyncio.run(prepare(host, args.tracks))
+        print("load generator ...", file=sys.stderr)
+        results = run_client(host.url(""), timings.pop("matched_ids"), args.requests)
+    except BaseException:
+        print(f"host log tail:\n{host.tail()}", file=sys.stderr)
+        raise
+    finally:
+        stopped, problems = stop_and_clean(host, work, args.keep)
+
+    print("\n== soundspan instant mix benchmark ==")
+    print(f"  {sys.executable} bench/instant_mix.py --tracks {args.tracks}"
+          f" --requests {args.requests}")  # fmt: skip
+    print(f"  host start {startup_s:.1f} s; COPY {timings['copy_s']:.1f} s;"
+          f" unmatched tracks {timings['unmatched']}")  # fmt: skip
+    for name, values in results.items():
+        print(
+            f"  {name} {CASES[name]}: p50 {values['p50_ms']:.1f} ms,"
+            f" p99 {values['p99_ms']:.1f} ms (n={values['n']}, fewest songs in an answer"
+            f" {values['min_songs']})"
+        )
+    print(f"  host stop: exit {stopped[0]} after {stopped[1]:.1f} s; "
+          f"{len(problems)} WARNING/ERROR lines")  # fmt: skip
+    for line in problems[:10]:
+        print(f"    {line}")
+
+
+if __name__ == "__main__":
+    main()

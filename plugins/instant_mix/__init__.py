@@ -1,0 +1,70 @@
+"""Instant Mix in every player: the HTTP API that the released AudioMuse-AI plugins of
+Navidrome, Jellyfin and Lyrion call (similar songs, song paths, similar artists, alchemy),
+answered from our index, keyed by the music server's own song ids.
+
+The lists come from vibe_api and the ids from the plugin that matches the server (subsonic),
+both through hooks. Off by default: it needs a music server plugin for the ids.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from soundspan_hooks import Check, HostContext, SettingsSection, hookimpl
+from soundspan_plugins.instant_mix.api import routes
+from soundspan_plugins.instant_mix.schema import openapi_fragment
+from soundspan_plugins.instant_mix.settings import NAME, InstantMixSettings
+
+# every route of this plugin changes nothing (POST /api/alchemy only computes a list)
+READ_ONLY_ROUTES = frozenset(
+    (route.method, route.path) for route in routes if isinstance(route, web.RouteDef)
+)
+
+
+@hookimpl
+def soundspan_settings() -> SettingsSection:
+    return SettingsSection(NAME, InstantMixSettings)
+
+
+@hookimpl
+def soundspan_routes() -> web.RouteTableDef:
+    return routes
+
+
+@hookimpl
+def soundspan_openapi() -> dict:
+    return openapi_fragment()
+
+
+@hookimpl
+def soundspan_open_without_token(host: HostContext, request: web.Request) -> bool | None:
+    method = "GET" if request.method == "HEAD" else request.method
+    if (method, request.path) not in READ_ONLY_ROUTES:
+        return None
+    settings: InstantMixSettings = host.section(NAME)
+    return True if settings.trusts(request.remote) else None
+
+
+@hookimpl
+def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
+    """The ids come from a music server plugin: without one every request is refused."""
+    subsonic = sections.get("subsonic")
+    if subsonic is None or not subsonic.enabled:
+        return [
+            Check(
+                "instant mix",
+                "warn",
+                "no music server plugin matches song ids: every player's request gets a 409",
+                "enable [subsonic] with the url and a user of the server the players use",
+            )
+        ]
+    settings: InstantMixSettings = sections[NAME]
+    open_to = ", ".join(settings.clients_without_token)
+    return [
+        Check(
+            "instant mix",
+            "ok",
+            "answers the AudioMuse-AI API with the song ids of [subsonic]'s server"
+            + (f"; without a token for {open_to}" if open_to else ""),
+        )
+    ]
