@@ -13,21 +13,14 @@ import os
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import Field, field_validator
 
-from soundspan_hooks import (
-    HOST,
-    Check,
-    HostContext,
-    PluginSettings,
-    SettingsSection,
-    hookimpl,
-)
+from soundspan_hooks import HOST, Check, HostContext, SettingsSection, hookimpl
 from soundspan_hooks.openapi import json_body, parse, track_json
 from soundspan_plugins.vibe_api import queries, ranked, vibes
+from soundspan_plugins.vibe_api.exclusions import library_excluded
 from soundspan_plugins.vibe_api.handling import maybe_await, pick_analyzer, track_or_404
 from soundspan_plugins.vibe_api.playlists import (
     PlaylistFolderRefused,
@@ -47,9 +40,9 @@ from soundspan_plugins.vibe_api.schema import (
     TrackQuery,
     openapi_fragment,
 )
-from soundspan_plugins.vibe_api.vibe_map import LibraryMaps, refreshing, umap_installed
+from soundspan_plugins.vibe_api.settings import NAME, VibeApiSettings, settings_of
+from soundspan_plugins.vibe_api.vibe_map import LibraryMaps, refreshing
 
-NAME = "vibe_api"
 # the progress of an analyzer that has no jobs yet
 NO_JOBS: dict[str, Any] = {
     "counts": {"done": 0, "pending": 0, "running": 0, "failed": 0},
@@ -60,29 +53,6 @@ NO_JOBS: dict[str, Any] = {
     "run_started_at": None,
 }
 MAPS = web.AppKey("vibe_api_maps", LibraryMaps)
-
-
-class VibeApiSettings(PluginSettings):
-    playlists_dir: Path = Field(
-        Path("Playlists"),
-        description="Where POST /api/playlists writes .m3u files, relative to the music dir "
-        "(Navidrome and Jellyfin import playlists they find there); ingest leaves it alone.",
-    )
-    map_projection: Literal["auto", "pca", "umap"] = Field(
-        "auto",
-        description="How /api/vibe/map flattens embeddings: auto is UMAP when umap-learn is "
-        "installed, else PCA.",
-    )
-    map_refresh_seconds: float = Field(
-        60.0, gt=0, description="How often a map that was asked for is checked for new tracks."
-    )
-
-    @field_validator("map_projection")
-    @classmethod
-    def umap_needs_umap_learn(cls, projection: str) -> str:
-        if projection == "umap" and not umap_installed():
-            raise ValueError("umap needs the umap-learn package installed (pip install umap-learn)")
-        return projection
 
 
 routes = web.RouteTableDef()
@@ -186,7 +156,7 @@ async def create_playlist(request: web.Request) -> web.Response:
     if not tracks:
         raise web.HTTPNotFound(reason="none of the playlist's tracks is in the library")
     try:
-        folder = playlists_folder(host.music_dir, _settings(host).playlists_dir)
+        folder = playlists_folder(host.music_dir, settings_of(host).playlists_dir)
         written = await asyncio.to_thread(
             write_playlist, folder, body.name, host.music_dir, tracks, body.overwrite
         )
@@ -258,7 +228,7 @@ async def playlist_track_ids(host: HostContext, body: PlaylistRecipe) -> list[st
 @routes.get("/api/vibe/status")
 async def status(request: web.Request) -> web.Response:
     """Each analyzer's model, device and progress (the pace of its current run, the audio
-    waiting and the time it needs); library totals."""
+    waiting and the time it needs); library totals; the exclude rules and what they leave out."""
     host = request.app[HOST]
     progress = await host.analysis_progress()
     described = await host.describe_analyzers()
@@ -284,6 +254,8 @@ async def status(request: web.Request) -> web.Response:
                 "run_started_at": entry["run_started_at"],
                 "download": info.download,
                 "detail": info.detail,
+                "workers": info.workers,
+                "workers_from": info.workers_from,
                 **notes[info.name],
             }
         )
@@ -291,6 +263,7 @@ async def status(request: web.Request) -> web.Response:
         {
             "analyzers": analyzers,
             "library": await queries.library_totals(host.engine),
+            "excluded": await library_excluded(host.engine, settings_of(host).exclusions),
             "time": time.time(),
         }
     )
@@ -301,10 +274,6 @@ def _rounded(rate: float | None) -> float | None:
     return None if rate is None else float(f"{rate:.3g}")
 
 
-def _settings(host: HostContext) -> VibeApiSettings:
-    return host.section(NAME)
-
-
 @hookimpl
 def soundspan_settings() -> SettingsSection:
     return SettingsSection(NAME, VibeApiSettings)
@@ -312,8 +281,10 @@ def soundspan_settings() -> SettingsSection:
 
 @hookimpl
 def soundspan_lifespan(host: HostContext) -> contextlib.AbstractAsyncContextManager[Any]:
-    settings = _settings(host)
-    maps = LibraryMaps(host, settings.map_projection, settings.map_refresh_seconds)
+    settings = settings_of(host)
+    maps = LibraryMaps(
+        host, settings.map_projection, settings.map_refresh_seconds, settings.exclusions
+    )
     host.app[MAPS] = maps
     return refreshing(maps)
 
@@ -362,7 +333,7 @@ def soundspan_track_mix(host, add, subtract, limit):
 
 @hookimpl
 def soundspan_library_exclusions(host: HostContext) -> list[Path]:
-    return [_settings(host).playlists_dir]
+    return [settings_of(host).playlists_dir]
 
 
 @hookimpl

@@ -7,11 +7,14 @@ names in its AnalyzerInfo; knows nothing about any model.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:  # exclusions builds on this module
+    from soundspan_plugins.vibe_api.exclusions import Exclusions
 
 TRACK_COLUMNS = (
     "t.id, t.path, t.title, t.artist, t.album, t.duration, t.content_id, t.album_artist,"
@@ -119,8 +122,11 @@ async def analysis_states(engine: AsyncEngine, content_id: str) -> dict[str, dic
         }
 
 
-async def representative_tracks(engine: AsyncEngine, content_ids: Sequence[str]) -> dict[str, Any]:
-    """One present track per content (its first path): duplicates show once."""
+async def representative_tracks(
+    engine: AsyncEngine, content_ids: Sequence[str], *, exclusions: Exclusions
+) -> dict[str, Any]:
+    """One present track per content (its first path the rules keep): duplicates show once,
+    and a content whose every track is excluded not at all."""
     if not content_ids:
         return {}
     async with engine.connect() as connection:
@@ -128,17 +134,18 @@ async def representative_tracks(engine: AsyncEngine, content_ids: Sequence[str])
             text(
                 f"SELECT DISTINCT ON (t.content_id) {TRACK_COLUMNS} FROM tracks t"
                 " WHERE t.content_id = ANY(:ids) AND t.missing_since IS NULL"
-                " ORDER BY t.content_id, t.path"
+                f" AND {exclusions.keeps()} ORDER BY t.content_id, t.path"
             ),
-            {"ids": list(content_ids)},
+            {**exclusions.params, "ids": list(content_ids)},
         )
         return {row.content_id: row for row in rows}
 
 
 async def nearest_contents(
-    engine: AsyncEngine, table: str, content_id: str, limit: int
+    engine: AsyncEngine, table: str, content_id: str, limit: int, *, exclusions: Exclusions
 ) -> list[tuple[str, float]] | None:
-    """Contents nearest to one content by cosine distance, itself excluded; None if unanalyzed."""
+    """Contents nearest to one content by cosine distance, itself left out, with a present
+    track the rules keep; None if unanalyzed."""
     async with engine.begin() as connection:
         # keep scanning the HNSW graph until enough present tracks pass the filter
         await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
@@ -155,33 +162,44 @@ async def nearest_contents(
                     f"SELECT e.content_id, e.embedding <=> CAST(:source AS vector) AS distance"
                     f" FROM {table} e WHERE e.content_id <> :id"
                     " AND EXISTS (SELECT 1 FROM tracks t WHERE t.content_id = e.content_id"
-                    " AND t.missing_since IS NULL)"
+                    f" AND t.missing_since IS NULL AND {exclusions.keeps()})"
                     " ORDER BY e.embedding <=> CAST(:source AS vector) LIMIT :limit"
                 )
             ),
-            {"source": str(source), "id": content_id, "limit": limit},
+            {**exclusions.params, "source": str(source), "id": content_id, "limit": limit},
         )
         return [(row.content_id, float(row.distance)) for row in rows]
 
 
 async def nearest_to_vector(
-    engine: AsyncEngine, table: str, vector: Iterable[float], limit: int
+    engine: AsyncEngine,
+    table: str,
+    vector: Iterable[float],
+    limit: int,
+    *,
+    exclusions: Exclusions,
 ) -> list[tuple[str, float]]:
-    """Contents nearest to a query vector (e.g. an embedded text) by cosine distance."""
+    """Contents nearest to a query vector (e.g. an embedded text) by cosine distance, with a
+    present track the rules keep."""
     async with engine.begin() as connection:
-        return await _nearest(connection, table, vector, limit)
+        return await _nearest(connection, table, vector, limit, exclusions)
 
 
 async def nearest_to_each(
-    engine: AsyncEngine, table: str, vectors: Iterable[Iterable[float]], limit: int
+    engine: AsyncEngine,
+    table: str,
+    vectors: Iterable[Iterable[float]],
+    limit: int,
+    *,
+    exclusions: Exclusions,
 ) -> list[list[tuple[str, float]]]:
     """For each query vector, the contents nearest to it; one transaction for all."""
     async with engine.begin() as connection:
-        return [await _nearest(connection, table, vector, limit) for vector in vectors]
+        return [await _nearest(connection, table, vector, limit, exclusions) for vector in vectors]
 
 
 async def _nearest(
-    connection: Any, table: str, vector: Iterable[float], limit: int
+    connection: Any, table: str, vector: Iterable[float], limit: int, exclusions: Exclusions
 ) -> list[tuple[str, float]]:
     # keep scanning the HNSW graph until enough present tracks pass the filter
     await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
@@ -190,11 +208,12 @@ async def _nearest(
             nearest_first(
                 f"SELECT e.content_id, e.embedding <=> CAST(:query AS vector) AS distance"
                 f" FROM {table} e WHERE EXISTS (SELECT 1 FROM tracks t"
-                " WHERE t.content_id = e.content_id AND t.missing_since IS NULL)"
+                " WHERE t.content_id = e.content_id AND t.missing_since IS NULL"
+                f" AND {exclusions.keeps()})"
                 " ORDER BY e.embedding <=> CAST(:query AS vector) LIMIT :limit"
             )
         ),
-        {"query": vector_literal(vector), "limit": limit},
+        {**exclusions.params, "query": vector_literal(vector), "limit": limit},
     )
     return [(row.content_id, float(row.distance)) for row in rows]
 
@@ -240,18 +259,24 @@ async def embeddings(
 
 
 async def present_embeddings(
-    engine: AsyncEngine, table: str, batch: int = 10_000
+    engine: AsyncEngine,
+    table: str,
+    batch: int = 10_000,
+    exclusions: Exclusions | None = None,
 ) -> AsyncIterator[tuple[list[str], list[str], np.ndarray]]:
-    """Every analyzed content that has a present track, in batches: its first track's id,
-    the content id, and the embeddings as a matrix. Streams, so memory stays flat."""
+    """Every analyzed content that has a present track the rules keep, in batches: its first
+    such track's id, the content id, and the embeddings as a matrix. Streams, so memory stays
+    flat. No `exclusions`: every track is kept."""
+    keeps, params = (exclusions.keeps(), exclusions.params) if exclusions else ("TRUE", {})
     async with engine.connect() as connection:
         result = await connection.stream(
             text(
                 f"SELECT DISTINCT ON (t.content_id) t.id, t.content_id,"
                 f" vector_send(e.embedding) AS packed FROM {table} e JOIN tracks t"
-                " ON t.content_id = e.content_id AND t.missing_since IS NULL"
+                f" ON t.content_id = e.content_id AND t.missing_since IS NULL AND {keeps}"
                 " ORDER BY t.content_id, t.path"
             ),
+            params,
             execution_options={"yield_per": batch},
         )
         async for rows in result.partitions(batch):

@@ -14,6 +14,7 @@ from soundspan_hooks import HostContext, RankedTrack, TrackUnavailable
 from soundspan_plugins.vibe_api import queries, vibes
 from soundspan_plugins.vibe_api.handling import pick_analyzer, track_or_404
 from soundspan_plugins.vibe_api.schema import MAX_LIMIT, MAX_PATH_LENGTH, MixRequest, PathQuery
+from soundspan_plugins.vibe_api.settings import exclusions_of
 from soundspan_plugins.vibe_api.shaping import MAX_CANDIDATES, Caps, shaped_nearest
 
 # a music server's mix asks for up to 200 at every click: a first look a quarter larger than
@@ -46,16 +47,17 @@ async def similar_tracks(
     track = await track_or_404(host, track_id)
     analyzer = pick_analyzer(await host.describe_analyzers(), None)
     limit = min(limit, MAX_CANDIDATES)  # a caller may drop some (a server lacks them)
+    exclusions = exclusions_of(host)
 
     async def nearest(count: int) -> list[tuple[str, float]]:
         found = await queries.nearest_contents(
-            host.engine, analyzer.embedding_table, track.content_id, count
+            host.engine, analyzer.embedding_table, track.content_id, count, exclusions=exclusions
         )
         if found is None:
             raise web.HTTPConflict(reason=f"track {track.id} has no {analyzer.name} analysis yet")
         return found
 
-    tracks_of = functools.partial(queries.representative_tracks, host.engine)
+    tracks_of = functools.partial(queries.representative_tracks, host.engine, exclusions=exclusions)
     if shaped:
         caps = Caps.asked(max_per_artist, 0)
         first_look = limit + limit // FIRST_LOOK_MARGIN + 1

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from soundspan_hooks.openapi import Track, TrackId, component_schemas, operation, ref
 from soundspan_plugins.shared.playlist_names import PlaylistName
 from soundspan_plugins.vibe_api.shaping import DEFAULT_MAX_PER_ALBUM, DEFAULT_MAX_PER_ARTIST
-from soundspan_plugins.vibe_api.status_schema import StatusAnswer
+from soundspan_plugins.vibe_api.status_schema import Excluded, StatusAnswer
 
 MAX_LIMIT = 200
 MAX_PATH_LENGTH = 100
@@ -21,6 +21,17 @@ NO_DEFAULT: dict[str, Any] = {"json_schema_extra": lambda schema: schema.pop("de
 # a music server's keys for a track; PostgreSQL text holds no NUL
 LibraryPath = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\x00]+$")]
 RecordingId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
+# only where the exclude rules left tracks out of the list: the tracks that were nearer to the
+# query (or ranked above its last result) than the list reached
+LeftOut = Annotated[
+    Excluded,
+    Field(
+        None,
+        description="Only where the [vibe_api] exclude_* rules left tracks out of this list: "
+        "how many of those nearer than its last result (all, for a list that came out short).",
+        json_schema_extra=NO_DEFAULT["json_schema_extra"],
+    ),
+]
 
 
 class StrictJson(BaseModel):
@@ -217,12 +228,14 @@ class SimilarAnswer(BaseModel):
     track: Track
     analyzer: str
     results: list[Scored]
+    excluded: LeftOut
 
 
 class SearchAnswer(BaseModel):
     analyzer: str
     matched_tags: list[str] | None = Field(None, description="Only for a tag search.")
     results: list[Scored]
+    excluded: LeftOut
 
 
 class PathStep(BaseModel):
@@ -235,6 +248,7 @@ class PathStep(BaseModel):
 class PathAnswer(BaseModel):
     analyzer: str
     steps: list[PathStep]
+    excluded: LeftOut
 
 
 class MixItem(BaseModel):
@@ -248,6 +262,7 @@ class MixAnswer(BaseModel):
     analyzer: str
     items: list[MixItem]
     results: list[Scored]
+    excluded: LeftOut
 
 
 class MapPoint(BaseModel):

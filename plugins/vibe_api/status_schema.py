@@ -1,8 +1,9 @@
-"""What GET /api/vibe/status answers: each analyzer's model and progress, library totals."""
+"""What GET /api/vibe/status answers: each analyzer's model and progress, library totals, and
+the exclude rules with what they leave out."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -68,6 +69,14 @@ class AnalyzerStatus(BaseModel):
     detail: str | None = Field(
         description="One line for people about the model, e.g. why a precision was refused."
     )
+    workers: int = Field(
+        description="Tracks this host analyzes at once (its worker processes); 0: remote "
+        "workers only."
+    )
+    workers_from: str | None = Field(
+        description='How `workers` was decided: "auto: 1 of 2 CPUs, shared with clap" (its '
+        'share of the CPUs this host may use), "set: workers = 3".'
+    )
     queued_because: list[QueueReason] = Field(
         description="Why the waiting jobs were queued, the largest group first."
     )
@@ -83,7 +92,26 @@ class LibraryTotals(BaseModel):
     distinct_contents: int
 
 
+class Excluded(BaseModel):
+    """Tracks the `[vibe_api] exclude_*` rules left out."""
+
+    tracks: int = Field(description="How many (a track excluded by two rules counts once).")
+    rules: dict[str, int] = Field(
+        description="How many each rule excluded, by its setting's name (e.g. exclude_paths); "
+        "only rules that excluded some."
+    )
+
+
+class LibraryExcluded(Excluded):
+    settings: dict[str, Any] = Field(
+        description="The exclude_* settings in force, by name; empty when none is set."
+    )
+
+
 class StatusAnswer(BaseModel):
     analyzers: list[AnalyzerStatus]
     library: LibraryTotals
+    excluded: LibraryExcluded = Field(
+        description="The exclude rules in force and the present tracks they leave out."
+    )
     time: float

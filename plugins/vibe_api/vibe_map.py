@@ -17,6 +17,7 @@ import numpy as np
 
 from soundspan_hooks import AnalyzerInfo, HostContext
 from soundspan_plugins.vibe_api import queries
+from soundspan_plugins.vibe_api.exclusions import NOTHING_EXCLUDED, Exclusions
 from soundspan_plugins.vibe_api.handling import maybe_await
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,18 @@ class LibraryMap:
 
 
 class LibraryMaps:
-    """The maps of one host, one per analyzer that someone has looked at."""
+    """The maps of one host, one per analyzer that someone has looked at; tracks the rules
+    exclude are left off."""
 
-    def __init__(self, host: HostContext, projection: str, refresh_seconds: float) -> None:
+    def __init__(
+        self,
+        host: HostContext,
+        projection: str,
+        refresh_seconds: float,
+        exclusions: Exclusions = NOTHING_EXCLUDED,
+    ) -> None:
         self.host = host
+        self.exclusions = exclusions
         self.method = _method(projection)
         self.refresh_seconds = refresh_seconds
         self._maps: dict[str, LibraryMap] = {}
@@ -83,9 +92,9 @@ class LibraryMaps:
         self._outdated.discard(analyzer.name)
         table = analyzer.embedding_table
         if self.method == "umap":
-            track_ids, content_ids, coordinates = await _umap(self.host, table)
+            track_ids, content_ids, coordinates = await _umap(self.host, table, self.exclusions)
         else:
-            track_ids, content_ids, coordinates = await _pca(self.host, table)
+            track_ids, content_ids, coordinates = await _pca(self.host, table, self.exclusions)
         labels = content_ids and await maybe_await(
             self.host.hook.soundspan_content_labels(host=self.host, content_ids=content_ids)
         )
@@ -104,11 +113,15 @@ class LibraryMaps:
         )
 
 
-async def _pca(host: HostContext, table: str) -> tuple[list[str], list[str], np.ndarray]:
+async def _pca(
+    host: HostContext, table: str, exclusions: Exclusions = NOTHING_EXCLUDED
+) -> tuple[list[str], list[str], np.ndarray]:
     """Principal components in two streaming passes, so memory stays flat at any size:
     the first gathers the mean and covariance, the second projects."""
     count, total, products = 0, None, None
-    async for _, _, vectors in queries.present_embeddings(host.engine, table):
+    async for _, _, vectors in queries.present_embeddings(
+        host.engine, table, exclusions=exclusions
+    ):
         batch = vectors.astype(np.float64)
         batch_products = await asyncio.to_thread(np.matmul, batch.T, batch)
         count += len(batch)
@@ -122,18 +135,24 @@ async def _pca(host: HostContext, table: str) -> tuple[list[str], list[str], np.
     axes = eigenvectors[:, [-1, -2]]
     axes *= np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])  # the same map every time
     track_ids, content_ids, parts = [], [], []
-    async for tracks, contents, vectors in queries.present_embeddings(host.engine, table):
+    async for tracks, contents, vectors in queries.present_embeddings(
+        host.engine, table, exclusions=exclusions
+    ):
         track_ids += tracks
         content_ids += contents
         parts.append((vectors - mean) @ axes)
     return track_ids, content_ids, np.concatenate(parts)
 
 
-async def _umap(host: HostContext, table: str) -> tuple[list[str], list[str], np.ndarray]:
+async def _umap(
+    host: HostContext, table: str, exclusions: Exclusions
+) -> tuple[list[str], list[str], np.ndarray]:
     import umap  # only when chosen and installed (umap-learn)
 
     track_ids, content_ids, parts = [], [], []
-    async for tracks, contents, vectors in queries.present_embeddings(host.engine, table):
+    async for tracks, contents, vectors in queries.present_embeddings(
+        host.engine, table, exclusions=exclusions
+    ):
         track_ids += tracks
         content_ids += contents
         parts.append(vectors)

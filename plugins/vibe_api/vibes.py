@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from aiohttp import web
 from soundspan_hooks import AnalyzerInfo, HostContext
 from soundspan_hooks.openapi import track_json
 from soundspan_plugins.vibe_api import queries
+from soundspan_plugins.vibe_api.exclusions import excluded_among, excluded_near
 from soundspan_plugins.vibe_api.handling import (
     content_tags,
     maybe_await,
@@ -34,10 +36,12 @@ from soundspan_plugins.vibe_api.schema import (
     SimilarLookup,
     SimilarQuery,
 )
-from soundspan_plugins.vibe_api.shaping import Caps, Shaper, shaped_nearest
+from soundspan_plugins.vibe_api.settings import exclusions_of
+from soundspan_plugins.vibe_api.shaping import Caps, Chosen, Shaper, shaped_nearest
 
 TRACK_ID = re.compile(r"^[0-9a-f]{32}$")
 TAG_CENTROID_TRACKS = 10  # a text placed through tags sits at the mean of its best matches
+EVERYWHERE = 2.0  # the largest cosine distance
 
 
 async def similar_answer(
@@ -52,18 +56,28 @@ async def similar_answer(
 
     async def nearest(count: int) -> list[tuple[str, float]]:
         found = await queries.nearest_contents(
-            host.engine, analyzer.embedding_table, track.content_id, count
+            host.engine,
+            analyzer.embedding_table,
+            track.content_id,
+            count,
+            exclusions=exclusions_of(host),
         )
         if found is None:
             raise _not_analyzed(track, analyzer)
         return found
 
     chosen = await shaped_nearest(nearest, _tracks_of(host), _caps(query), [track], query.limit)
-    return {
+    answer = {
         "track": track_json(track),
         "analyzer": analyzer.name,
         "results": await scored_results(host, chosen, query_contents=[track.content_id]),
     }
+    if not exclusions_of(host).conditions():
+        return answer
+    table = analyzer.embedding_table
+    source = (await queries.embeddings(host.engine, table, [track.content_id]))[track.content_id]
+    point = (source, _reach(chosen, query.limit))
+    return await _telling_excluded(host, answer, table, [point], [track])
 
 
 async def search_answer(host: HostContext, body: SearchRequest) -> dict[str, Any]:
@@ -73,11 +87,15 @@ async def search_answer(host: HostContext, body: SearchRequest) -> dict[str, Any
         table = analyzers[embedding.analyzer].embedding_table
 
         async def nearest(count: int) -> list[tuple[str, float]]:
-            return await queries.nearest_to_vector(host.engine, table, embedding.vector, count)
+            return await queries.nearest_to_vector(
+                host.engine, table, embedding.vector, count, exclusions=exclusions_of(host)
+            )
 
         chosen = await shaped_nearest(nearest, _tracks_of(host), _caps(body), [], body.limit)
         results = await scored_results(host, chosen, query_tags=await _tags_named(host, body.text))
-        return {"analyzer": embedding.analyzer, "results": results}
+        answer = {"analyzer": embedding.analyzer, "results": results}
+        point = (embedding.vector, _reach(chosen, body.limit))
+        return await _telling_excluded(host, answer, table, [point], [])
     searches = []  # each look's tag search: the last one names the tags matched
 
     async def ranked(count: int) -> list[tuple[str, float]]:
@@ -86,13 +104,19 @@ async def search_answer(host: HostContext, body: SearchRequest) -> dict[str, Any
 
     chosen = await shaped_nearest(ranked, _tracks_of(host), _caps(body), [], body.limit)
     tag_search = searches[-1]
-    return {
+    answer = {
         "analyzer": tag_search.analyzer,
         "matched_tags": list(tag_search.matched_tags),
         "results": await scored_results(
             host, chosen, query_tags=tag_search.matched_tags, scores_are_distances=False
         ),
     }
+    # the rules' losses: the tag ranking's contents above its last result (all, if short)
+    ranking = [result.content_id for result in tag_search.results]
+    if len(chosen) >= body.limit:
+        ranking = ranking[: ranking.index(chosen[-1].content_id)]
+    excluded = await excluded_among(host.engine, exclusions_of(host), ranking)
+    return answer | ({"excluded": excluded} if excluded else {})
 
 
 async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
@@ -119,10 +143,10 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
     ideal = waypoints(known[start.content_id], known[end.content_id], query.length)
     # room for the tracks used by earlier steps and for those the caps leave out
     candidates = await queries.nearest_to_each(
-        host.engine, table, ideal[1:-1], limit=2 * query.length + 10
+        host.engine, table, ideal[1:-1], limit=2 * query.length + 10, exclusions=exclusions_of(host)
     )
     every_content = {content for found in candidates for content, _ in found}
-    tracks = await queries.representative_tracks(host.engine, list(every_content))
+    tracks = await _tracks_of(host)(list(every_content))
     tracks.update({start.content_id: start, end.content_id: end})
     last = len(ideal) - 1
     chosen = [(start.content_id, 0.0, 0)]
@@ -151,7 +175,7 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
     chosen.append((end.content_id, 0.0, last))
     tags = await content_tags(host, [content for content, _, _ in chosen])
     ends = {content: set(tags.get(content, ())) for content in (start.content_id, end.content_id)}
-    return {
+    answer = {
         "analyzer": analyzer.name,
         "steps": [
             {
@@ -167,6 +191,9 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
             for content, distance, step in chosen
         ],
     }
+    # each step between the ends lost what lay nearer its ideal point than the track it took
+    points = [(ideal[step], distance) for _, distance, step in chosen[1:-1]]
+    return await _telling_excluded(host, answer, table, points, [start, end])
 
 
 def waypoints(start: np.ndarray, end: np.ndarray, count: int) -> np.ndarray:
@@ -201,14 +228,18 @@ async def mix_answer(host: HostContext, body: MixRequest) -> dict[str, Any]:
 
     async def nearest(count: int) -> list[tuple[str, float]]:
         found = await queries.nearest_to_vector(
-            host.engine, analyzer.embedding_table, query, count + len(own_contents)
+            host.engine,
+            analyzer.embedding_table,
+            query,
+            count + len(own_contents),
+            exclusions=exclusions_of(host),
         )
         return [pair for pair in found if pair[0] not in own_contents][:count]
 
     chosen = await shaped_nearest(
         nearest, _tracks_of(host), _caps(body), seeds.values(), body.limit
     )
-    return {
+    answer = {
         "analyzer": analyzer.name,
         "items": items,
         "results": await scored_results(
@@ -218,6 +249,10 @@ async def mix_answer(host: HostContext, body: MixRequest) -> dict[str, Any]:
             query_tags=words,
         ),
     }
+    point = (query, _reach(chosen, body.limit))
+    return await _telling_excluded(
+        host, answer, analyzer.embedding_table, [point], own_contents=own_contents
+    )
 
 
 async def _place(
@@ -266,7 +301,30 @@ async def _tags_named(host: HostContext, text: str) -> tuple[str, ...]:
 
 
 def _tracks_of(host: HostContext) -> Any:
-    return functools.partial(queries.representative_tracks, host.engine)
+    return functools.partial(
+        queries.representative_tracks, host.engine, exclusions=exclusions_of(host)
+    )
+
+
+def _reach(chosen: list[Chosen], limit: int) -> float:
+    """How far a list reached from its query: its farthest result, or everywhere when it came
+    out short (then every excluded track could have been in it)."""
+    return max(one.value for one in chosen) if len(chosen) >= limit else EVERYWHERE
+
+
+async def _telling_excluded(
+    host: HostContext,
+    answer: dict[str, Any],
+    table: str,
+    points: list[tuple[Any, float]],
+    seeds: Sequence[Any] = (),
+    own_contents: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The answer with `excluded` (how many tracks the rules left out of it, and by which
+    rule) where they left some out."""
+    contents = {*own_contents, *(seed.content_id for seed in seeds)}
+    excluded = await excluded_near(host.engine, table, exclusions_of(host), points, contents)
+    return answer | ({"excluded": excluded} if excluded else {})
 
 
 def _caps(request: Any) -> Caps:
