@@ -23,6 +23,8 @@ from soundspan_hooks.types import (
     TrackFile,
     TrackUnavailable,
     UnreadableTrack,
+    WorkerCount,
+    WorkerShare,
     legacy_env,
 )
 
@@ -44,6 +46,8 @@ __all__ = [
     "TrackFile",
     "TrackUnavailable",
     "UnreadableTrack",
+    "WorkerCount",
+    "WorkerShare",
     "hookimpl",
     "hookspec",
     "legacy_env",

@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 import pluggy
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -28,6 +28,19 @@ def legacy_env(name: str, default: Any, description: str, **constraints: Any) ->
     The prefixed form (`SOUNDSPAN_CLAP__WORKERS`) wins when both are present.
     """
     return Field(default, description=description, json_schema_extra={"env": name}, **constraints)
+
+
+WorkerCount = Literal["auto"] | NonNegativeInt
+"""An analyzer's `workers` setting: "auto", its share of the host's CPUs (HostContext.worker_share),
+or a number of worker processes, which wins (0: remote workers only)."""
+
+
+@dataclass(frozen=True)
+class WorkerShare:
+    """How many worker processes an analyzer may start, and how that was decided."""
+
+    workers: int
+    explained: str  # e.g. "auto: 1 of 2 CPUs, shared with clap", or "set: workers = 3"
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,7 @@ class AnalyzerInfo:
     embeds_text: bool = False  # answers soundspan_embed_text
     embedding_table: str | None = None  # (content_id, embedding vector) rows, HNSW cosine index
     workers: int = 1  # tracks it can analyze at once (its pool size); 0: remote workers only
+    workers_from: str | None = None  # how `workers` was decided (WorkerShare.explained)
     poll_interval: float = 5.0  # seconds between looks at the queue for work other hosts added
     # while its model downloads: bytes_done, bytes_total, bytes_per_second, eta_seconds, file
     download: dict | None = None
@@ -173,6 +187,12 @@ class HostContext(Protocol):
 
     def call(self, hook_name: str, **kwargs: Any) -> Awaitable[list[Any]]:
         """Call a hook on every plugin, awaiting any awaitable answers."""
+        ...
+
+    def worker_share(self, analyzer: str, on_gpu: bool = False) -> WorkerShare:
+        """How many worker processes `analyzer` may start: its `workers` setting (a WorkerCount,
+        with `threads_per_worker`) where a number, else its share of the CPUs this process may
+        use; `on_gpu`: its workers run on a GPU, which takes no share of the CPUs."""
         ...
 
     def describe_analyzers(self) -> Awaitable[list[AnalyzerInfo]]:

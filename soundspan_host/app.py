@@ -18,10 +18,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from soundspan_hooks import HOST, AnalyzerInfo, PluginSettings
+from soundspan_hooks import HOST, AnalyzerInfo, PluginSettings, WorkerShare
 from soundspan_host import __version__
 from soundspan_host.api_token import api_token_file, required_api_token
 from soundspan_host.catalog import Catalog
+from soundspan_host.cpu_budget import CpuBudget, host_budget
 from soundspan_host.database import open_database
 from soundspan_host.database.worker_role import grant_worker_access
 from soundspan_host.errors import ConfigError
@@ -66,12 +67,17 @@ class Host:
     app: web.Application
     catalog: Catalog | None = None  # the host's; a bare analysis worker has none
     hook: pluggy.HookRelay = field(init=False)
+    cpu_budget: CpuBudget = field(init=False)
 
     def __post_init__(self) -> None:
         self.hook = self.plugins.manager.hook
+        self.cpu_budget = host_budget(self.plugins)
 
     def section(self, name: str) -> PluginSettings:
         return self.plugins.settings.section(name)
+
+    def worker_share(self, analyzer: str, on_gpu: bool = False) -> WorkerShare:
+        return self.cpu_budget.share(analyzer, on_gpu)
 
     async def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call a hook on every plugin and await whatever awaitables come back."""
@@ -241,6 +247,7 @@ async def open_host(
         plugins=plugins, engine=engine, music_dir=music_dir, data_dir=settings.data_dir, app=app
     )
     app[HOST] = host
+    log.info("CPU budget: %s", host.cpu_budget.describe())
     return host
 
 

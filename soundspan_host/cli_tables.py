@@ -195,6 +195,8 @@ def analyzer_notes(analyzer: dict[str, Any], waiting: int, now: float) -> list[P
         head += f"; {analyzer['audio_minutes_waiting']:.0f} min of audio waiting"
     notes = [note(head)]
     notes += [note(text, 2) for text in (analyzer["reason"], analyzer.get("detail")) if text]
+    if explained := analyzer.get("workers_from"):
+        notes.append(note(f"workers: {analyzer['workers']} ({explained})", 2))
     if queued := analyzer.get("queued_because"):
         reasons = "; ".join(f"{item['reason']} ({item['jobs']} jobs)" for item in queued)
         notes.append(note(f"queued because: {reasons}", 2))

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from soundspan_hooks import Check
+from soundspan_host.cpu_budget import host_budget
 from soundspan_host.database import async_url
 from soundspan_host.database.embedded import EmbeddedPostgres, listening_endpoints
 from soundspan_host.database.embedded_access import SUPERUSER, secret_file
@@ -31,6 +32,7 @@ def run_checks(settings_file: Path | None) -> list[Check]:
     host = plugins.settings.host
     source = host.settings_file or "defaults and environment"
     checks = [Check("settings", "ok", f"read {source}; plugins: {_enabled(plugins)}")]
+    checks.append(check_cpu_budget(plugins))
     checks += check_music_dir(host.music_dir)
     checks.append(check_data_dir(host.data_dir))
     checks += check_writable_by_others(host.data_dir)
@@ -45,6 +47,26 @@ def run_checks(settings_file: Path | None) -> list[Check]:
 
 def _enabled(plugins: Plugins) -> str:
     return ", ".join(plugin.name for plugin in plugins.enabled) or "none"
+
+
+def check_cpu_budget(plugins: Plugins) -> Check:
+    """How the CPUs this host may use are split between its analyzers' workers; a warning
+    where numbers set by hand ask for more CPUs than there are (busy workers slow each other)."""
+    budget = host_budget(plugins)
+    asked = {
+        demand.name: demand.workers * demand.threads_per_worker
+        for demand in budget.demands.values()
+        if demand.workers != "auto"
+    }
+    if sum(asked.values()) <= budget.limits.usable:
+        return Check("CPU budget", "ok", budget.describe())
+    return Check(
+        "CPU budget",
+        "warn",
+        f"{budget.describe()}; the workers set by hand ({', '.join(asked)}) want "
+        f"{sum(asked.values())} CPUs",
+        "set their workers to auto, or lower them (or their threads_per_worker)",
+    )
 
 
 def check_music_dir(music_dir: Path) -> list[Check]:

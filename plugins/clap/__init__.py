@@ -44,7 +44,8 @@ from soundspan_plugins.clap.runtime import (
     download_then_start,
     load_text_tower,
     make_runtime,
-    start_pool,
+    start_workers,
+    worker_share,
 )
 from soundspan_plugins.clap.settings import NAME, ClapSettings
 from soundspan_plugins.clap.versions import model_version
@@ -67,6 +68,7 @@ def soundspan_migrations() -> Path:
 def soundspan_analyzer(host: HostContext) -> AnalyzerInfo:
     settings = _settings(host)
     runtime = host.app.get(RUNTIME)
+    share = worker_share(host, runtime)
     download = None
     if runtime is None:
         state, reason = "loading", None
@@ -74,7 +76,7 @@ def soundspan_analyzer(host: HostContext) -> AnalyzerInfo:
         state, reason = "unavailable", runtime.reason
     elif runtime.download is not None:
         state, reason, download = "downloading", None, runtime.download.as_status()
-    elif runtime.text_tower is None or (runtime.pool is None and settings.workers > 0):
+    elif runtime.text_tower is None or (runtime.pool is None and share.workers > 0):
         state, reason = "loading", None
     else:
         state, reason = "ready", None
@@ -89,7 +91,8 @@ def soundspan_analyzer(host: HostContext) -> AnalyzerInfo:
         reason=reason,
         embeds_text=True,
         embedding_table="clap_results",
-        workers=settings.workers,
+        workers=share.workers,
+        workers_from=share.explained,
         poll_interval=settings.sleep_interval,
         download=download,
         detail=runtime.detail if runtime else None,
@@ -110,14 +113,13 @@ async def _running(host: HostContext) -> AsyncIterator[None]:
     if wanted is not None and wanted.missing(settings.tokenizer is None):
         if settings.allow_download:
             runtime.download = DownloadProgress(stop=stopping)
-            runtime.downloader = asyncio.create_task(download_then_start(runtime, wanted))
+            runtime.downloader = asyncio.create_task(download_then_start(host, runtime, wanted))
         else:
             runtime.reason = not_downloaded_reason(wanted)
             log.warning("CLAP unavailable: %s", runtime.reason)
     else:
         await asyncio.to_thread(load_text_tower, runtime)
-        if runtime.reason is None and settings.workers > 0:
-            await start_pool(runtime)
+        await start_workers(host, runtime)
     host.app[RUNTIME] = runtime
     try:
         yield

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from soundspan_hooks import HostContext, WorkerShare
 from soundspan_plugins.clap.download import DownloadProgress, DownloadStopped
 from soundspan_plugins.clap.errors import ClapUnavailable
 from soundspan_plugins.clap.fetching import HubCheckpoint, fetch_with_retries, hub_checkpoint
@@ -60,7 +61,22 @@ def make_runtime(settings: ClapSettings, data_dir: Path) -> ClapRuntime:
     return ClapRuntime(settings, device, settings.model, model, tokenizer, onnx_cache)
 
 
-async def download_then_start(runtime: ClapRuntime, wanted: HubCheckpoint) -> None:
+def worker_share(host: HostContext, runtime: ClapRuntime | None) -> WorkerShare:
+    """CLAP's workers as the host shares them out: on a GPU (found or set), not the CPUs'."""
+    device = runtime.device if runtime is not None else host.section(NAME).device
+    return host.worker_share(NAME, on_gpu=device.startswith("cuda"))
+
+
+async def start_workers(host: HostContext, runtime: ClapRuntime) -> None:
+    """Start the audio pool, once the text tower has loaded and chosen the device."""
+    workers = worker_share(host, runtime).workers
+    if runtime.reason is None and workers > 0:
+        await start_pool(runtime, workers)
+
+
+async def download_then_start(
+    host: HostContext, runtime: ClapRuntime, wanted: HubCheckpoint
+) -> None:
     """Download in the background, then load as from local files; jobs wait meanwhile."""
     settings, progress = runtime.settings, runtime.download
     assert progress is not None
@@ -80,8 +96,7 @@ async def download_then_start(runtime: ClapRuntime, wanted: HubCheckpoint) -> No
         return
     runtime.download = None
     await asyncio.to_thread(load_text_tower, runtime)
-    if runtime.reason is None and settings.workers > 0:
-        await start_pool(runtime)
+    await start_workers(host, runtime)
 
 
 def load_text_tower(runtime: ClapRuntime) -> None:
@@ -137,7 +152,7 @@ def unavailable(runtime: ClapRuntime, error: ClapUnavailable) -> None:
     log.warning("CLAP unavailable: %s", error)
 
 
-async def start_pool(runtime: ClapRuntime) -> None:
+async def start_pool(runtime: ClapRuntime, workers: int) -> None:
     from soundspan_plugins.clap.precision import choose_tower
     from soundspan_plugins.clap.worker import ModelSource, load_audio_tower, loaded_precision
 
@@ -155,7 +170,7 @@ async def start_pool(runtime: ClapRuntime) -> None:
     runtime.detail = choice.detail
     pool = ModelPool(
         "CLAP",
-        settings.workers,
+        workers,
         load_audio_tower,
         (source, choice.onnx, runtime.device, settings.threads_per_worker),
         threads=settings.threads_per_worker,
@@ -167,6 +182,6 @@ async def start_pool(runtime: ClapRuntime) -> None:
         "CLAP: %s on %s, %d workers x %d threads",
         runtime.model_id,
         runtime.device,
-        settings.workers,
+        workers,
         settings.threads_per_worker,
     )

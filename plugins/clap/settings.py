@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from soundspan_hooks import PluginSettings, legacy_env
+from soundspan_hooks import PluginSettings, WorkerCount, legacy_env
 from soundspan_plugins.clap.fetching import DEFAULT_MODEL
 from soundspan_plugins.shared.track_audio import max_audio_minutes_setting
 
@@ -53,7 +53,13 @@ class ClapSettings(PluginSettings):
         "faster and smaller, checked against fp32 on this model at load (fp32 where it "
         "differs); int8 is a model version of its own (switching re-analyzes).",
     )
-    workers: int = legacy_env("CLAP_WORKERS", 2, "Analysis workers (0: remote ones only).", ge=0)
+    workers: WorkerCount = legacy_env(
+        "CLAP_WORKERS",
+        "auto",
+        "Analysis workers: auto, a share of the CPUs this process may use (affinity and cgroup "
+        "quota) split with the other analyzers on auto, 2 on a GPU; or a number (0: remote "
+        "ones only).",
+    )
     threads_per_worker: int = legacy_env(
         "CLAP_THREADS_PER_WORKER", 1, "CPU threads per worker.", ge=1
     )

@@ -16,10 +16,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from aiohttp import web
-from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,13 +26,11 @@ from soundspan_hooks import (
     Check,
     ContentScore,
     HostContext,
-    PluginSettings,
     SettingsSection,
     TagSearch,
     TrackFile,
     UnreadableTrack,
     hookimpl,
-    legacy_env,
 )
 from soundspan_plugins.musicnn.checkpoint import CheckpointError
 from soundspan_plugins.musicnn.inference import cuda_available
@@ -48,49 +44,15 @@ from soundspan_plugins.musicnn.network import (
     checkpoint_sha256,
 )
 from soundspan_plugins.musicnn.quantization import choose_model, version_suffix
+from soundspan_plugins.musicnn.settings import NAME, MusicnnSettings
 from soundspan_plugins.musicnn.tags import GENRE_TAGS
 from soundspan_plugins.musicnn.worker import TrackTags, analyze_file, load_tagger
 from soundspan_plugins.shared.audio import UnreadableAudio
 from soundspan_plugins.shared.pool import ModelPool
-from soundspan_plugins.shared.track_audio import max_audio_minutes_setting
 
 log = logging.getLogger(__name__)
 
-NAME = "musicnn"
 FRONTEND_VERSION = 1  # bump when the front end's output changes
-
-
-class MusicnnSettings(PluginSettings):
-    model: Literal["MSD_musicnn", "MTT_musicnn"] = Field(
-        "MSD_musicnn", description="Trained weights: MSD (50 tags incl. genres) or MTT."
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where inference runs; auto takes CUDA when onnxruntime-gpu can."
-    )
-    precision: Literal["auto", "fp32", "int8"] = Field(
-        "auto",
-        description="int8 (quantized once on this machine, checked against fp32 on the "
-        "calibration clips) runs the front end faster on CPUs with fast int8 (VNNI, arm64 dot "
-        "product). Its tags differ from fp32's by up to ~0.015 on held-out music, so auto "
-        "keeps fp32 and int8 is a model version of its own (switching re-analyzes).",
-    )
-    workers: int = legacy_env(
-        "MUSICNN_WORKERS", 2, "Worker processes (0: leave MusiCNN to remote workers).", ge=0
-    )
-    threads_per_worker: int = legacy_env(
-        "MUSICNN_THREADS_PER_WORKER", 1, "CPU threads each worker process uses.", ge=1
-    )
-    sleep_interval: float = legacy_env(
-        "MUSICNN_SLEEP_INTERVAL", 5.0, "Seconds between looks at the queue.", gt=0
-    )
-    batch_size: int = Field(
-        1,
-        ge=1,
-        description="3-s patches per inference batch. Bigger batches are no faster on CPU and "
-        "grow each worker by about 33 MB a patch (bench/RESULTS.md).",
-    )
-    top_tags: int = Field(5, ge=1, le=50, description="How many top tags a track keeps.")
-    max_audio_minutes: float = max_audio_minutes_setting()
 
 
 @dataclass
@@ -127,15 +89,18 @@ def soundspan_analyzer(host: HostContext) -> AnalyzerInfo:
     try:
         version = model_version(settings.model, settings.precision)
     except (ModelNotAvailable, OSError) as error:
-        return _describe(settings, f"{settings.model}-missing", "unavailable", str(error), runtime)
+        return _describe(host, f"{settings.model}-missing", "unavailable", str(error), runtime)
     if runtime is not None and runtime.reason is not None:
-        return _describe(settings, version, "unavailable", runtime.reason, runtime)
+        return _describe(host, version, "unavailable", runtime.reason, runtime)
     if runtime is None or runtime.loading:
-        return _describe(settings, version, "loading", None, runtime)
-    return _describe(settings, version, "ready", runtime.note, runtime)
+        return _describe(host, version, "loading", None, runtime)
+    return _describe(host, version, "ready", runtime.note, runtime)
 
 
-def _describe(settings, version, state, reason, runtime) -> AnalyzerInfo:
+def _describe(host: HostContext, version, state, reason, runtime) -> AnalyzerInfo:
+    settings = _settings(host)
+    device = runtime.device if runtime else settings.device
+    share = host.worker_share(NAME, on_gpu=device == "cuda")
     return AnalyzerInfo(
         name=NAME,
         version=version,
@@ -143,10 +108,11 @@ def _describe(settings, version, state, reason, runtime) -> AnalyzerInfo:
         trained=True,  # the authors' published checkpoints, read from the musicnn wheel
         dimension=EMBEDDING_DIM,
         embedding_table="musicnn_results",
-        device=runtime.device if runtime else settings.device,
+        device=device,
         state=state,
         reason=reason,
-        workers=settings.workers,
+        workers=share.workers,
+        workers_from=share.explained,
         poll_interval=settings.sleep_interval,
     )
 
@@ -179,7 +145,7 @@ async def _running(host: HostContext) -> AsyncIterator[None]:
     starting = None
     if device == "cuda" and not cuda:
         runtime.reason = "[musicnn] device = cuda, but onnxruntime sees no GPU here"
-    elif settings.workers > 0:
+    elif host.worker_share(NAME, on_gpu=device == "cuda").workers > 0:
         # the host answers while the model converts and its workers start (a second or two; a
         # minute for the first conversion): MusiCNN says "loading" and its jobs wait meanwhile
         runtime.loading = True
@@ -217,7 +183,7 @@ async def _load_model(host: HostContext, runtime: MusicnnRuntime) -> None:
     )
     pool = ModelPool(
         "MusiCNN",
-        settings.workers,
+        host.worker_share(NAME, on_gpu=runtime.device == "cuda").workers,
         load_tagger,
         (str(choice.path), card, settings.threads_per_worker, runtime.device),
         threads=settings.threads_per_worker,
@@ -236,7 +202,7 @@ async def _load_model(host: HostContext, runtime: MusicnnRuntime) -> None:
         choice.path.name,
         choice.precision,
         runtime.device,
-        settings.workers,
+        pool.workers,
         settings.threads_per_worker,
     )
 
