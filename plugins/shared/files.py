@@ -8,6 +8,7 @@ it was made from, and each file's size and SHA-256, so a stale, half-written or 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -82,5 +83,13 @@ def _facts_differ(record: dict, key: str, path: Path) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
+    # a start reads one file for two records (the fp32 graph is also the int8 record's
+    # source): hashed once per version of the file, known by its inode, size and time
+    found = path.stat()
+    return _sha256_of(str(path), found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
