@@ -156,17 +156,7 @@ async def library_excluded(engine: AsyncEngine, exclusions: Exclusions) -> dict[
     answer: dict[str, Any] = {"settings": exclusions.settings(), "tracks": 0, "rules": {}}
     if not exclusions.conditions():
         return answer
-    async with engine.connect() as connection:
-        row = (
-            await connection.execute(
-                text(
-                    f"SELECT {_counts_sql(exclusions)} FROM tracks t"
-                    f" WHERE t.missing_since IS NULL AND NOT ({exclusions.keeps()})"
-                ),
-                exclusions.params,
-            )
-        ).one()
-    return answer | _counted(exclusions, row)
+    return answer | _counted(exclusions, await _excluded_counts(engine, exclusions, "tracks t"))
 
 
 async def excluded_near(
@@ -181,25 +171,18 @@ async def excluded_near(
     tracks aside; None when there are none."""
     if not exclusions.conditions() or not points:
         return None
-    async with engine.connect() as connection:
-        row = (
-            await connection.execute(
-                text(
-                    f"SELECT {_counts_sql(exclusions)} FROM tracks t JOIN {table} e"
-                    " ON e.content_id = t.content_id WHERE t.missing_since IS NULL"
-                    f" AND NOT ({exclusions.keeps()}) AND e.content_id <> ALL(:own)"
-                    " AND EXISTS (SELECT 1 FROM unnest(CAST(:points AS text[]),"
-                    " CAST(:radii AS float8[])) AS w(point, radius)"
-                    " WHERE e.embedding <=> CAST(w.point AS vector) <= w.radius)"
-                ),
-                {
-                    **exclusions.params,
-                    "own": list(own_contents),
-                    "points": [vector_literal(point) for point, _ in points],
-                    "radii": [float(radius) + 1e-6 for _, radius in points],
-                },
-            )
-        ).one()
+    row = await _excluded_counts(
+        engine,
+        exclusions,
+        f"tracks t JOIN {table} e ON e.content_id = t.content_id",
+        " AND e.content_id <> ALL(:own)"
+        " AND EXISTS (SELECT 1 FROM unnest(CAST(:points AS text[]),"
+        " CAST(:radii AS float8[])) AS w(point, radius)"
+        " WHERE e.embedding <=> CAST(w.point AS vector) <= w.radius)",
+        own=list(own_contents),
+        points=[vector_literal(point) for point, _ in points],
+        radii=[float(radius) + 1e-6 for _, radius in points],
+    )
     return _counted(exclusions, row) if row.tracks else None
 
 
@@ -211,15 +194,24 @@ async def excluded_among(
     content_ids = list(content_ids)
     if not exclusions.conditions() or not content_ids:
         return None
+    row = await _excluded_counts(
+        engine, exclusions, "tracks t", " AND t.content_id = ANY(:contents)", contents=content_ids
+    )
+    return _counted(exclusions, row) if row.tracks else None
+
+
+async def _excluded_counts(
+    engine: AsyncEngine, exclusions: Exclusions, source: str, narrowed: str = "", **params: Any
+) -> Any:
+    """One row: the present tracks of `source` (aliased t) the rules exclude, in all and by
+    rule, `narrowed` by a further condition."""
     async with engine.connect() as connection:
-        row = (
+        return (
             await connection.execute(
                 text(
-                    f"SELECT {_counts_sql(exclusions)} FROM tracks t"
-                    " WHERE t.missing_since IS NULL AND t.content_id = ANY(:contents)"
-                    f" AND NOT ({exclusions.keeps()})"
+                    f"SELECT {_counts_sql(exclusions)} FROM {source}"
+                    f" WHERE t.missing_since IS NULL AND NOT ({exclusions.keeps()}){narrowed}"
                 ),
-                {**exclusions.params, "contents": content_ids},
+                {**exclusions.params, **params},
             )
         ).one()
-    return _counted(exclusions, row) if row.tracks else None
