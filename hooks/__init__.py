@@ -1,12 +1,18 @@
 """The soundspan hook contract: every way a plugin meets the host or another plugin.
 
-Read `hookspecs.py` top to bottom for the hooks, `types.py` for what they carry.
+Read `hookspecs.py` top to bottom for the hooks, `types.py` for what they carry,
+`analyzers.py` for what an analyzer is and `library_views.py` for what plugins may read of
+the database.
+A plugin's commands reach the host with `cli.py` and print with `cli_tables.py`.
 Plugins import only this package, never each other.
 """
 
+from soundspan_hooks.analyzers import Analyzer, EmbedsText, KeepsTags, by_search_rank
 from soundspan_hooks.hookspecs import hookimpl, hookspec
 from soundspan_hooks.types import (
     HOST,
+    TRACK_TAG_TYPES,
+    TRACK_TAGS,
     AnalyzerInfo,
     Check,
     ContentScore,
@@ -16,6 +22,7 @@ from soundspan_hooks.types import (
     PluginSettings,
     RankedTrack,
     SettingsSection,
+    StatusPanel,
     StoreResult,
     TagSearch,
     TextEmbedding,
@@ -30,15 +37,21 @@ from soundspan_hooks.types import (
 
 __all__ = [
     "HOST",
+    "TRACK_TAGS",
+    "TRACK_TAG_TYPES",
+    "Analyzer",
     "AnalyzerInfo",
     "Check",
     "ContentScore",
+    "EmbedsText",
     "HostContext",
+    "KeepsTags",
     "LibraryEvent",
     "LibraryEventKind",
     "PluginSettings",
     "RankedTrack",
     "SettingsSection",
+    "StatusPanel",
     "StoreResult",
     "TagSearch",
     "TextEmbedding",
@@ -48,6 +61,7 @@ __all__ = [
     "UnreadableTrack",
     "WorkerCount",
     "WorkerShare",
+    "by_search_rank",
     "hookimpl",
     "hookspec",
     "legacy_env",

@@ -1,7 +1,7 @@
 """The hook specifications: a table of contents of the system.
 
 A file event walks forward through these hooks exactly once:
-watcher -> soundspan_library_event -> host queue -> soundspan_analyze_track -> database row
+watcher -> soundspan_library_event -> host queue -> an analyzer's analyze() -> database row
 -> soundspan_result_stored -> the API reads it.
 
 Hooks may answer with an awaitable; the host awaits it. Plugins never import each other.
@@ -12,23 +12,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pluggy
 from aiohttp import web
 
+from soundspan_hooks.analyzers import Analyzer
 from soundspan_hooks.types import (
-    AnalyzerInfo,
     Check,
     HostContext,
     LibraryEvent,
     PluginSettings,
     RankedTrack,
     SettingsSection,
-    StoreResult,
-    TagSearch,
-    TextEmbedding,
-    TrackFile,
+    StatusPanel,
 )
+
+if TYPE_CHECKING:  # the command line's libraries are not loaded where no command runs
+    import typer
 
 hookspec = pluggy.HookspecMarker("soundspan")
 hookimpl = pluggy.HookimplMarker("soundspan")
@@ -82,6 +83,29 @@ def soundspan_doctor(
     `soundspan-host doctor`; `sections` holds every plugin's settings by section name."""
 
 
+# --- The command line ----------------------------------------------------------------------
+
+
+@hookspec
+def soundspan_commands(cli: typer.Typer) -> None:
+    """At `soundspan-host`'s start, for enabled plugins: add commands to `cli` (see cli.py)."""
+
+
+# --- Status --------------------------------------------------------------------------------
+
+
+@hookspec
+def soundspan_status_fields(host: HostContext) -> Awaitable[dict] | None:
+    """Fields this plugin adds to GET /api/analysis/status at each read, e.g. vibe_api's
+    {"excluded": {...}}; a field the host has is never replaced."""
+
+
+@hookspec
+def soundspan_status_panels() -> list[StatusPanel] | None:
+    """The status page's panels this plugin feeds, each with the route it reads; GET
+    /api/plugins lists them per plugin, so the page shows only what enabled plugins serve."""
+
+
 # --- The music library ---------------------------------------------------------------------
 
 
@@ -105,20 +129,9 @@ def soundspan_library_exclusions(host: HostContext) -> list[Path] | None:
 
 
 @hookspec
-def soundspan_analyzer(host: HostContext) -> AnalyzerInfo | None:
-    """Describe the analyzer this plugin provides: name, model, trained or not, dimension."""
-
-
-@hookspec(firstresult=True)
-def soundspan_analyze_track(
-    host: HostContext, analyzer: str, track: TrackFile
-) -> Awaitable[StoreResult] | None:
-    """Analyze one track; only the plugin whose analyzer is `analyzer` answers.
-
-    Resolve to a StoreResult that writes the result; the host runs it in the transaction that
-    completes the job. Raise an exception whose message tells the user what is wrong with the
-    file to fail the attempt.
-    """
+def soundspan_analyzers(host: HostContext) -> list[Analyzer] | None:
+    """Return the analyzers this plugin provides (see analyzers.py: the Analyzer protocol and
+    its optional capabilities); asked once at start, kept by the host in `host.analyzers`."""
 
 
 @hookspec
@@ -126,36 +139,6 @@ def soundspan_result_stored(
     host: HostContext, analyzer: str, content_id: str
 ) -> Awaitable[None] | None:
     """An analyzer's fresh result for a content is stored (caches and maps may refresh)."""
-
-
-@hookspec(firstresult=True)
-def soundspan_embed_text(host: HostContext, text: str) -> Awaitable[TextEmbedding] | None:
-    """Embed a text query for search; answered by the first analyzer that can embed text."""
-
-
-@hookspec(firstresult=True)
-def soundspan_search_tags(host: HostContext, text: str, limit: int) -> Awaitable[TagSearch] | None:
-    """Rank contents by the tags a text query names; the fallback when no analyzer embeds text."""
-
-
-@hookspec(firstresult=True)
-def soundspan_content_labels(
-    host: HostContext, content_ids: list[str]
-) -> Awaitable[dict[str, str]] | None:
-    """A short label per content, such as its top genre tag, to colour maps and lists by."""
-
-
-@hookspec
-def soundspan_track_details(host: HostContext, content_id: str) -> Awaitable[dict] | None:
-    """This analyzer's public result for a content, e.g. {"musicnn": {"tags": {...}}}; or None."""
-
-
-@hookspec(firstresult=True)
-def soundspan_content_tags(
-    host: HostContext, content_ids: list[str]
-) -> Awaitable[dict[str, list[str]]] | None:
-    """Each content's top tags, likeliest first, to say why a result was chosen (the tags it
-    shares with the query); contents without tags are left out."""
 
 
 # --- Playlists -----------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from http import HTTPStatus
 from typing import Annotated, Any, NoReturn
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
+
+from soundspan_hooks.types import TRACK_TAG_TYPES, TRACK_TAGS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -20,26 +22,26 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 TrackId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 
 
-class Track(BaseModel):
-    """A track as every answer shows it, the host's and the plugins' alike."""
+SHOWN_TAGS = ("title", "artist", "album", "duration")
+"""The tags every answer shows; the richer ones, the rest of TRACK_TAGS, are in the answers
+that read them (the vibe API's) and absent elsewhere."""
+RICHER_TAGS = tuple(tag for tag in TRACK_TAGS if tag not in SHOWN_TAGS)
 
+
+class _TrackFile(BaseModel):
     id: str
     path: str
-    title: str | None
-    artist: str | None
-    album: str | None
-    duration: float | None
-    # the richer tags: in the answers that read them (the vibe API's), absent elsewhere
-    album_artist: str | None = None
-    track_number: int | None = None
-    disc_number: int | None = None
-    year: int | None = None
-    genre: str | None = None
-    isrc: str | None = None
-    musicbrainz_recording_id: str | None = None
 
 
-RICHER_TAGS = tuple(name for name, field in Track.model_fields.items() if not field.is_required())
+# built from TRACK_TAGS, so that a new tag reaches every answer and the document by itself
+Track = create_model(
+    "Track",
+    __base__=_TrackFile,
+    __doc__="A track as every answer shows it, the host's and the plugins' alike.",
+    **{
+        tag: (TRACK_TAG_TYPES[tag] | None, ... if tag in SHOWN_TAGS else None) for tag in TRACK_TAGS
+    },
+)
 
 
 def track_json(row: Any) -> dict[str, Any]:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, get_type_hints
 
 import pluggy
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+if TYPE_CHECKING:
+    from soundspan_hooks.analyzers import Analyzer
 
 
 class PluginSettings(BaseModel):
@@ -58,27 +61,50 @@ class LibraryEventKind(enum.StrEnum):
     VANISHED = "vanished"
 
 
+def _tag() -> Any:
+    """A TrackFacts field that is one of TRACK_TAGS: unknown (None) until read."""
+    return field(default=None, metadata={"tag": True})
+
+
 @dataclass(frozen=True)
 class TrackFacts:
-    """What ingest read from a file: its content identity, stat and tags."""
+    """What ingest read from a file: its content identity, stat and tags (the fields marked
+    `_tag()`, in the order the API shows them)."""
 
     fingerprint: str  # identity of the audio, not the path: moves and retags keep it, edits not
     size: int
     mtime: float
-    title: str | None = None
-    artist: str | None = None
-    album: str | None = None
-    duration: float | None = None  # seconds
-    album_artist: str | None = None
-    track_number: int | None = None
-    disc_number: int | None = None
-    year: int | None = None
-    genre: str | None = None
-    isrc: str | None = None
-    musicbrainz_recording_id: str | None = None  # Picard's "musicbrainz_trackid" tag
+    title: str | None = _tag()
+    artist: str | None = _tag()
+    album: str | None = _tag()
+    duration: float | None = _tag()  # seconds, from the audio stream rather than a tag
+    album_artist: str | None = _tag()
+    track_number: int | None = _tag()
+    disc_number: int | None = _tag()
+    year: int | None = _tag()
+    genre: str | None = _tag()
+    isrc: str | None = _tag()
+    musicbrainz_recording_id: str | None = _tag()  # Picard's "musicbrainz_trackid" tag
     # the identity every file had before fingerprints hashed only the audio (tags included):
     # finds content recorded that way, so that an upgrade analyzes nothing again
     bytes_fingerprint: str | None = None
+
+
+TRACK_TAGS: tuple[str, ...] = tuple(
+    found.name for found in fields(TrackFacts) if found.metadata.get("tag")
+)
+"""The one list of a track's tags: ingest writes them to the `tracks` columns of these names,
+the watcher reads them from files, the library views (library_views.py) and the API's Track
+show them. A new tag is a `_tag()` field above plus a host migration, which no list can
+spare: it adds the column, re-creates the views with it, and sets `tracks.tags_version` to
+NULL so the next reconcile reads the new tag from files already on record."""
+
+TRACK_TAG_TYPES: Mapping[str, type] = {
+    name: next(kind for kind in get_args(hint) if kind is not type(None))
+    for name, hint in get_type_hints(TrackFacts).items()
+    if name in TRACK_TAGS
+}
+"""Each tag's type once read (str, int or float); every tag may be unknown (None)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +146,9 @@ class AnalyzerInfo:
     device: str  # "cpu" or "cuda"
     state: Literal["ready", "loading", "downloading", "unavailable"] = "ready"
     reason: str | None = None  # why it is unavailable, and what to set
-    embeds_text: bool = False  # answers soundspan_embed_text
+    # who answers a search or a similar list that names no analyzer: the highest rank among
+    # those able (e.g. CLAP with trained weights loaded over MusiCNN); ties go by name
+    search_rank: int = 0
     embedding_table: str | None = None  # (content_id, embedding vector) rows, HNSW cosine index
     workers: int = 1  # tracks it can analyze at once (its pool size); 0: remote workers only
     workers_from: str | None = None  # how `workers` was decided (WorkerShare.explained)
@@ -172,6 +200,18 @@ class Check:
     fix: str | None = None
 
 
+@dataclass(frozen=True)
+class StatusPanel:
+    """A status page panel a plugin feeds, by the name the page knows, and the route it reads.
+
+    "send_playlist": a result list sent to a music server's user; `route` answers
+    {"server_users": [...]}, the users playlists can be sent to (POST /api/playlists send_to).
+    """
+
+    name: str
+    route: str  # e.g. "/api/subsonic/status"
+
+
 class HostContext(Protocol):
     """What the host offers plugins: settings, the database and the hooks. Nothing about audio."""
 
@@ -180,6 +220,9 @@ class HostContext(Protocol):
     engine: AsyncEngine
     hook: pluggy.HookRelay
     app: web.Application  # keep per-host plugin state here, under the plugin's own AppKey
+    # True in a host started to answer one CLI command where no host runs: ingest and analysis
+    # are the running host's, so plugins start no background work (worker_share answers 0)
+    one_command: bool
 
     def section(self, name: str) -> PluginSettings:
         """The validated settings section of the plugin called `name`."""
@@ -195,20 +238,10 @@ class HostContext(Protocol):
         use; `on_gpu`: its workers run on a GPU, which takes no share of the CPUs."""
         ...
 
+    analyzers: Mapping[str, Analyzer]  # every enabled analyzer by name (soundspan_analyzers)
+
     def describe_analyzers(self) -> Awaitable[list[AnalyzerInfo]]:
         """Every enabled analyzer as it describes itself right now."""
-        ...
-
-    def analysis_progress(self) -> Awaitable[dict[str, dict]]:
-        """Per analyzer with jobs: {"counts": jobs by state over present tracks, and the current
-        run's tracks_per_minute, audio_minutes_per_minute, audio_minutes_waiting, eta_seconds,
-        run_started_at}."""
-        ...
-
-    def analysis_notes(self, analyzer_versions: Mapping[str, str]) -> Awaitable[dict[str, dict]]:
-        """Per analyzer: {"queued_because": [{"reason", "jobs"}] of its waiting jobs,
-        "outdated_workers": [{"worker", "version", "last_seen"}] seen working on a version
-        other than `analyzer_versions[name]`}."""
         ...
 
     def tracks_on_record(self) -> Awaitable[dict[str, tuple[int, float]]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from soundspan_hooks import HOST, AnalyzerInfo, PluginSettings, WorkerShare
+from soundspan_hooks import HOST, Analyzer, AnalyzerInfo, PluginSettings, WorkerShare
 from soundspan_host import __version__
+from soundspan_host.analysis_feed import DATABASE_ERRORS, AnalysisFeed
+from soundspan_host.analyzers import provided_analyzers
 from soundspan_host.api_token import api_token_file, required_api_token
 from soundspan_host.catalog import Catalog
 from soundspan_host.cpu_budget import CpuBudget, host_budget
@@ -33,9 +35,8 @@ from soundspan_host.metrics import OPENAPI as METRICS_OPENAPI
 from soundspan_host.metrics import routes as metrics_routes
 from soundspan_host.middlewares import bearer_token, check_exposure, json_errors
 from soundspan_host.openapi import HOST_OPENAPI, build_spec
-from soundspan_host.plugins import Plugins
-from soundspan_host.progress import analysis_progress
-from soundspan_host.queue import AnalysisQueue, queued_reasons
+from soundspan_host.plugins import PLUGINS, Plugins
+from soundspan_host.queue import AnalysisQueue
 from soundspan_host.request_guards import (
     allow_cross_origin,
     allowed_host_names,
@@ -44,15 +45,16 @@ from soundspan_host.request_guards import (
     same_origin_changes,
 )
 from soundspan_host.settings import HostSettings
-from soundspan_host.worker_registry import outdated_workers
-from soundspan_host.workers import DATABASE_ERRORS, AnalyzerWorker
+from soundspan_host.status import OPENAPI as STATUS_OPENAPI
+from soundspan_host.status import routes as status_routes
 
 log = logging.getLogger(__name__)
 
-PLUGINS = web.AppKey("soundspan_plugins", Plugins)
-# False for a host started to answer one CLI command: the queue is the real host's to keep
-REQUEUES_OUTDATED = web.AppKey("soundspan_requeues_outdated", bool)
+# True for a host started to answer one CLI command where none runs (HostContext.one_command)
+ONE_COMMAND = web.AppKey("soundspan_one_command", bool)
 CATALOG_PLUGIN = "soundspan-catalog"
+STARTING = ("downloading", "loading")  # an analyzer's states before its model is known to load
+STARTED_POLL_SECONDS = 0.5
 routes = web.RouteTableDef()
 
 
@@ -66,6 +68,8 @@ class Host:
     data_dir: Path
     app: web.Application
     catalog: Catalog | None = None  # the host's; a bare analysis worker has none
+    one_command: bool = False
+    analyzers: dict[str, Analyzer] = field(default_factory=dict)
     hook: pluggy.HookRelay = field(init=False)
     cpu_budget: CpuBudget = field(init=False)
 
@@ -77,6 +81,8 @@ class Host:
         return self.plugins.settings.section(name)
 
     def worker_share(self, analyzer: str, on_gpu: bool = False) -> WorkerShare:
+        if self.one_command:  # no model loaded for a command that only reads
+            return WorkerShare(0, "none: this host answers one command")
         return self.cpu_budget.share(analyzer, on_gpu)
 
     async def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
@@ -88,28 +94,15 @@ class Host:
         assert self.catalog is not None, "only a host keeps the catalogue"
         return await self.catalog.tracks_on_record()
 
-    async def analysis_progress(self) -> dict[str, dict]:
-        return await analysis_progress(self.engine, self.plugins.settings.host.queue_policy)
-
-    async def analysis_notes(self, analyzer_versions: Mapping[str, str]) -> dict[str, dict]:
-        reasons = await queued_reasons(self.engine)
-        outdated = await outdated_workers(self.engine, analyzer_versions)
-        return {
-            name: {
-                "queued_because": reasons.get(name, []),
-                "outdated_workers": outdated.get(name, []),
-            }
-            for name in analyzer_versions
-        }
-
     async def describe_analyzers(self) -> list[AnalyzerInfo]:
-        return [info for info in await self.call("soundspan_analyzer", host=self) if info]
+        return [analyzer.info() for analyzer in self.analyzers.values()]
 
 
-def create_app(plugins: Plugins, requeue_outdated: bool = True) -> web.Application:
+def create_app(plugins: Plugins, one_command: bool = False) -> web.Application:
     """Build the app: host routes, plugin routes, and one lifetime for database and plugins.
 
-    `requeue_outdated`: at start-up, queue re-analysis by the analyzers whose model changed.
+    `one_command`: a host for one CLI command where none runs; the queue (re-analysis of a
+    changed model included), analysis and ingest stay the running host's.
     """
     settings = plugins.settings.host
     check_exposure(settings.host, settings.api_token)
@@ -130,9 +123,9 @@ def create_app(plugins: Plugins, requeue_outdated: bool = True) -> web.Applicati
     middlewares.append(json_bodies(settings.http_body_timeout))
     app = web.Application(client_max_size=1024**2, middlewares=middlewares)
     app[PLUGINS] = plugins
-    app[REQUEUES_OUTDATED] = requeue_outdated
+    app[ONE_COMMAND] = one_command
     app[METRICS] = metrics
-    app.add_routes([*routes, *failure_routes, *metrics_routes])
+    app.add_routes([*routes, *failure_routes, *metrics_routes, *status_routes])
     for plugin_routes in plugins.manager.hook.soundspan_routes():
         if plugin_routes is not None:
             app.add_routes(plugin_routes)
@@ -147,30 +140,40 @@ async def host_lifetime(app: web.Application) -> AsyncIterator[None]:
     plugins = app[PLUGINS]
     async with AsyncExitStack() as stack:
         host = await open_host(stack, app, plugins, plugin_migrations(plugins))
+        host.analyzers = {
+            name: provided.analyzer for name, provided in provided_analyzers(plugins, host).items()
+        }
+        log.info("CPU budget: %s", host.cpu_budget.describe())
         analyzers = await host.describe_analyzers()
         queue = AnalysisQueue(host.engine, plugins.settings.host.queue_policy)
-        workers: list[AnalyzerWorker] = []
+        feeds: list[AnalysisFeed] = []
         host.catalog = Catalog(
             host.engine,
             {analyzer.name: analyzer.version for analyzer in analyzers},
-            jobs_added=lambda: [worker.jobs_added() for worker in workers],
+            jobs_added=lambda: [feed.jobs_added() for feed in feeds],
         )
         plugins.manager.register(host.catalog, name=CATALOG_PLUGIN)
         stack.callback(plugins.manager.unregister, name=CATALOG_PLUGIN)
         await start_plugins(stack, host)
         analyzers = await host.describe_analyzers()
         await grant_worker_access(host.engine, [analyzer.name for analyzer in analyzers])
-        if app[REQUEUES_OUTDATED]:
-            await queue_reanalysis(queue, analyzers)
-        for analyzer in analyzers:
-            if analyzer.state == "unavailable":
-                log.warning("%s is unavailable: %s", analyzer.name, analyzer.reason)
+        # a host for one command leaves the queue and its analysis to the running host
+        working = [] if host.one_command else analyzers
+        await queue_reanalysis(queue, [info for info in working if info.state not in STARTING])
+        for info in working:
+            if info.state == "unavailable":
+                log.warning("%s is unavailable: %s", info.name, info.reason)
                 continue
-            if analyzer.workers == 0:
-                log.info("%s: no local workers; analysis is left to remote ones", analyzer.name)
+            if info.workers == 0:
+                log.info("%s: no local workers; analysis is left to remote ones", info.name)
                 continue
-            workers.append(AnalyzerWorker(host, queue, analyzer, app[METRICS]))
-        background = [asyncio.create_task(worker.run()) for worker in workers]
+            feeds.append(AnalysisFeed(host, queue, host.analyzers[info.name], app[METRICS]))
+        background = [asyncio.create_task(feed.run()) for feed in feeds]
+        background += [
+            asyncio.create_task(queue_reanalysis_once_started(queue, host.analyzers[info.name]))
+            for info in working
+            if info.state in STARTING
+        ]
         background.append(
             asyncio.create_task(purge_missing_tracks(host.catalog, plugins.settings.host))
         )
@@ -192,28 +195,33 @@ async def run_analysis_worker(plugins: Plugins, analyzer_name: str) -> None:
         raise ConfigError(
             "a worker needs SOUNDSPAN_DATABASE_URL: the database of the host it works for"
         )
-    if not plugins.manager.has_plugin(analyzer_name):
-        raise ConfigError(f"no enabled plugin called {analyzer_name!r} to work as an analyzer")
     # every enabled plugin's migrations: the host's database has their branches too
     migrations = plugin_migrations(plugins)
-    for name, _ in plugins.manager.list_name_plugin():
-        if name != analyzer_name:
-            plugins.manager.unregister(name=name)
     async with AsyncExitStack() as stack:
         host = await open_host(stack, web.Application(), plugins, migrations, migrate=False)
+        provided = provided_analyzers(plugins, host)
+        if analyzer_name not in provided:
+            raise ConfigError(
+                f"no enabled plugin provides an analyzer called {analyzer_name!r} to work as;"
+                f" the enabled ones: {', '.join(sorted(provided)) or 'none'}"
+            )
+        # the plugin providing it, and nothing else: no API, no watcher, no other analyzer
+        for name, _ in plugins.manager.list_name_plugin():
+            if name != provided[analyzer_name].plugin:
+                plugins.manager.unregister(name=name)
+        host.analyzers = {analyzer_name: provided[analyzer_name].analyzer}
+        host.cpu_budget = host_budget(plugins)
+        log.info("CPU budget: %s", host.cpu_budget.describe())
         await start_plugins(stack, host)
-        analyzer = next(
-            (info for info in await host.describe_analyzers() if info.name == analyzer_name),
-            None,
-        )
-        if analyzer is None or analyzer.state == "unavailable":
-            reason = analyzer.reason if analyzer else "it provides no analyzer"
-            raise ConfigError(f"cannot work as {analyzer_name!r}: {reason}")
-        if analyzer.workers == 0:
+        analyzer = host.analyzers[analyzer_name]
+        info = analyzer.info()
+        if info.state == "unavailable":
+            raise ConfigError(f"cannot work as {analyzer_name!r}: {info.reason}")
+        if info.workers == 0:
             raise ConfigError(f"[{analyzer_name}] workers = 0 leaves this worker nothing to do")
         queue = AnalysisQueue(host.engine, plugins.settings.host.queue_policy)
         log.info("worker %s analyzing with %s", queue.owner, analyzer_name)
-        await AnalyzerWorker(host, queue, analyzer, Metrics()).run()  # no /metrics here
+        await AnalysisFeed(host, queue, analyzer, Metrics()).run()  # no /metrics here
 
 
 async def open_host(
@@ -244,11 +252,27 @@ async def open_host(
         )
     )
     host = Host(
-        plugins=plugins, engine=engine, music_dir=music_dir, data_dir=settings.data_dir, app=app
+        plugins=plugins,
+        engine=engine,
+        music_dir=music_dir,
+        data_dir=settings.data_dir,
+        app=app,
+        one_command=app.get(ONE_COMMAND, False),
     )
     app[HOST] = host
-    log.info("CPU budget: %s", host.cpu_budget.describe())
     return host
+
+
+async def queue_reanalysis_once_started(queue: AnalysisQueue, analyzer: Analyzer) -> None:
+    """queue_reanalysis for an analyzer still downloading or loading its model, once it is
+    ready (in the background: the host answers meanwhile). Its version means something only
+    once the model loads; unavailable on the way (a download retrying) it may still come."""
+    while (info := analyzer.info()).state != "ready":
+        await asyncio.sleep(STARTED_POLL_SECONDS)
+    try:
+        await queue_reanalysis(queue, [info])
+    except DATABASE_ERRORS as error:  # the next start tries again
+        log.warning("%s: could not queue re-analysis for its new model (%s)", info.name, error)
 
 
 async def queue_reanalysis(queue: AnalysisQueue, analyzers: list[AnalyzerInfo]) -> None:
@@ -319,14 +343,19 @@ async def healthz(request: web.Request) -> web.Response:
 async def openapi_document(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 description of every route the enabled plugins serve."""
     manager = request.app[PLUGINS].manager
-    own = [HOST_OPENAPI, FAILURES_OPENAPI, METRICS_OPENAPI]
+    own = [HOST_OPENAPI, FAILURES_OPENAPI, METRICS_OPENAPI, STATUS_OPENAPI]
     fragments = [*own, *(answer for answer in manager.hook.soundspan_openapi() if answer)]
     return web.json_response(build_spec(fragments))
 
 
 @routes.get("/api/plugins")
 async def list_plugins(request: web.Request) -> web.Response:
-    """The plugins this host knows, and which are enabled."""
+    """The plugins this host knows, which are enabled, and the status page panels each feeds."""
+    plugins = request.app[PLUGINS]
+    panels = {
+        impl.plugin_name: [asdict(panel) for panel in impl.function() or ()]
+        for impl in plugins.manager.hook.soundspan_status_panels.get_hookimpls()
+    }
     return web.json_response(
         {
             "plugins": [
@@ -335,8 +364,9 @@ async def list_plugins(request: web.Request) -> web.Response:
                     "version": plugin.version,
                     "builtin": plugin.builtin,
                     "enabled": plugin.enabled,
+                    "panels": panels.get(plugin.name, []),
                 }
-                for plugin in request.app[PLUGINS].known
+                for plugin in plugins.known
             ]
         }
     )

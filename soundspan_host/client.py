@@ -4,58 +4,19 @@ private host on the same database (no ingest, no analysis) started for one comma
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import ipaddress
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from soundspan_hooks.cli import HostClient
 from soundspan_host.api_token import required_api_token
 from soundspan_host.errors import ConfigError
 from soundspan_host.listener_owner import listener_uids
-from soundspan_host.plugins import Plugins, load_plugins
-from soundspan_host.settings import HostSettings, env_name, read_settings
-
-
-class ApiError(Exception):
-    """The host answered with an error; its message is meant for people."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{message} (HTTP {status})")
-        self.status = status
-
-
-@dataclasses.dataclass
-class HostClient:
-    session: aiohttp.ClientSession
-    base_url: str
-    private: bool  # True: no host was running; this command started its own
-    settings: HostSettings  # as this command read them (its music dir, say)
-
-    async def get(self, route: str, **params: Any) -> Any:
-        query = {key: str(value) for key, value in params.items() if value is not None}
-        async with self.session.get(self.base_url + route, params=query) as answer:
-            return await _json(answer)
-
-    async def post(self, route: str, body: dict[str, Any]) -> Any:
-        async with self.session.post(self.base_url + route, json=body) as answer:
-            return await _json(answer)
-
-
-async def _json(answer: aiohttp.ClientResponse) -> Any:
-    try:
-        body = await answer.json(content_type=None)
-    except ValueError:
-        body = None
-    if answer.status >= 400:
-        message = body["error"]["message"] if isinstance(body, dict) else answer.reason
-        raise ApiError(answer.status, message)
-    return body
+from soundspan_host.plugins import Plugins
 
 
 def api_url(plugins: Plugins) -> str:
@@ -90,15 +51,11 @@ def refuse_a_stranger_listening_at(url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def connect(
-    plugins: Plugins, settings_file: Path | None, start_private: bool = True
-) -> AsyncIterator[HostClient]:
-    """A client of the running host; else, with start_private, of a private one.
-
-    `plugins` are those loaded from `settings_file`, which a private host reads again."""
+async def connect(plugins: Plugins, start_private: bool = True) -> AsyncIterator[HostClient]:
+    """A client of the running host; else, with start_private, of a private one."""
     # a private host started below makes the data dir's token if there is none yet
     token = required_api_token(plugins.settings.host, create=start_private)
-    url = api_url(plugins)
+    url, music_dir = api_url(plugins), plugins.settings.host.music_dir
     if token:
         refuse_a_stranger_listening_at(url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -107,31 +64,25 @@ async def connect(
         try:
             async with session.get(url + "/healthz") as answer:
                 await answer.read()
-            yield HostClient(session, url, private=False, settings=plugins.settings.host)
+            yield HostClient(session, url, private=False, music_dir=music_dir)
             return
         except aiohttp.ClientConnectionError:
             if not start_private:
                 raise ConfigError(
                     f"no host answers at {url}; start it with `soundspan-host serve`"
                 ) from None
-        async with private_host(plugins, settings_file) as private_url:
-            yield HostClient(session, private_url, private=True, settings=plugins.settings.host)
+        async with private_host(plugins) as private_url:
+            yield HostClient(session, private_url, private=True, music_dir=music_dir)
 
 
 @contextlib.asynccontextmanager
-async def private_host(plugins: Plugins, settings_file: Path | None) -> AsyncIterator[str]:
-    """The host's app on a free loopback port, with ingest off and no analysis workers.
-
-    They are switched off through the environment, which beats both settings.toml and the
-    older variable names.
-    """
-    os.environ.update(_background_work_off(plugins))
-    plugins = load_plugins(read_settings(settings_file))
+async def private_host(plugins: Plugins) -> AsyncIterator[str]:
+    """The host's app on a free loopback port, for one command: ingest, analysis and the
+    queue stay the running host's (HostContext.one_command)."""
     # imported here: the app pulls in every plugin's routes, which a plain client never needs
     from soundspan_host.app import create_app
 
-    # the real host queues re-analysis at its start, with its own environment's models
-    runner = web.AppRunner(create_app(plugins, requeue_outdated=False), handle_signals=False)
+    runner = web.AppRunner(create_app(plugins, one_command=True), handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -140,12 +91,3 @@ async def private_host(plugins: Plugins, settings_file: Path | None) -> AsyncIte
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
-
-
-def _background_work_off(plugins: Plugins) -> dict[str, str]:
-    sections = plugins.settings.sections
-    overrides = {env_name("enabled", "watcher"): "false"} if "watcher" in sections else {}
-    for name, section in sections.items():
-        if "workers" in type(section).model_fields:
-            overrides[env_name("workers", name)] = "0"
-    return overrides

@@ -19,18 +19,17 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from soundspan_hooks import LibraryEvent, LibraryEventKind, TrackFacts
+from soundspan_hooks import TRACK_TAGS, LibraryEvent, LibraryEventKind, TrackFacts
 
 log = logging.getLogger(__name__)
 
 PRIORITY_NEW_FILE = 10  # new files go before re-analysis with a new model version
 PRIORITY_REANALYSIS = 0
 LATE_MOVE_SECONDS = 120.0
-TAGS_VERSION = 1  # the tag set ingest reads; a row read with an older one is read again
-TAG_COLUMNS = (
-    "title", "artist", "album", "duration", "album_artist", "track_number", "disc_number", "year",
-    "genre", "isrc", "musicbrainz_recording_id",
-)  # fmt: skip
+# how ingest reads tags; a row read with an older one is read again. Bump it when a tag is
+# read otherwise; a new tag's migration clears tracks.tags_version instead (TRACK_TAGS)
+TAGS_VERSION = 1
+TAG_COLUMNS = TRACK_TAGS  # each tag is the `tracks` column of its name
 
 
 def raw_path(relative_path: str) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 
 from aiohttp import web
 from prometheus_client import (
@@ -17,6 +18,8 @@ from prometheus_client import (
 )
 
 from soundspan_hooks import HOST
+from soundspan_host.plugins import PLUGINS
+from soundspan_host.progress import analysis_progress
 
 ANALYSIS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 routes = web.RouteTableDef()
@@ -95,11 +98,11 @@ METRICS = web.AppKey("soundspan_metrics", Metrics)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; the queue figures are read from the database at each scrape."""
     collected = request.app[METRICS]
-    progress = await request.app[HOST].analysis_progress()
+    policy = request.app[PLUGINS].settings.host.queue_policy
+    progress = await analysis_progress(request.app[HOST].engine, policy)
     for analyzer, entry in progress.items():
-        counts = entry["counts"]
-        collected.queue_depth.labels(analyzer).set(counts["pending"] + counts["running"])
-        for state, jobs in counts.items():
+        collected.queue_depth.labels(analyzer).set(entry.counts.waiting)
+        for state, jobs in asdict(entry.counts).items():
             collected.jobs.labels(analyzer, state).set(jobs)
     return web.Response(
         body=generate_latest(collected.registry),

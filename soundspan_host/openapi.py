@@ -62,12 +62,24 @@ PLUGIN_LIST = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["name", "version", "builtin", "enabled"],
+                "required": ["name", "version", "builtin", "enabled", "panels"],
                 "properties": {
                     "name": {"type": "string"},
                     "version": {"type": "string"},
                     "builtin": {"type": "boolean"},
                     "enabled": {"type": "boolean"},
+                    "panels": {
+                        "type": "array",
+                        "description": "The status page panels it feeds (soundspan_status_panels)",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "route"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "route": {"type": "string"},
+                            },
+                        },
+                    },
                 },
             },
         }

@@ -12,6 +12,7 @@ from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 
 import pluggy
+from aiohttp import web
 
 import soundspan_hooks
 from soundspan_hooks import hookspecs
@@ -53,6 +54,10 @@ class Plugins:
     @property
     def enabled(self) -> tuple[LoadedPlugin, ...]:
         return tuple(plugin for plugin in self.known if plugin.enabled)
+
+
+PLUGINS = web.AppKey("soundspan_plugins", Plugins)
+"""Where the host's own routes find the plugins and settings: `request.app[PLUGINS]`."""
 
 
 def load_plugins(raw: RawSettings) -> Plugins:

@@ -11,7 +11,7 @@ was last queued (`not_before`), when it finished, and its track's length: see `c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,6 +64,32 @@ class RunProgress:
     audio_minutes_waiting: float
     eta_seconds: int | None
     run_started_at: float | None
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    """An analyzer's jobs of present tracks, by state."""
+
+    done: int = 0
+    pending: int = 0
+    running: int = 0
+    failed: int = 0
+
+    @property
+    def waiting(self) -> int:
+        return self.pending + self.running
+
+
+@dataclass(frozen=True)
+class AnalyzerProgress:
+    """An analyzer's jobs and the pace of its current run."""
+
+    counts: JobCounts
+    run: RunProgress
+
+
+NO_JOBS = AnalyzerProgress(JobCounts(), RunProgress(None, None, 0.0, None, None))
+"""The progress of an analyzer that has no jobs yet."""
 
 
 def current_run(
@@ -131,8 +157,10 @@ def measure_run(
     return RunProgress(tracks_per_minute, audio_per_minute, waiting_minutes, round(eta), started)
 
 
-async def analysis_progress(engine: AsyncEngine, policy: QueuePolicy) -> dict[str, dict]:
-    """Per analyzer: {"counts": jobs by state over present content, **RunProgress fields}.
+async def analysis_progress(
+    engine: AsyncEngine, policy: QueuePolicy
+) -> dict[str, AnalyzerProgress]:
+    """Per analyzer: its jobs by state over present content, and its current run.
 
     Only analyzers with jobs are listed. Counts and finishes are read from one snapshot, so
     they agree; times are the database's, so a host whose clock differs from a remote
@@ -180,10 +208,8 @@ async def analysis_progress(engine: AsyncEngine, policy: QueuePolicy) -> dict[st
             _float_or_none(row.queued_since),
         )
         run = measure_run(finishes.get(row.analyzer, []), waiting, now, policy)
-        progress[row.analyzer] = {
-            "counts": {state: getattr(row, state) for state in STATES},
-            **asdict(run),
-        }
+        counts = JobCounts(**{state: getattr(row, state) for state in STATES})
+        progress[row.analyzer] = AnalyzerProgress(counts, run)
     return progress
 
 

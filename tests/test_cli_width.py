@@ -12,13 +12,8 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
-from soundspan_host.cli_tables import (
-    PLAIN_WIDTH,
-    progress_bars,
-    progress_fields,
-    results_table,
-    status_view,
-)
+from soundspan_hooks.cli_tables import PLAIN_WIDTH, progress_bars, progress_fields, results_table
+from soundspan_host.cli_tables import status_view
 
 BOX_DRAWING = {chr(code) for code in range(0x2500, 0x2580)}
 
@@ -55,7 +50,7 @@ def plain_shown(console: Console, *renderables) -> str:
 
 
 def analyzer(name: str, state: str, done: int, pending: int, failed: int, **fields) -> dict:
-    """One analyzer of GET /api/vibe/status, as the API words it."""
+    """One analyzer of GET /api/analysis/status, as the API words it."""
     running = 1 if state == "ready" and pending else 0
     return {
         "name": name,

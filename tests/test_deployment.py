@@ -132,12 +132,16 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_the_images_install_what_the_makefile_and_pyproject_pin(dockerfile):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = {Requirement(line).name: Requirement(line) for line in project["dependencies"]}
-    musicnn = re.search(r"^MUSICNN_WEIGHTS := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    extras = project["optional-dependencies"].values()
+    lines = [*project["dependencies"], *(line for extra in extras for line in extra)]
+    pins = {Requirement(line).name: Requirement(line) for line in lines}
+    makefile = (ROOT / "Makefile").read_text()
+    musicnn = re.search(r"^MUSICNN_WEIGHTS := (\S+)$", makefile, re.M)
+    analyzers = re.search(r"^ANALYZERS := (\S+)$", makefile, re.M)
     runs = " ".join(arguments for name, arguments in instructions(dockerfile) if name == "RUN")
     assert f"torch{pins['torch'].specifier}" in runs
     assert f"--no-deps {musicnn.group(1)}" in runs
-    assert "pip install ." in runs
+    assert f'pip install "./[{analyzers.group(1)}]"' in runs  # make run's default set
     if dockerfile.name == "Dockerfile.cuda":
         [gpu_runtime] = re.findall(r"onnxruntime-gpu==(\S+)", runs)
         assert pins["onnxruntime"].specifier.contains(gpu_runtime)

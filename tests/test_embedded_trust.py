@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from soundspan_hooks.library_views import VIEW_COLUMNS
 from soundspan_host.database import prepare_schema
 from soundspan_host.database.embedded import EmbeddedPostgres
 from soundspan_host.database.embedded_access import (
@@ -113,6 +114,10 @@ def test_the_database_gets_none_of_the_hosts_environment(tmp_path, monkeypatch):
     assert os.environ["SOUNDSPAN_API_TOKEN"] not in environment
 
 
+# what workers read: the core tables, and the views that plugins read them through
+LIBRARY = ("tracks", "contents", "analysis_jobs", *VIEW_COLUMNS)
+
+
 def test_workers_log_in_as_a_role_that_does_a_workers_work_and_nothing_more(tmp_path):
     """The repro: every remote worker held the superuser's password, and with it `COPY ...
     TO PROGRAM` (a shell as the database's OS user) and every table."""
@@ -136,11 +141,11 @@ def test_workers_log_in_as_a_role_that_does_a_workers_work_and_nothing_more(tmp_
         )
         may = {
             (table, privilege): query(url, f"SELECT has_table_privilege('{table}', '{privilege}')")
-            for table in ("tracks", "contents", "analysis_jobs", "analysis_workers", "toy_results")
+            for table in (*LIBRARY, "analysis_workers", "toy_results")
             for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
         }
         assert {key for key, allowed in may.items() if allowed} == {
-            *((table, "SELECT") for table in ("tracks", "contents", "analysis_jobs")),
+            *((table, "SELECT") for table in LIBRARY),
             ("analysis_jobs", "UPDATE"),
             *(
                 (table, privilege)

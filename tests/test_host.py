@@ -20,13 +20,18 @@ async def start_and_stop(app: web.Application) -> None:
         await runner.cleanup()
 
 
-WATCHER = {"name": "watcher", "version": __version__, "builtin": True, "enabled": True}
-MUSICNN_OFF = {"name": "musicnn", "version": __version__, "builtin": True, "enabled": False}
-VIBE_API = {"name": "vibe_api", "version": __version__, "builtin": True, "enabled": True}
-STATUS_PAGE = {"name": "status_page", "version": __version__, "builtin": True, "enabled": True}
-CLAP_OFF = {"name": "clap", "version": __version__, "builtin": True, "enabled": False}
-SUBSONIC_OFF = {"name": "subsonic", "version": __version__, "builtin": True, "enabled": False}
-MIX_OFF = {"name": "instant_mix", "version": __version__, "builtin": True, "enabled": False}
+def builtin(name: str, enabled: bool) -> dict:
+    """A built-in plugin as GET /api/plugins lists it; none of these feeds a status panel."""
+    return {"name": name, "version": __version__, "builtin": True, "enabled": enabled, "panels": []}
+
+
+WATCHER = builtin("watcher", True)
+MUSICNN_OFF = builtin("musicnn", False)
+VIBE_API = builtin("vibe_api", True)
+STATUS_PAGE = builtin("status_page", True)
+CLAP_OFF = builtin("clap", False)
+SUBSONIC_OFF = builtin("subsonic", False)
+MIX_OFF = builtin("instant_mix", False)
 BUILTINS = [WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE, SUBSONIC_OFF, MIX_OFF]
 
 
@@ -65,7 +70,7 @@ async def test_third_party_plugin_loads_by_entry_point(aiohttp_client, write_set
     listing = await (await client.get("/api/plugins")).json()
     assert listing["plugins"] == [
         *BUILTINS,
-        {"name": "echo", "version": "1.2.3", "builtin": False, "enabled": True},
+        {"name": "echo", "version": "1.2.3", "builtin": False, "enabled": True, "panels": []},
     ]
     answer = await client.get("/api/echo")
     assert answer.status == 200

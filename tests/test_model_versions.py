@@ -53,17 +53,13 @@ async def test_a_new_model_version_requeues_and_an_unavailable_analyzer_never_do
 
 
 async def test_a_cli_command_on_a_private_host_requeues_nothing(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path, monkeypatch
+    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
 ):
     engine = await analyzed_library(write_settings, aiohttp_client, music_dir)
     write_settings(FAST + 'version = "2"\n')  # this shell's environment has another model
     settings_file = tmp_path / "settings.toml"
-    # the private host switches background work off through the environment: undone after
-    for name in ("SOUNDSPAN_WATCHER__ENABLED", "SOUNDSPAN_TOY__WORKERS"):
-        monkeypatch.setenv(name, "placeholder")
-        monkeypatch.delenv(name)
 
-    async with connect(load_plugins(read_settings(settings_file)), settings_file) as client:
+    async with connect(load_plugins(read_settings(settings_file))) as client:
         assert client.private
         await client.get("/api/analysis/failures")
 

@@ -19,7 +19,7 @@ import pytest
 
 from soundspan_hooks import HOST
 from soundspan_host.app import create_app
-from soundspan_plugins.musicnn import model_version, quantization
+from soundspan_plugins.musicnn import quantization
 from soundspan_plugins.musicnn.inference import MusicnnTagger
 from soundspan_plugins.musicnn.model_cache import ensure_onnx
 from soundspan_plugins.musicnn.quantization import (
@@ -30,6 +30,7 @@ from soundspan_plugins.musicnn.quantization import (
     version_suffix,
     wanted_precision,
 )
+from soundspan_plugins.musicnn.runtime import model_version
 from soundspan_plugins.musicnn.tags import MSD_TAGS
 from tests.library import eventually, rows, settled
 

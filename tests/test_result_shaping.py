@@ -149,7 +149,7 @@ async def test_search_and_mix_keep_to_the_caps(library):
     searched = await library.post("/api/vibe/search", json={"text": "north", "limit": 10})
     body = await searched.json()
     assert len(body["results"]) == 3  # every north track is Ann's
-    assert all(result["why"] == {"shared_tags": []} for result in body["results"])
+    assert all(result["why"] == {"shared_tags": ["north"]} for result in body["results"])
     mixed = await library.post("/api/vibe/mix", json={"add": [by_path[arc(0)]], "limit": 10})
     assert len((await mixed.json())["results"]) == 2  # the added track is Ann's too
     mixed = await library.post(

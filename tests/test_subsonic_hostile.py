@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.text import Text
 
 from soundspan_hooks import HOST
-from soundspan_host import cli
+from soundspan_hooks.cli import HostClient
 from soundspan_host.app import create_app
-from soundspan_host.client import HostClient
 from soundspan_host.doctor import run_checks
 from soundspan_host.errors import ConfigError
+from soundspan_plugins.subsonic import commands
 from soundspan_plugins.subsonic.client import (
     MAX_ANSWER_BYTES,
     PAGE_SIZE,
@@ -270,10 +270,10 @@ async def test_unmatched_with_no_rows_reads_whole_at_80_columns(hostile_host, mo
     """Its title was folded into the empty table's width: "trac / ks / with / out"."""
     host, _, _ = hostile_host
     terminal = Console(width=80, force_terminal=True)
-    monkeypatch.setattr(cli, "console", terminal)
+    monkeypatch.setattr(commands, "console", terminal)
     client = HostClient(host.session, str(host.make_url("")).rstrip("/"), False, None)
     with terminal.capture() as captured:
-        await cli.show_unmatched(client, limit=10)  # `soundspan-host unmatched`
+        await commands.show_unmatched(client, limit=10)  # `soundspan-host unmatched`
     assert_words_whole(
         Text.from_ansi(captured.get()).plain, ["tracks without a song on the server: 0"], 80
     )

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from soundspan_hooks.cli import HostClient
 from soundspan_host.app import create_app
-from soundspan_host.cli import console, show_unmatched
-from soundspan_host.client import HostClient
 from soundspan_host.doctor import run_checks
+from soundspan_plugins.subsonic.commands import console, show_unmatched
 from tests.library import eventually
 from tests.subsonic_server import Supysonic, supysonic
 from tests.tagged_audio import write_tagged

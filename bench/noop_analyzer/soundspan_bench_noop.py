@@ -22,29 +22,34 @@ def soundspan_settings():
 
 
 @hookimpl
-def soundspan_analyzer(host):
-    settings = host.section("noop")
-    return AnalyzerInfo(
-        name="noop",
-        version="1",
-        model_id="noop",
-        trained=False,
-        dimension=1,
-        device="cpu",
-        workers=settings.workers,
-        poll_interval=settings.poll_interval,
-    )
+def soundspan_analyzers(host):
+    return [NoopAnalyzer(host)]
 
 
-@hookimpl
-def soundspan_analyze_track(host, analyzer, track):
-    if analyzer != "noop":
+class NoopAnalyzer:
+    name = "noop"
+
+    def __init__(self, host):
+        self.host = host
+
+    def info(self):
+        settings = self.host.section("noop")
+        return AnalyzerInfo(
+            name="noop",
+            version="1",
+            model_id="noop",
+            trained=False,
+            dimension=1,
+            device="cpu",
+            workers=settings.workers,
+            poll_interval=settings.poll_interval,
+        )
+
+    async def details(self, content_id):
         return None
-    return _analyze()
 
+    async def analyze(self, track):
+        async def store(connection):
+            """Store nothing: the host marks the job done in this same transaction."""
 
-async def _analyze():
-    async def store(connection):
-        """Store nothing: the host marks the job done in this same transaction."""
-
-    return store
+        return store

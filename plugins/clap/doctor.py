@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from soundspan_hooks import Check
+from soundspan_plugins.clap.errors import INSTALL_EXTRA, missing_packages, setting
 from soundspan_plugins.clap.fetching import HubCheckpoint, hub_checkpoint, not_downloaded_reason
 from soundspan_plugins.clap.runtime import load_text_tower, make_runtime
 from soundspan_plugins.clap.settings import NAME, ClapSettings
@@ -12,6 +13,10 @@ from soundspan_plugins.clap.settings import NAME, ClapSettings
 
 def doctor_checks(sections, data_dir) -> list[Check]:
     """Loads the text tower as the host would, so the answer is the host's own."""
+    if absent := missing_packages():
+        found = f"not installed: {', '.join(absent)} (CLAP's extra)"
+        fix = f"{INSTALL_EXTRA}, or set {setting('enabled')} = false"
+        return [Check("clap packages", "fail", found, fix)]
     import torch
 
     settings: ClapSettings = sections[NAME]

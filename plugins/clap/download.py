@@ -21,10 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from huggingface_hub import get_hf_file_metadata, hf_hub_url
-from huggingface_hub.file_download import http_get
-from huggingface_hub.utils import build_hf_headers
-
 # what the hub names a file by: an LFS file's sha256, or a small file's git blob sha1
 HUB_HASH = re.compile(r"[0-9a-f]{64}|[0-9a-f]{40}")
 _RATE_SMOOTHING_SECONDS = 5.0  # the rate shown follows the last few seconds, not the whole run
@@ -96,6 +92,8 @@ class HubFile:
 
 def remote_size(hub_file: HubFile) -> tuple[int, str, str]:
     """The size, hash (etag) and download URL the hub gives for `hub_file` (one HEAD)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url  # the clap extra's
+
     endpoint = os.environ.get("HF_ENDPOINT")  # read now, not at import: a setting may change it
     url = hf_hub_url(
         hub_file.repo, hub_file.filename, revision=hub_file.revision, endpoint=endpoint
@@ -115,6 +113,9 @@ def remote_size(hub_file: HubFile) -> tuple[int, str, str]:
 
 def fetch(hub_file: HubFile, size: int, etag: str, url: str, progress: DownloadProgress) -> Path:
     """Download (or finish downloading) `hub_file`, verify it, and give it its final name."""
+    from huggingface_hub.file_download import http_get  # the clap extra's
+    from huggingface_hub.utils import build_hf_headers
+
     destination = hub_file.destination
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f"{destination.name}.{etag[:16]}.part")

@@ -20,9 +20,7 @@ import torch.nn.functional as F
 from .loading import LoadedClap
 from .windows import (
     DEFAULT_MAX_WINDOWS,
-    MIN_TAIL_SECONDS,
     SAMPLE_RATE,
-    WINDOW_SECONDS,
     AudioInput,
     check_clips,
     int16_round_trip,
@@ -34,15 +32,9 @@ from .windows import (
 log = logging.getLogger(__name__)
 
 TEXT_MAX_TOKENS = 77  # the context length laion-clap trained its text tower with
-_RECIPE_VERSION = 2  # bump when a change here would change stored embeddings
 
 HALF_PRECISION_MIN_COSINE = 0.999  # below it, float16 embeddings are not float32's
 PROBE_TEXTS = ("soft piano ballad", "aggressive metal with blast beats", "rain and thunder")
-
-
-def embedding_recipe(max_windows: int = DEFAULT_MAX_WINDOWS) -> str:
-    """A short string that changes whenever stored track embeddings would change."""
-    return f"w{WINDOW_SECONDS}s-max{max_windows}-tail{MIN_TAIL_SECONDS}s-v{_RECIPE_VERSION}"
 
 
 def embed_track(

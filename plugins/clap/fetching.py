@@ -15,11 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
-from huggingface_hub.errors import OfflineModeIsEnabled
-
 from .download import DownloadProgress, HubFile, fetch, remote_size
-from .errors import ClapUnavailable, setting
+from .errors import ClapUnavailable, missing_extra, setting
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +87,13 @@ async def fetch_with_retries(
 ) -> None:
     """Fetch until it works, waiting `first_wait` seconds after a failure, then twice as long
     each time (at most an hour); `report` hears each failure's reason, and None as each try
-    starts. ClapUnavailable when retrying cannot help (the hub is switched off here)."""
+    starts. ClapUnavailable when retrying cannot help (the hub is switched off here, or the
+    clap extra is not installed: no download before it is)."""
+    if (missing := missing_extra()) is not None:
+        raise missing
+    import httpx2
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
     wait = first_wait
     while True:
         report(None)

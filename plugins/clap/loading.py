@@ -42,7 +42,7 @@ from .laion_checkpoint import (
     read_laion_checkpoint,
 )
 from .model_source import ModelSource, locate_model, not_in_hub_cache
-from .preprocessing import DEFAULT_MODEL, find_tokenizer, hf_feature_extractor, quiet_transformers
+from .preprocessing import HF_MUSIC_MODEL, find_tokenizer, hf_feature_extractor, quiet_transformers
 
 Tower = Literal["audio", "text"]
 BOTH_TOWERS: tuple[Tower, ...] = ("audio", "text")
@@ -84,7 +84,7 @@ class LoadedClap:
 
 
 def load_clap(
-    model: str | os.PathLike[str] = DEFAULT_MODEL,
+    model: str | os.PathLike[str] = HF_MUSIC_MODEL,
     *,
     tokenizer: str | os.PathLike[str] | None = None,
     towers: Iterable[Tower] = BOTH_TOWERS,

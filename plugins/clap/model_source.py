@@ -12,10 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import try_to_load_from_cache
-
-from .errors import ClapUnavailable, setting
+from .errors import ClapUnavailable, missing_extra, setting
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
@@ -29,7 +26,11 @@ def locate_model(
     cache_dir: str | os.PathLike[str] | None,
 ) -> tuple[ModelSource, Path | str]:
     """The kind of source `model` is and where it lies; ClapUnavailable, naming the setting
-    to change, when there is nothing to load."""
+    to change, when there is nothing to load (or the clap extra to load it with is missing)."""
+    if (missing := missing_extra()) is not None:
+        raise missing
+    from huggingface_hub import try_to_load_from_cache
+
     location = str(model)
     path = Path(location).expanduser()
     if path.suffix in CHECKPOINT_SUFFIXES:
@@ -56,6 +57,8 @@ def locate_model(
 
 
 def not_in_hub_cache(location: str, cache_dir: str | os.PathLike[str] | None) -> ClapUnavailable:
+    from huggingface_hub import constants as hub_constants
+
     return ClapUnavailable(
         f"CLAP model {location} is not in the local Hugging Face cache "
         f"({cache_dir or hub_constants.HF_HUB_CACHE}) and downloads are off. Set "

@@ -58,16 +58,23 @@ class ExportedTower:
         return self.agreement >= SAME_VERSION_MIN_COSINE
 
 
-def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
-    """The cached export of `source`'s audio tower, exporting (and checking) only if needed."""
+def _cache_entry(source: ModelSource, cache_dir: Path) -> tuple[str, Path, Path, Path]:
+    """The weights' digest, and the graph, mel filters and record of their cache entry."""
     digest = weights_digest(source.model)
     stem = f"clap-audio-{digest[:16]}-e{EXPORTER_VERSION}"
-    graph, filters, record_path = (
+    return (
+        digest,
         cache_dir / f"{stem}.onnx",
         cache_dir / f"{stem}-mel.npy",
         cache_dir / f"{stem}.json",
     )
-    cached = read_cache_record(
+
+
+def cached_export(source: ModelSource, cache_dir: Path) -> ExportedTower | None:
+    """The export of `source`'s audio tower already in the cache, intact; None if there is
+    none (then ensure_exported makes it: best in a process of its own, see runtime.py)."""
+    digest, graph, filters, record_path = _cache_entry(source, cache_dir)
+    return read_cache_record(
         record_path,
         {"weights_sha256": digest, "exporter_version": EXPORTER_VERSION},
         {"onnx_bytes": graph, "mel_filters_bytes": filters},
@@ -75,8 +82,13 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
             OnnxTowerFiles(graph, _front_end(record, filters), "fp32"), record["agreement"]
         ),
     )
-    if cached is not None:
+
+
+def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
+    """The cached export of `source`'s audio tower, exporting (and checking) only if needed."""
+    if (cached := cached_export(source, cache_dir)) is not None:
         return cached
+    digest, graph, filters, record_path = _cache_entry(source, cache_dir)
 
     log.info("CLAP: exporting the audio tower of %s to ONNX (once) ...", source.model)
     clap = load_clap(

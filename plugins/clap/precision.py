@@ -68,9 +68,9 @@ def choose_tower(
         exported = ensure_exported(source, cache_dir)
     except Exception as error:
         # the tracer's and onnxruntime's errors have no common base; torch still runs the tower
-        return _torch_instead(f"exporting the audio tower to ONNX failed ({error})")
+        return torch_instead(f"exporting the audio tower to ONNX failed ({error})")
     if not exported.accepted:
-        return _torch_instead(
+        return torch_instead(
             f"the ONNX audio tower disagreed with torch (cosine {exported.agreement:.5f} < "
             f"{SAME_VERSION_MIN_COSINE})"
         )
@@ -95,7 +95,7 @@ def choose_tower(
     return TowerChoice(int8)
 
 
-def _torch_instead(why: str) -> TowerChoice:
+def torch_instead(why: str) -> TowerChoice:
     note = f"{why}; the workers run the torch audio tower"
     log.warning("CLAP: %s", note)
     return TowerChoice(None, note)

@@ -30,9 +30,10 @@ from .windows import SAMPLE_RATE, WINDOW_SAMPLES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "laion/larger_clap_music"
+# the LAION music CLAP in Hugging Face form; `[clap] model`'s default is fetching.DEFAULT_MODEL
+HF_MUSIC_MODEL = "laion/larger_clap_music"
 # Every LAION CLAP text tower uses roberta-base's tokenizer; these hub ids all carry it.
-TOKENIZER_CACHE_CANDIDATES = (DEFAULT_MODEL, "FacebookAI/roberta-base", "roberta-base")
+TOKENIZER_CACHE_CANDIDATES = (HF_MUSIC_MODEL, "FacebookAI/roberta-base", "roberta-base")
 LAION_MEL_BINS = 64
 ROBERTA_SPECIAL_IDS = {"<s>": 0, "<pad>": 1, "</s>": 2}
 ROBERTA_VOCAB_SIZE = 50_265
@@ -135,7 +136,7 @@ def find_tokenizer(
         f"no RoBERTa tokenizer for the CLAP text tower: {model_location or 'the checkpoint'} "
         f"carries none and none of {', '.join(TOKENIZER_CACHE_CANDIDATES)} is in the Hugging "
         f"Face cache. Set {setting('tokenizer')} to a directory holding one (e.g. a copy of "
-        f"{DEFAULT_MODEL}), or set {setting('allow_download')} = true.",
+        f"{HF_MUSIC_MODEL}), or set {setting('allow_download')} = true.",
         setting("tokenizer"),
     )
 

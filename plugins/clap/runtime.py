@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,16 @@ from aiohttp import web
 
 from soundspan_hooks import HostContext, WorkerShare
 from soundspan_plugins.clap.download import DownloadProgress, DownloadStopped
-from soundspan_plugins.clap.errors import ClapUnavailable
-from soundspan_plugins.clap.fetching import HubCheckpoint, fetch_with_retries, hub_checkpoint
+from soundspan_plugins.clap.errors import ClapUnavailable, missing_extra
+from soundspan_plugins.clap.fetching import (
+    HubCheckpoint,
+    fetch_with_retries,
+    hub_checkpoint,
+    not_downloaded_reason,
+)
 from soundspan_plugins.clap.model_source import locate_model
 from soundspan_plugins.clap.settings import NAME, ClapSettings
-from soundspan_plugins.shared.pool import ModelPool
+from soundspan_plugins.shared.pool import ModelPool, run_in_own_process
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,8 @@ class ClapRuntime:
     onnx_cache: Path  # the audio tower exported once per model: <data_dir>/models/clap/onnx
     trained: bool = False
     download: DownloadProgress | None = None  # while a hub checkpoint downloads
-    downloader: asyncio.Task | None = None
+    starting: asyncio.Task | None = None  # download, text tower, audio tower, pool
+    preparing: str | None = None  # the step of starting under way, for the status
     text_tower: Any = None  # LoadedClap with the text tower, in the host process
     pool: ModelPool | None = None
     reason: str | None = None
@@ -67,17 +76,28 @@ def worker_share(host: HostContext, runtime: ClapRuntime | None) -> WorkerShare:
     return host.worker_share(NAME, on_gpu=device.startswith("cuda"))
 
 
-async def start_workers(host: HostContext, runtime: ClapRuntime) -> None:
-    """Start the audio pool, once the text tower has loaded and chosen the device."""
-    workers = worker_share(host, runtime).workers
-    if runtime.reason is None and workers > 0:
-        await start_pool(runtime, workers)
+async def prepare(host: HostContext, runtime: ClapRuntime, wanted: HubCheckpoint | None) -> None:
+    """Everything CLAP needs before it works, in the background while the host already
+    answers (MusiCNN and the API serve meanwhile): the hub checkpoint `wanted` downloaded,
+    the text tower loaded, the audio tower chosen (exported once, in a process of its own)
+    and its pool started. Jobs wait meanwhile; the status names the step."""
+    try:
+        if wanted is not None and not await _download(runtime, wanted):
+            return
+        runtime.preparing = "loading the text tower"
+        await asyncio.to_thread(load_text_tower, runtime)
+        workers = worker_share(host, runtime).workers
+        if runtime.reason is None and workers > 0:
+            await start_pool(runtime, workers)
+    except Exception as error:  # a bug here must leave CLAP unavailable, not loading forever
+        log.exception("CLAP could not start")
+        runtime.reason = f"CLAP could not start: {type(error).__name__}: {error}"
+    finally:
+        runtime.preparing = None
 
 
-async def download_then_start(
-    host: HostContext, runtime: ClapRuntime, wanted: HubCheckpoint
-) -> None:
-    """Download in the background, then load as from local files; jobs wait meanwhile."""
+async def _download(runtime: ClapRuntime, wanted: HubCheckpoint) -> bool:
+    """Fetch the hub checkpoint, retrying while it cannot be; False where it never will be."""
     settings, progress = runtime.settings, runtime.download
     assert progress is not None
 
@@ -91,12 +111,11 @@ async def download_then_start(
     except ClapUnavailable as error:
         runtime.download = None
         unavailable(runtime, error)
-        return
+        return False
     except DownloadStopped:
-        return
+        return False
     runtime.download = None
-    await asyncio.to_thread(load_text_tower, runtime)
-    await start_workers(host, runtime)
+    return True
 
 
 def load_text_tower(runtime: ClapRuntime) -> None:
@@ -153,7 +172,8 @@ def unavailable(runtime: ClapRuntime, error: ClapUnavailable) -> None:
 
 
 async def start_pool(runtime: ClapRuntime, workers: int) -> None:
-    from soundspan_plugins.clap.precision import choose_tower
+    from soundspan_plugins.clap import precision
+    from soundspan_plugins.clap.onnx_export import cached_export, ensure_exported
     from soundspan_plugins.clap.worker import ModelSource, load_audio_tower, loaded_precision
 
     settings = runtime.settings
@@ -164,10 +184,28 @@ async def start_pool(runtime: ClapRuntime, workers: int) -> None:
         settings.cache_dir,
         settings.allow_unsafe_checkpoint,
     )
-    choice = await asyncio.to_thread(
-        choose_tower, source, runtime.onnx_cache, settings.precision, runtime.device
-    )
+    choice = None
+    if runtime.device == "cpu" and cached_export(source, runtime.onnx_cache) is None:
+        # torch's export holds a second copy of the model and its trace: ~1.5 GB more for
+        # larger_clap_music, given back to the system when the process ends
+        runtime.preparing = "exporting the audio tower to ONNX (once per model)"
+        log.info("CLAP: exporting the audio tower of %s to ONNX (once) ...", runtime.model)
+        try:
+            await run_in_own_process("CLAP export", ensure_exported, source, runtime.onnx_cache)
+        except Exception as error:  # the tracer's, onnxruntime's, or the process's end
+            choice = precision.torch_instead(f"exporting the audio tower to ONNX failed ({error})")
+    if choice is None:
+        runtime.preparing = "choosing the audio tower's precision"
+        choice = await asyncio.to_thread(
+            precision.choose_tower,
+            source,
+            runtime.onnx_cache,
+            settings.precision,
+            runtime.device,
+            precision.INT8_MIN_COSINE,
+        )
     runtime.detail = choice.detail
+    runtime.preparing = "starting the worker processes"
     pool = ModelPool(
         "CLAP",
         workers,
@@ -175,8 +213,17 @@ async def start_pool(runtime: ClapRuntime, workers: int) -> None:
         (source, choice.onnx, runtime.device, settings.threads_per_worker),
         threads=settings.threads_per_worker,
     )
-    await pool.warm_up()
-    runtime.device = f"{runtime.device} ({await pool.run(loaded_precision)})"
+    try:
+        await pool.warm_up()
+        loaded = await pool.run(loaded_precision)
+    except BaseException as error:  # a stop meanwhile, or a tower the workers cannot load
+        await pool.close()
+        if not isinstance(error, Exception):
+            raise
+        runtime.reason = f"CLAP's worker processes could not load the audio tower ({error})"
+        log.error("CLAP unavailable: %s", runtime.reason)
+        return
+    runtime.device = f"{runtime.device} ({loaded})"
     runtime.pool = pool
     log.info(
         "CLAP: %s on %s, %d workers x %d threads",
@@ -185,3 +232,40 @@ async def start_pool(runtime: ClapRuntime, workers: int) -> None:
         workers,
         settings.threads_per_worker,
     )
+
+
+def settings_of(host: HostContext) -> ClapSettings:
+    settings = host.section(NAME)
+    assert isinstance(settings, ClapSettings)
+    return settings
+
+
+@asynccontextmanager
+async def running(host: HostContext) -> AsyncIterator[None]:
+    """The plugin's lifespan: CLAP prepared in the background (see prepare), stopped wherever
+    it is at shut-down, and its pool closed."""
+    settings = settings_of(host)
+    runtime = make_runtime(settings, Path(host.data_dir))
+    wanted = hub_checkpoint(settings.model, Path(host.data_dir))
+    if wanted is not None and not wanted.missing(settings.tokenizer is None):
+        wanted = None  # here already: loaded as local files
+    stopping = threading.Event()
+    if (missing := missing_extra()) is not None:  # before the download the extra would need
+        unavailable(runtime, missing)
+    elif wanted is not None and not settings.allow_download:
+        runtime.reason = not_downloaded_reason(wanted)
+        log.warning("CLAP unavailable: %s", runtime.reason)
+    else:
+        if wanted is not None:
+            runtime.download = DownloadProgress(stop=stopping)
+        runtime.starting = asyncio.create_task(prepare(host, runtime, wanted))
+    host.app[RUNTIME] = runtime
+    try:
+        yield
+    finally:
+        if runtime.starting is not None:
+            stopping.set()  # ends a transfer thread at its next write
+            runtime.starting.cancel()
+            await asyncio.gather(runtime.starting, return_exceptions=True)
+        if runtime.pool is not None:
+            await runtime.pool.close()

@@ -7,6 +7,10 @@ import hashlib
 from pathlib import Path
 
 INT8_RECIPE = "int8q1"  # the int8 graph's recipe (precision.py): a new one re-analyzes
+# how a track becomes an embedding: laion-clap's int16 round trip of the waveform, 10-second
+# windows (windows.py); change it when a change there would change stored embeddings (e.g.
+# "i16-w10s-r2"): every CLAP result is then redone
+WINDOW_RECIPE = "i16-w10s"
 # Embeddings within this cosine of the torch tower's stand for them: the same model version.
 SAME_VERSION_MIN_COSINE = 0.9999
 
@@ -22,7 +26,7 @@ def model_version(model: str, max_windows: int, precision: str = "fp32") -> str:
     the model loads; when int8 is refused at load, the float32 results carry int8's version
     (the status detail says why)."""
     suffix = f"-{INT8_RECIPE}" if precision == "int8" else ""
-    return f"{weights_digest(model)[:12]}-i16-w10s-max{max_windows}{suffix}"
+    return f"{weights_digest(model)[:12]}-{WINDOW_RECIPE}-max{max_windows}{suffix}"
 
 
 @functools.cache

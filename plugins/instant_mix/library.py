@@ -1,5 +1,5 @@
 """Our tracks as the AudioMuse-AI API names them: by title and artist, by words, by artist.
-Reads the host's `tracks` table (present tracks only)."""
+Reads the host's `library_tracks` view (present tracks) and `analysis_states`."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ async def track_by_title_and_artist(engine: AsyncEngine, title: str, artist: str
         return (
             await connection.execute(
                 text(
-                    "SELECT t.id FROM tracks t WHERE t.missing_since IS NULL"
-                    " AND lower(t.title) = lower(:title) AND lower(t.artist) = lower(:artist)"
+                    "SELECT t.id FROM library_tracks t WHERE lower(t.title) = lower(:title)"
+                    " AND lower(t.artist) = lower(:artist)"
                     " ORDER BY t.path LIMIT 1"
                 ),
                 {"title": title, "artist": artist},
@@ -33,8 +33,8 @@ async def tracks_by_artist(engine: AsyncEngine, artist: str, limit: int) -> list
     async with engine.connect() as connection:
         rows = await connection.execute(
             text(
-                f"SELECT {COLUMNS} FROM tracks t WHERE t.missing_since IS NULL"
-                " AND lower(t.artist) = lower(:artist) AND EXISTS (SELECT 1 FROM analysis_jobs j"
+                f"SELECT {COLUMNS} FROM library_tracks t WHERE lower(t.artist) = lower(:artist)"
+                " AND EXISTS (SELECT 1 FROM analysis_states j"
                 " WHERE j.content_id = t.content_id AND j.state = 'done')"
                 " ORDER BY t.path LIMIT :limit"
             ),
@@ -45,7 +45,8 @@ async def tracks_by_artist(engine: AsyncEngine, artist: str, limit: int) -> list
 
 async def tracks_matching(engine: AsyncEngine, words: str, limit: int) -> list[Any]:
     """Tracks whose title, artist and album hold every word (case aside), by artist and title."""
-    conditions, params = ["t.missing_since IS NULL"], {"limit": limit}
+    conditions: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
     for index, word in enumerate(dict.fromkeys(words.split()[:MAX_WORDS])):
         conditions.append(f"concat_ws(' ', t.title, t.artist, t.album) ILIKE :word{index}")
         escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -53,7 +54,8 @@ async def tracks_matching(engine: AsyncEngine, words: str, limit: int) -> list[A
     async with engine.connect() as connection:
         rows = await connection.execute(
             text(
-                f"SELECT {COLUMNS} FROM tracks t WHERE {' AND '.join(conditions)}"
+                f"SELECT {COLUMNS} FROM library_tracks t"
+                f" WHERE {' AND '.join(conditions) or 'TRUE'}"
                 " ORDER BY t.artist, t.title, t.path LIMIT :limit"
             ),
             params,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import crc32c
 import numpy as np
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -34,6 +33,8 @@ class CheckpointError(Exception):
 
 def masked_crc32c(data: bytes) -> int:
     """LevelDB/TensorFlow store crc32c rotated and offset so a crc of a crc is not trivial."""
+    import crc32c  # the musicnn extra's: read to convert, never to start the host
+
     crc = crc32c.crc32c(data)
     return (((crc >> 15) | (crc << 17)) + CRC_MASK_DELTA) & 0xFFFFFFFF
 

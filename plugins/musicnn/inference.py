@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 
 from .frontend import iter_patch_batches
 from .network import EMBEDDING_NAME, INPUT_NAME, TAGGRAM_NAME, ModelCard
@@ -33,7 +32,12 @@ class TrackAnalysis:
 
 
 def cuda_available() -> bool:
-    """Whether onnxruntime can run on a GPU here (onnxruntime-gpu and a driver)."""
+    """Whether onnxruntime can run on a GPU here (onnxruntime-gpu and a driver); False without
+    onnxruntime (the musicnn extra), which the plugin reports as such."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
@@ -43,6 +47,8 @@ class MusicnnTagger:
     def __init__(
         self, onnx_path: Path | str, card: ModelCard, threads: int = 1, device: str = "cpu"
     ) -> None:
+        import onnxruntime  # the musicnn extra's: imported to run, never to start the host
+
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

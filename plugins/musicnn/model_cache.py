@@ -25,6 +25,7 @@ from .network import (
     checkpoint_index,
     checkpoint_sha256,
     convert,
+    missing_extra,
 )
 
 # Bump when network.py changes the graph it writes, so stale cache entries are rebuilt.
@@ -37,7 +38,10 @@ def ensure_onnx(
     """Return the cached ONNX file and card for ``model_name``, converting only if needed.
 
     ``index_path`` picks a checkpoint other than the musicnn wheel's (tests, custom weights).
+    ModelNotAvailable, naming the install command, without the musicnn extra to run it.
     """
+    if (missing := missing_extra()) is not None:
+        raise missing
     cache_dir = Path(cache_dir)
     index_path = checkpoint_index(model_name) if index_path is None else Path(index_path)
     digest = checkpoint_sha256(index_path)

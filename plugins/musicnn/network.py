@@ -12,13 +12,15 @@ import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from .checkpoint import CheckpointError, read_checkpoint
 from .tags import TAGS_BY_DATASET
+
+if TYPE_CHECKING:
+    import onnx
 
 PATCH_FRAMES = 187  # librosa.time_to_frames(3 s, sr=16000, n_fft=512, hop=256) + 1
 N_MELS = 96
@@ -28,6 +30,10 @@ DEFAULT_MODEL = "MSD_musicnn"
 OPSET = 17
 BATCH_NORM_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization default
 INPUT_NAME, TAGGRAM_NAME, EMBEDDING_NAME = "patches", "taggram", "embedding"
+# what `pip install 'soundspan-host[musicnn]'` brings (pyproject.toml's musicnn extra), by
+# module: imported only to convert and run the model, so a host without them still starts
+EXTRA_MODULES = ("onnx", "onnxruntime", "crc32c")
+INSTALL_EXTRA = "pip install 'soundspan-host[musicnn]'"
 
 
 class ModelNotAvailable(Exception):
@@ -49,6 +55,29 @@ class ModelCard:
 REINSTALL_HINT = "Reinstall the checkpoints with `pip install --no-deps musicnn==0.1.0`."
 
 
+def missing_packages() -> list[str]:
+    """The modules of MusiCNN's extra that are not installed here."""
+    return [name for name in EXTRA_MODULES if not _installed(name)]
+
+
+def missing_extra() -> ModelNotAvailable | None:
+    """Why MusiCNN cannot run here when a package of its extra is not installed; None when
+    all are."""
+    if not (missing := missing_packages()):
+        return None
+    return ModelNotAvailable(
+        f"MusiCNN needs Python packages not installed here ({', '.join(missing)}): "
+        f"{INSTALL_EXTRA}, or set [musicnn] enabled = false."
+    )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install is no install
+        return False
+
+
 def checkpoint_index(model_name: str = DEFAULT_MODEL) -> Path:
     """Locate the ``.index`` of a checkpoint shipped in the ``musicnn`` wheel, importing nothing.
 
@@ -58,7 +87,10 @@ def checkpoint_index(model_name: str = DEFAULT_MODEL) -> Path:
     _check_supported(model_name)
     spec = importlib.util.find_spec("musicnn")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotAvailable(f"The musicnn checkpoints are not installed. {REINSTALL_HINT}")
+        reason = f"The musicnn checkpoints are not installed. {REINSTALL_HINT}"
+        if (extra := missing_extra()) is not None:  # a bare `pip install soundspan-host`
+            reason = f"{extra} {reason}"
+        raise ModelNotAvailable(reason)
     # Saver.restore was given "<package>/<model>/", so the files are named ".index" etc.
     return Path(next(iter(spec.submodule_search_locations))) / model_name / ".index"
 
@@ -87,6 +119,8 @@ def convert(model_name: str, out_path: Path, index_path: Path | None = None) -> 
 
     ``index_path`` overrides which checkpoint is read (default: the one in the musicnn wheel).
     """
+    import onnx  # the musicnn extra's: imported to convert, never to start the host
+
     _check_supported(model_name)
     index_path = checkpoint_index(model_name) if index_path is None else Path(index_path)
     tags = TAGS_BY_DATASET[model_name.split("_")[0]]
@@ -125,11 +159,15 @@ class _GraphBuilder:
         return f"{hint}_{self._counter}"
 
     def constant(self, hint: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
         name = self._name(hint)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
     def node(self, op: str, inputs: list[str], hint: str | None = None, **attributes) -> str:
+        from onnx import helper
+
         output = self._name(hint or op.lower())
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
         return output
@@ -179,6 +217,9 @@ def build_model(weights: dict[str, np.ndarray], n_tags: int, model_name: str) ->
     Layer names follow TF's creation order in ``build_musicnn`` (``conv2d_<i>`` and
     ``batch_normalization_<i>`` are numbered in the order the layers are built).
     """
+    import onnx
+    from onnx import TensorProto, helper
+
     g = _GraphBuilder(weights)
     batch = "batch"
     # [N, T, F] -> [N, 1, T, F]: TF's expand_dims(x, 3) in NCHW.

@@ -23,18 +23,9 @@ import platform
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import onnx
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quant_pre_process,
-    quantize_static,
-)
 
 from soundspan_plugins.shared.audio import decode_mono
 from soundspan_plugins.shared.files import (
@@ -48,6 +39,9 @@ from soundspan_plugins.shared.files import (
 from .frontend import PATCH_FRAMES, SAMPLE_RATE, stream_log_mel
 from .inference import MusicnnTagger, TrackAnalysis
 from .network import INPUT_NAME, ModelCard
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +174,15 @@ def ensure_int8(onnx_path: Path, card: ModelCard) -> tuple[Path, Int8Check]:
         return int8_path, check
 
     log.info("MusiCNN: quantizing %s to int8 (once) ...", onnx_path.name)
+    import onnx  # the musicnn extra's: imported to quantize, never to start the host
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
     patches = calibration_patches()
     partial = temporary_path(onnx_path.parent, ".onnx")
     prepared = temporary_path(onnx_path.parent, ".onnx")
@@ -265,8 +268,10 @@ def _top_names(analysis: TrackAnalysis, card: ModelCard) -> list[str]:
     return [tag for tag, _ in analysis.top_tags(card.tags, TOP_TAGS)]
 
 
-class _PatchReader(CalibrationDataReader):
-    """Feeds the calibration patches to onnxruntime's calibrator in small batches."""
+class _PatchReader:
+    """Feeds the calibration patches to onnxruntime's calibrator in small batches: a
+    CalibrationDataReader by its get_next (that class's __subclasshook__), so this module
+    imports no onnxruntime until it quantizes."""
 
     def __init__(self, patches: np.ndarray) -> None:
         self._batches: Iterator[np.ndarray] = iter(

@@ -166,6 +166,24 @@ class ModelPool:
         await asyncio.to_thread(_stop, self._pool)
 
 
+async def run_in_own_process(name: str, step: Callable[..., Result], *args: Any) -> Result:
+    """Run a one-off step that needs much memory (a model export) in a process of its own:
+    its memory goes back to the system when it ends, and cancelling stops it."""
+    pool = ModelPool(name, 1, _no_model, threads=len(os.sched_getaffinity(0)))
+    try:
+        return await pool.run(_call_without_model, step, args)
+    finally:
+        await pool.close()
+
+
+def _no_model() -> None:
+    return None
+
+
+def _call_without_model(model: None, step: Callable[..., Result], args: tuple[Any, ...]) -> Result:
+    return step(*args)
+
+
 def _stop(pool: ProcessPool) -> None:
     pool.stop()
     pool.join()

@@ -324,7 +324,7 @@
 
   async function loadStatus() {
     try {
-      const status = await api("api/vibe/status");
+      const status = await api("api/analysis/status");
       const library = status.library;
       byId("library").textContent = [
         plural(library.tracks, "track", "tracks"),
@@ -429,7 +429,7 @@
     showSendForm();
   }
 
-  // --- a result list sent to the user's music server (the subsonic plugin) -------------------
+  // --- a result list sent to the user's music server (a plugin's "send_playlist" panel) ------
 
   const sending = { trackIds: [], users: [] };
 
@@ -439,9 +439,10 @@
 
   async function loadServerUsers(plugins) {
     try {
-      // asked only of a host whose subsonic plugin is on: another route would answer 404
-      const subsonic = (await plugins).some((plugin) => plugin.name === "subsonic" && plugin.enabled);
-      sending.users = subsonic ? (await api("api/subsonic/status")).server_users : [];
+      // asked only where an enabled plugin feeds the panel: its route says who may get one
+      const panel = (await plugins).flatMap((plugin) => (plugin.enabled && plugin.panels) || [])
+        .find((declared) => declared.name === "send_playlist");
+      sending.users = panel ? (await api(panel.route.replace(/^\//, ""))).server_users : [];
     } catch {
       sending.users = []; // it is not answering: no button
     }

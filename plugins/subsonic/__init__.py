@@ -23,6 +23,7 @@ from soundspan_hooks import (
     LibraryEvent,
     PluginSettings,
     SettingsSection,
+    StatusPanel,
     hookimpl,
 )
 from soundspan_plugins.subsonic import playlists_api
@@ -299,3 +300,15 @@ def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
     """Every configured user can log in (`ping`); a legacy login over plain http is warned of."""
     settings: SubsonicSettings = sections[NAME]
     return asyncio.run(login_checks(settings))
+
+
+@hookimpl
+def soundspan_commands(cli) -> None:
+    from soundspan_plugins.subsonic.commands import add_commands  # typer and rich: CLI only
+
+    add_commands(cli)
+
+
+@hookimpl
+def soundspan_status_panels() -> list[StatusPanel]:
+    return [StatusPanel("send_playlist", "/api/subsonic/status")]  # its server_users

@@ -71,8 +71,8 @@ async def match_status(request: web.Request) -> web.Response:
                 text(
                     "SELECT CASE WHEN m.track_id IS NULL THEN 'not checked'"
                     " WHEN m.song_id IS NULL THEN 'unmatched' ELSE m.method END AS kind,"
-                    " count(*) AS tracks FROM tracks t LEFT JOIN subsonic_matches m"
-                    " ON m.track_id = t.id WHERE t.missing_since IS NULL GROUP BY 1"
+                    " count(*) AS tracks FROM library_tracks t LEFT JOIN subsonic_matches m"
+                    " ON m.track_id = t.id GROUP BY 1"
                 )
             )
         }
@@ -101,8 +101,7 @@ async def unmatched_tracks(request: web.Request) -> web.Response:
                 text(
                     "SELECT t.id, t.path, t.title, t.artist, t.album, t.duration, m.reason,"
                     " m.checked_at, count(*) OVER () AS total FROM subsonic_matches m"
-                    " JOIN tracks t ON t.id = m.track_id"
-                    " WHERE m.song_id IS NULL AND t.missing_since IS NULL"
+                    " JOIN library_tracks t ON t.id = m.track_id WHERE m.song_id IS NULL"
                     " ORDER BY t.path LIMIT :limit OFFSET :offset"
                 ),
                 {"limit": query.limit, "offset": query.offset},

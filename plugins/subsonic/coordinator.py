@@ -220,8 +220,8 @@ class MatchCoordinator:
                 text(
                     "SELECT t.id, t.path, t.title, t.artist, t.album_artist, t.album, t.duration,"
                     " t.musicbrainz_recording_id, t.updated_at, m.track_updated_at, m.song_id,"
-                    " m.song_signature FROM tracks t LEFT JOIN subsonic_matches m"
-                    " ON m.track_id = t.id WHERE t.missing_since IS NULL"
+                    " m.song_signature FROM library_tracks t LEFT JOIN subsonic_matches m"
+                    " ON m.track_id = t.id"
                 )
             )
             changed = []

@@ -134,10 +134,10 @@ class PlaylistSender:
         async with self.engine.connect() as connection:
             rows = await connection.execute(
                 text(
-                    "SELECT (SELECT m.song_id FROM tracks t"
-                    " JOIN tracks same ON same.content_id = t.content_id"
+                    "SELECT (SELECT m.song_id FROM recorded_tracks t"
+                    " JOIN library_tracks same ON same.content_id = t.content_id"
                     " JOIN subsonic_matches m ON m.track_id = same.id"
-                    " WHERE t.id = w.id AND m.song_id IS NOT NULL AND same.missing_since IS NULL"
+                    " WHERE t.id = w.id AND m.song_id IS NOT NULL"
                     " ORDER BY same.id = t.id DESC, same.path LIMIT 1) AS song_id"
                     " FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS w(id, position)"
                     " ORDER BY w.position"
@@ -156,7 +156,7 @@ class PlaylistSender:
                     "SELECT DISTINCT ON (w.position) m.track_id"
                     " FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS w(id, position)"
                     " JOIN subsonic_matches m ON m.song_id = w.id"
-                    " JOIN tracks t ON t.id = m.track_id AND t.missing_since IS NULL"
+                    " JOIN library_tracks t ON t.id = m.track_id"
                     " ORDER BY w.position, t.path"
                 ),
                 {"ids": song_ids},

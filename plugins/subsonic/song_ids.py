@@ -26,7 +26,7 @@ async def tracks_for_songs(engine: AsyncEngine, song_ids: list[str]) -> dict[str
         rows = await connection.execute(
             text(
                 "SELECT DISTINCT ON (m.song_id) m.song_id, m.track_id FROM subsonic_matches m"
-                " JOIN tracks t ON t.id = m.track_id AND t.missing_since IS NULL"
+                " JOIN library_tracks t ON t.id = m.track_id"
                 " WHERE m.song_id = ANY(:ids) ORDER BY m.song_id, t.path"
             ),
             {"ids": list(song_ids)},

@@ -1,5 +1,5 @@
-"""The vibe API: tracks, similar tracks, text-to-vibe search, paths, mixes, the library map,
-playlists and analysis progress, over REST.
+"""The vibe API: tracks, similar tracks, text-to-vibe search, paths, mixes, the library map
+and playlists, over REST; the host's analysis status gets its exclude rules from here.
 
 It asks the analyzers, through hooks, to describe themselves, embed text and detail their
 results; it never imports one and knows nothing about models.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -43,15 +42,6 @@ from soundspan_plugins.vibe_api.schema import (
 from soundspan_plugins.vibe_api.settings import NAME, VibeApiSettings, settings_of
 from soundspan_plugins.vibe_api.vibe_map import LibraryMaps, refreshing
 
-# the progress of an analyzer that has no jobs yet
-NO_JOBS: dict[str, Any] = {
-    "counts": {"done": 0, "pending": 0, "running": 0, "failed": 0},
-    "tracks_per_minute": None,
-    "audio_minutes_per_minute": None,
-    "audio_minutes_waiting": 0.0,
-    "eta_seconds": None,
-    "run_started_at": None,
-}
 MAPS = web.AppKey("vibe_api_maps", LibraryMaps)
 
 
@@ -82,10 +72,9 @@ async def get_track(request: web.Request) -> web.Response:
     host = request.app[HOST]
     track = await track_or_404(host, request.match_info["track_id"])
     details: dict[str, Any] = {}
-    for answer in await host.call(
-        "soundspan_track_details", host=host, content_id=track.content_id
-    ):
-        details.update(answer or {})
+    for name, analyzer in host.analyzers.items():
+        if (result := await analyzer.details(track.content_id)) is not None:
+            details[name] = result
     return web.json_response(
         {
             "track": track_json(track),
@@ -225,55 +214,6 @@ async def playlist_track_ids(host: HostContext, body: PlaylistRecipe) -> list[st
     return [result["track"]["id"] for result in answer["results"]]
 
 
-@routes.get("/api/vibe/status")
-async def status(request: web.Request) -> web.Response:
-    """Each analyzer's model, device and progress (the pace of its current run, the audio
-    waiting and the time it needs); library totals; the exclude rules and what they leave out."""
-    host = request.app[HOST]
-    progress = await host.analysis_progress()
-    described = await host.describe_analyzers()
-    notes = await host.analysis_notes({info.name: info.version for info in described})
-    analyzers = []
-    for info in described:
-        entry = progress.get(info.name, NO_JOBS)
-        analyzers.append(
-            {
-                "name": info.name,
-                "model_id": info.model_id,
-                "trained": info.trained,
-                "device": info.device,
-                "state": info.state,
-                "reason": info.reason,
-                "version": info.version,
-                "dimension": info.dimension,
-                "counts": entry["counts"],
-                "tracks_per_minute": _rounded(entry["tracks_per_minute"]),
-                "audio_minutes_per_minute": _rounded(entry["audio_minutes_per_minute"]),
-                "audio_minutes_waiting": round(entry["audio_minutes_waiting"], 2),
-                "eta_seconds": entry["eta_seconds"],
-                "run_started_at": entry["run_started_at"],
-                "download": info.download,
-                "detail": info.detail,
-                "workers": info.workers,
-                "workers_from": info.workers_from,
-                **notes[info.name],
-            }
-        )
-    return web.json_response(
-        {
-            "analyzers": analyzers,
-            "library": await queries.library_totals(host.engine),
-            "excluded": await library_excluded(host.engine, settings_of(host).exclusions),
-            "time": time.time(),
-        }
-    )
-
-
-def _rounded(rate: float | None) -> float | None:
-    """Three significant digits: a slow CPU's 0.004 tracks a minute is not rounded to 0."""
-    return None if rate is None else float(f"{rate:.3g}")
-
-
 @hookimpl
 def soundspan_settings() -> SettingsSection:
     return SettingsSection(NAME, VibeApiSettings)
@@ -344,3 +284,16 @@ def soundspan_routes() -> web.RouteTableDef:
 @hookimpl
 def soundspan_openapi() -> dict:
     return openapi_fragment()
+
+
+@hookimpl
+async def soundspan_status_fields(host: HostContext) -> dict[str, Any]:
+    """The exclude rules in force and the present tracks they leave out."""
+    return {"excluded": await library_excluded(host.engine, settings_of(host).exclusions)}
+
+
+@hookimpl
+def soundspan_commands(cli) -> None:
+    from soundspan_plugins.vibe_api.commands import add_commands  # typer and rich: CLI only
+
+    add_commands(cli)

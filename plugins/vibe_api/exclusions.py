@@ -156,7 +156,7 @@ async def library_excluded(engine: AsyncEngine, exclusions: Exclusions) -> dict[
     answer: dict[str, Any] = {"settings": exclusions.settings(), "tracks": 0, "rules": {}}
     if not exclusions.conditions():
         return answer
-    return answer | _counted(exclusions, await _excluded_counts(engine, exclusions, "tracks t"))
+    return answer | _counted(exclusions, await _excluded_counts(engine, exclusions))
 
 
 async def excluded_near(
@@ -174,7 +174,6 @@ async def excluded_near(
     row = await _excluded_counts(
         engine,
         exclusions,
-        f"tracks t JOIN {table} e ON e.content_id = t.content_id",
         " AND e.content_id <> ALL(:own)"
         " AND EXISTS (SELECT 1 FROM unnest(CAST(:points AS text[]),"
         " CAST(:radii AS float8[])) AS w(point, radius)"
@@ -182,6 +181,7 @@ async def excluded_near(
         own=list(own_contents),
         points=[vector_literal(point) for point, _ in points],
         radii=[float(radius) + 1e-6 for _, radius in points],
+        joined=f" JOIN {table} e ON e.content_id = t.content_id",
     )
     return _counted(exclusions, row) if row.tracks else None
 
@@ -195,22 +195,26 @@ async def excluded_among(
     if not exclusions.conditions() or not content_ids:
         return None
     row = await _excluded_counts(
-        engine, exclusions, "tracks t", " AND t.content_id = ANY(:contents)", contents=content_ids
+        engine, exclusions, " AND t.content_id = ANY(:contents)", contents=content_ids
     )
     return _counted(exclusions, row) if row.tracks else None
 
 
 async def _excluded_counts(
-    engine: AsyncEngine, exclusions: Exclusions, source: str, narrowed: str = "", **params: Any
+    engine: AsyncEngine,
+    exclusions: Exclusions,
+    narrowed: str = "",
+    joined: str = "",
+    **params: Any,
 ) -> Any:
-    """One row: the present tracks of `source` (aliased t) the rules exclude, in all and by
-    rule, `narrowed` by a further condition."""
+    """One row: the present tracks (library_tracks t, `joined` to more) the rules exclude,
+    in all and by rule, `narrowed` by a further condition."""
     async with engine.connect() as connection:
         return (
             await connection.execute(
                 text(
-                    f"SELECT {_counts_sql(exclusions)} FROM {source}"
-                    f" WHERE t.missing_since IS NULL AND NOT ({exclusions.keeps()}){narrowed}"
+                    f"SELECT {_counts_sql(exclusions)} FROM library_tracks t{joined}"
+                    f" WHERE NOT ({exclusions.keeps()}){narrowed}"
                 ),
                 {**exclusions.params, **params},
             )

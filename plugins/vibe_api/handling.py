@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from soundspan_hooks import AnalyzerInfo, HostContext
+from soundspan_hooks import AnalyzerInfo, HostContext, KeepsTags, by_search_rank
 from soundspan_hooks.openapi import track_json
 from soundspan_plugins.vibe_api import queries
 from soundspan_plugins.vibe_api.shaping import Chosen
@@ -34,7 +34,8 @@ def searchable(info: AnalyzerInfo | None) -> bool:
 
 
 def pick_analyzer(analyzers: list[AnalyzerInfo], name: str | None) -> AnalyzerInfo:
-    """The asked-for analyzer, else CLAP when trained weights are loaded, else MusiCNN."""
+    """The asked-for analyzer, else the one with embeddings that ranks first for searches
+    (CLAP when trained weights are loaded, else MusiCNN)."""
     usable = {info.name: info for info in analyzers if searchable(info)}
     if name is not None:
         if name not in usable:
@@ -43,13 +44,9 @@ def pick_analyzer(analyzers: list[AnalyzerInfo], name: str | None) -> AnalyzerIn
                 reason=f"no analyzer {name[:100]!r} with embeddings; choose one of {sorted(usable)}"
             )
         return usable[name]
-    clap = usable.get("clap")
-    if clap is not None and clap.trained and clap.state == "ready":
-        return clap
-    for preferred in ("musicnn", *sorted(usable)):
-        if preferred in usable:
-            return usable[preferred]
-    raise web.HTTPServiceUnavailable(reason="no analyzer with embeddings is enabled")
+    if not usable:
+        raise web.HTTPServiceUnavailable(reason="no analyzer with embeddings is enabled")
+    return min(usable.values(), key=lambda info: (-info.search_rank, info.name))
 
 
 async def scored_results(
@@ -75,12 +72,18 @@ async def scored_results(
     ]
 
 
+def tag_keeper(host: HostContext) -> KeepsTags | None:
+    """The analyzer whose tags explain results, label maps and answer tag searches: the first
+    that keeps tags, by search rank; None where none does."""
+    return next(iter(by_search_rank(host.analyzers.values(), KeepsTags)), None)
+
+
 async def content_tags(host: HostContext, content_ids: list[str]) -> dict[str, list[str]]:
-    """Each content's top tags, from whichever analyzer keeps tags; none without one."""
-    if not content_ids:
+    """Each content's top tags, from the analyzer that keeps tags; none without one."""
+    keeper = tag_keeper(host)
+    if not content_ids or keeper is None:
         return {}
-    answer = host.hook.soundspan_content_tags(host=host, content_ids=content_ids)
-    return await maybe_await(answer) or {}
+    return await keeper.content_tags(content_ids)
 
 
 def why(result_tags: Iterable[str], query_tags: set[str]) -> dict[str, list[str]]:

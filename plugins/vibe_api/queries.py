@@ -1,7 +1,7 @@
 """The SQL behind the vibe API: tracks, their analyses, nearest neighbours, progress.
 
-Reads the host's core tables (tracks, analysis_jobs) and the embedding table each analyzer
-names in its AnalyzerInfo; knows nothing about any model.
+Reads the host's library views (library_tracks, recorded_tracks, analysis_states) and the
+embedding table each analyzer names in its AnalyzerInfo; knows nothing about any model.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from soundspan_hooks import TRACK_TAGS
+
 if TYPE_CHECKING:  # exclusions builds on this module
     from soundspan_plugins.vibe_api.exclusions import Exclusions
 
-TRACK_COLUMNS = (
-    "t.id, t.path, t.title, t.artist, t.album, t.duration, t.content_id, t.album_artist,"
-    " t.track_number, t.disc_number, t.year, t.genre, t.isrc, t.musicbrainz_recording_id"
-)
+TRACK_COLUMNS = ", ".join(f"t.{column}" for column in ("id", "path", "content_id", *TRACK_TAGS))
 
 
 MAX_QUERY_WORDS = 8
@@ -34,7 +33,7 @@ async def find_tracks(
     engine: AsyncEngine, path: str | None, words: str | None, limit: int, offset: int
 ) -> tuple[list[Any], int]:
     """Present tracks by exact relative path, or by words found in tags or path."""
-    conditions = ["t.missing_since IS NULL"]
+    conditions: list[str] = []
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     if path is not None:
         conditions.append("t.path = :path")
@@ -46,14 +45,16 @@ async def find_tracks(
                 f"concat_ws(' ', t.title, t.artist, t.album, t.path) ILIKE :word{index}"
             )
             params[f"word{index}"] = f"%{like_literal(word)}%"
-    where = " AND ".join(conditions)
+    where = " AND ".join(conditions) or "TRUE"
     async with engine.connect() as connection:
         total = (
-            await connection.execute(text(f"SELECT count(*) FROM tracks t WHERE {where}"), params)
+            await connection.execute(
+                text(f"SELECT count(*) FROM library_tracks t WHERE {where}"), params
+            )
         ).scalar()
         rows = await connection.execute(
             text(
-                f"SELECT {TRACK_COLUMNS} FROM tracks t WHERE {where}"
+                f"SELECT {TRACK_COLUMNS} FROM library_tracks t WHERE {where}"
                 " ORDER BY t.path LIMIT :limit OFFSET :offset"
             ),
             params,
@@ -65,7 +66,10 @@ async def track_by_id(engine: AsyncEngine, track_id: str) -> Any | None:
     async with engine.connect() as connection:
         return (
             await connection.execute(
-                text(f"SELECT {TRACK_COLUMNS}, t.missing_since FROM tracks t WHERE t.id = :id"),
+                text(
+                    f"SELECT {TRACK_COLUMNS}, t.missing_since FROM recorded_tracks t"
+                    " WHERE t.id = :id"
+                ),
                 {"id": track_id},
             )
         ).first()
@@ -77,8 +81,8 @@ async def track_by_path(engine: AsyncEngine, path: str) -> Any | None:
         return (
             await connection.execute(
                 text(
-                    f"SELECT {TRACK_COLUMNS}, t.missing_since FROM tracks t WHERE t.path = :path"
-                    " ORDER BY t.missing_since NULLS FIRST LIMIT 1"
+                    f"SELECT {TRACK_COLUMNS}, t.missing_since FROM recorded_tracks t"
+                    " WHERE t.path = :path ORDER BY t.missing_since NULLS FIRST LIMIT 1"
                 ),
                 {"path": path},
             )
@@ -91,7 +95,7 @@ async def track_by_musicbrainz_id(engine: AsyncEngine, recording_id: str) -> Any
         return (
             await connection.execute(
                 text(
-                    f"SELECT {TRACK_COLUMNS}, t.missing_since FROM tracks t"
+                    f"SELECT {TRACK_COLUMNS}, t.missing_since FROM recorded_tracks t"
                     " WHERE t.musicbrainz_recording_id = :recording_id"
                     " ORDER BY t.missing_since NULLS FIRST, t.path LIMIT 1"
                 ),
@@ -106,7 +110,7 @@ async def analysis_states(engine: AsyncEngine, content_id: str) -> dict[str, dic
         rows = await connection.execute(
             text(
                 "SELECT analyzer, state, version, attempts, error, finished_at"
-                " FROM analysis_jobs WHERE content_id = :content_id ORDER BY analyzer"
+                " FROM analysis_states WHERE content_id = :content_id ORDER BY analyzer"
             ),
             {"content_id": content_id},
         )
@@ -132,9 +136,9 @@ async def representative_tracks(
     async with engine.connect() as connection:
         rows = await connection.execute(
             text(
-                f"SELECT DISTINCT ON (t.content_id) {TRACK_COLUMNS} FROM tracks t"
-                " WHERE t.content_id = ANY(:ids) AND t.missing_since IS NULL"
-                f" AND {exclusions.keeps()} ORDER BY t.content_id, t.path"
+                f"SELECT DISTINCT ON (t.content_id) {TRACK_COLUMNS} FROM library_tracks t"
+                f" WHERE t.content_id = ANY(:ids) AND {exclusions.keeps()}"
+                " ORDER BY t.content_id, t.path"
             ),
             {**exclusions.params, "ids": list(content_ids)},
         )
@@ -161,8 +165,8 @@ async def nearest_contents(
                 nearest_first(
                     f"SELECT e.content_id, e.embedding <=> CAST(:source AS vector) AS distance"
                     f" FROM {table} e WHERE e.content_id <> :id"
-                    " AND EXISTS (SELECT 1 FROM tracks t WHERE t.content_id = e.content_id"
-                    f" AND t.missing_since IS NULL AND {exclusions.keeps()})"
+                    " AND EXISTS (SELECT 1 FROM library_tracks t WHERE t.content_id ="
+                    f" e.content_id AND {exclusions.keeps()})"
                     " ORDER BY e.embedding <=> CAST(:source AS vector) LIMIT :limit"
                 )
             ),
@@ -207,9 +211,8 @@ async def _nearest(
         text(
             nearest_first(
                 f"SELECT e.content_id, e.embedding <=> CAST(:query AS vector) AS distance"
-                f" FROM {table} e WHERE EXISTS (SELECT 1 FROM tracks t"
-                " WHERE t.content_id = e.content_id AND t.missing_since IS NULL"
-                f" AND {exclusions.keeps()})"
+                f" FROM {table} e WHERE EXISTS (SELECT 1 FROM library_tracks t"
+                f" WHERE t.content_id = e.content_id AND {exclusions.keeps()})"
                 " ORDER BY e.embedding <=> CAST(:query AS vector) LIMIT :limit"
             )
         ),
@@ -272,8 +275,8 @@ async def present_embeddings(
         result = await connection.stream(
             text(
                 f"SELECT DISTINCT ON (t.content_id) t.id, t.content_id,"
-                f" vector_send(e.embedding) AS packed FROM {table} e JOIN tracks t"
-                f" ON t.content_id = e.content_id AND t.missing_since IS NULL AND {keeps}"
+                f" vector_send(e.embedding) AS packed FROM {table} e JOIN library_tracks t"
+                f" ON t.content_id = e.content_id AND {keeps}"
                 " ORDER BY t.content_id, t.path"
             ),
             params,
@@ -294,7 +297,7 @@ async def embeddings_signature(engine: AsyncEngine, table: str) -> tuple[Any, ..
             await connection.execute(
                 text(
                     f"SELECT count(*) AS tracks, max(t.updated_at) AS updated FROM {table} e"
-                    " JOIN tracks t ON t.content_id = e.content_id AND t.missing_since IS NULL"
+                    " JOIN library_tracks t ON t.content_id = e.content_id"
                 )
             )
         ).one()
@@ -306,8 +309,7 @@ async def playlist_tracks(engine: AsyncEngine, track_ids: Sequence[str]) -> list
     async with engine.connect() as connection:
         rows = await connection.execute(
             text(
-                f"SELECT {TRACK_COLUMNS}, t.raw_path FROM tracks t"
-                " WHERE t.id = ANY(:ids) AND t.missing_since IS NULL"
+                f"SELECT {TRACK_COLUMNS}, t.raw_path FROM library_tracks t WHERE t.id = ANY(:ids)"
             ),
             {"ids": list(track_ids)},
         )
@@ -323,7 +325,7 @@ async def library_totals(engine: AsyncEngine) -> dict[str, int]:
                     "SELECT count(*) FILTER (WHERE missing_since IS NULL) AS tracks,"
                     " count(*) FILTER (WHERE missing_since IS NOT NULL) AS missing,"
                     " count(DISTINCT content_id) FILTER (WHERE missing_since IS NULL) AS contents"
-                    " FROM tracks"
+                    " FROM recorded_tracks"
                 )
             )
         ).one()

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from soundspan_hooks.openapi import Track, TrackId, component_schemas, operation, ref
 from soundspan_plugins.shared.playlist_names import PlaylistName
 from soundspan_plugins.vibe_api.shaping import DEFAULT_MAX_PER_ALBUM, DEFAULT_MAX_PER_ARTIST
-from soundspan_plugins.vibe_api.status_schema import Excluded, StatusAnswer
+from soundspan_plugins.vibe_api.status_schema import Excluded, LibraryExcluded
 
 MAX_LIMIT = 200
 MAX_PATH_LENGTH = 100
@@ -336,9 +336,6 @@ def openapi_fragment() -> dict[str, Any]:
                     body=SearchRequest,
                 )
             },
-            "/api/vibe/status": {
-                "get": operation("Analyzers and their progress", {200: ref(StatusAnswer)})
-            },
             "/api/vibe/path": {
                 "get": operation(
                     "Tracks drifting evenly from one track to another",
@@ -379,7 +376,7 @@ def openapi_fragment() -> dict[str, Any]:
             TrackDetail,
             SimilarAnswer,
             SearchAnswer,
-            StatusAnswer,
+            LibraryExcluded,  # the status's `excluded` (soundspan_status_fields)
             SearchRequest,
             PathAnswer,
             MixAnswer,

@@ -18,7 +18,7 @@ import numpy as np
 from soundspan_hooks import AnalyzerInfo, HostContext
 from soundspan_plugins.vibe_api import queries
 from soundspan_plugins.vibe_api.exclusions import NOTHING_EXCLUDED, Exclusions
-from soundspan_plugins.vibe_api.handling import maybe_await
+from soundspan_plugins.vibe_api.handling import tag_keeper
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,8 @@ class LibraryMaps:
             track_ids, content_ids, coordinates = await _umap(self.host, table, self.exclusions)
         else:
             track_ids, content_ids, coordinates = await _pca(self.host, table, self.exclusions)
-        labels = content_ids and await maybe_await(
-            self.host.hook.soundspan_content_labels(host=self.host, content_ids=content_ids)
-        )
+        keeper = tag_keeper(self.host)
+        labels = content_ids and keeper and await keeper.content_labels(content_ids)
         answer = {"analyzer": analyzer.name, "method": self.method, "computed_at": time.time()}
         # 100k points take half a second to encode: not on the event loop
         body = await asyncio.to_thread(

@@ -15,16 +15,23 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from soundspan_hooks import AnalyzerInfo, HostContext
+from soundspan_hooks import (
+    AnalyzerInfo,
+    EmbedsText,
+    HostContext,
+    TagSearch,
+    TextEmbedding,
+    by_search_rank,
+)
 from soundspan_hooks.openapi import track_json
 from soundspan_plugins.vibe_api import queries
 from soundspan_plugins.vibe_api.exclusions import excluded_among, excluded_near
 from soundspan_plugins.vibe_api.handling import (
     content_tags,
-    maybe_await,
     pick_analyzer,
     scored_results,
     searchable,
+    tag_keeper,
     track_named,
     track_or_404,
     why,
@@ -81,10 +88,9 @@ async def similar_answer(
 
 
 async def search_answer(host: HostContext, body: SearchRequest) -> dict[str, Any]:
-    analyzers = {info.name: info for info in await host.describe_analyzers()}
-    embedding = await maybe_await(host.hook.soundspan_embed_text(host=host, text=body.text))
-    if embedding is not None and searchable(analyzers.get(embedding.analyzer)):
-        table = analyzers[embedding.analyzer].embedding_table
+    embedding, info = await _embedded(host, body.text)
+    if embedding is not None and info is not None:
+        table = info.embedding_table
 
         async def nearest(count: int) -> list[tuple[str, float]]:
             return await queries.nearest_to_vector(
@@ -267,8 +273,9 @@ async def _place(
         if track.content_id not in known:
             raise _not_analyzed(track, analyzer)
         return _unit(known[track.content_id]), "track", analyzer.name, track
-    embedding = await maybe_await(host.hook.soundspan_embed_text(host=host, text=item))
-    if embedding is not None and embedding.analyzer == analyzer.name:
+    embedder = host.analyzers.get(analyzer.name)
+    embedding = await embedder.embed_text(item) if isinstance(embedder, EmbedsText) else None
+    if embedding is not None:
         return _unit(np.asarray(embedding.vector)), "text", analyzer.name, None
     tag_search = await _search_tags(host, item, TAG_CENTROID_TRACKS)
     known = await queries.embeddings(
@@ -283,21 +290,31 @@ async def _place(
     return _unit(centroid), "text", tag_search.analyzer, None
 
 
-async def _search_tags(host: HostContext, text: str, limit: int) -> Any:
-    tag_search = await maybe_await(
-        host.hook.soundspan_search_tags(host=host, text=text, limit=limit)
-    )
-    if tag_search is None:
+async def _embedded(
+    host: HostContext, text: str
+) -> tuple[TextEmbedding | None, AnalyzerInfo | None]:
+    """The text in the space of the first analyzer, by search rank, that can embed it now and
+    has embeddings to search; (None, None) where none can."""
+    for embedder in by_search_rank(host.analyzers.values(), EmbedsText):
+        info = embedder.info()
+        if searchable(info) and (embedding := await embedder.embed_text(text)) is not None:
+            return embedding, info
+    return None, None
+
+
+async def _search_tags(host: HostContext, text: str, limit: int) -> TagSearch:
+    keeper = tag_keeper(host)
+    if keeper is None:
         raise web.HTTPServiceUnavailable(
             reason="no analyzer can search by text: enable clap (text embeddings) or musicnn (tags)"
         )
-    return tag_search
+    return await keeper.search_tags(text, limit)
 
 
 async def _tags_named(host: HostContext, text: str) -> tuple[str, ...]:
     """The tags a text names (e.g. "chill jazz piano": chill, jazz); none without a tagger."""
-    tag_search = await maybe_await(host.hook.soundspan_search_tags(host=host, text=text, limit=0))
-    return tag_search.matched_tags if tag_search is not None else ()
+    keeper = tag_keeper(host)
+    return (await keeper.search_tags(text, 0)).matched_tags if keeper is not None else ()
 
 
 def _tracks_of(host: HostContext) -> Any:

@@ -277,20 +277,26 @@ routes = web.RouteTableDef()
 @routes.post("/api/library/scan")
 async def scan(request: web.Request) -> web.Response:
     """Compare the music dir with the database now, in the background."""
-    started = request.app[INGEST].scan_in_background()
+    started = _ingest(request).scan_in_background()
     return web.json_response({"scan": "started" if started else "already running"}, status=202)
 
 
 @routes.get("/api/library/scan")
 async def scan_state(request: web.Request) -> web.Response:
     """Whether a scan is running, and what the last one found."""
-    ingest = request.app[INGEST]
+    ingest = _ingest(request)
     last = asdict(ingest.last_scan) if ingest.last_scan is not None else None
     problems = [
         {"path": path, "reason": reason}
         for path, reason in sorted(ingest.problems.items())[:PROBLEMS_SHOWN]
     ]
     return web.json_response({"scanning": ingest.scanning, "last": last, "problems": problems})
+
+
+def _ingest(request: web.Request) -> Ingest:
+    if INGEST not in request.app:  # a host for one CLI command: the running host scans
+        raise web.HTTPServiceUnavailable(reason="this host answers one command; it never scans")
+    return request.app[INGEST]
 
 
 @hookimpl
@@ -377,6 +383,9 @@ def soundspan_lifespan(host: HostContext):
 
 @asynccontextmanager
 async def _watching(host: HostContext) -> AsyncIterator[None]:
+    if host.one_command:  # the running host follows the music dir, and scans on request
+        yield
+        return
     settings = host.section("watcher")
     assert isinstance(settings, WatcherSettings)
     ingest = Ingest(host, settings)
@@ -388,3 +397,10 @@ async def _watching(host: HostContext) -> AsyncIterator[None]:
         yield
     finally:
         await ingest.stop()
+
+
+@hookimpl
+def soundspan_commands(cli) -> None:
+    from soundspan_plugins.watcher.commands import add_commands  # typer and rich: CLI only
+
+    add_commands(cli)

@@ -18,7 +18,7 @@ import mutagen
 from mutagen import MutagenError
 from mutagen.easymp4 import EasyMP4Tags
 
-from soundspan_hooks import TrackFacts
+from soundspan_hooks import TRACK_TAG_TYPES, TrackFacts
 from soundspan_plugins.watcher.identity import BoundedReader, identity
 
 log = logging.getLogger(__name__)
@@ -94,28 +94,46 @@ async def read_in_threads(read: Callable[[list[T]], list[R]], items: list[T]) ->
     return [result for part in parts for result in part]
 
 
+# mutagen's easy keys for the tags not named as TrackFacts names them, the first found wins;
+# every other tag is read from the easy key of its own name
+EASY_KEYS = {
+    "album_artist": ("albumartist",),
+    "track_number": ("tracknumber",),
+    "disc_number": ("discnumber",),
+    "year": ("date", "originaldate"),
+    "musicbrainz_recording_id": ("musicbrainz_trackid",),
+}
+
+
 def _tags(tagged: mutagen.FileType) -> dict[str, object]:
     """The tags TrackFacts carries, from mutagen's easy keys (the same names in every format)."""
-    length = getattr(tagged.info, "length", None)
-    return {
-        "title": _first(tagged, "title"),
-        "artist": _first(tagged, "artist"),
-        "album": _first(tagged, "album"),
-        "duration": float(length) if length else None,
-        "album_artist": _first(tagged, "albumartist"),
-        "track_number": _leading_number(_first(tagged, "tracknumber")),  # "3/12" -> 3
-        "disc_number": _leading_number(_first(tagged, "discnumber")),
-        "year": _leading_number(_first(tagged, "date") or _first(tagged, "originaldate")),
-        "genre": _first(tagged, "genre"),
-        "isrc": _first(tagged, "isrc"),
-        "musicbrainz_recording_id": _first(tagged, "musicbrainz_trackid"),
-    }
+    found: dict[str, object] = {}
+    for tag, kind in TRACK_TAG_TYPES.items():
+        if tag == "duration":  # the audio stream's, not a tag
+            length = getattr(tagged.info, "length", None)
+            found[tag] = float(length) if length else None
+            continue
+        value = next(
+            (value for key in EASY_KEYS.get(tag, (tag,)) if (value := _first(tagged, key))), None
+        )
+        found[tag] = _read_as(kind, value)
+    return found
 
 
 def _leading_number(value: str | None) -> int | None:
     """The number a tag starts with: "3/12" -> 3, "2001-05-03" -> 2001; None if it has none."""
     match = re.match(r"\s*(\d{1,9})", value or "")
     return int(match.group(1)) if match else None
+
+
+def _read_as(kind: type, value: str | None) -> object:
+    """A tag's text as TrackFacts types it: a number from the number it starts with."""
+    if kind is int:
+        return _leading_number(value)
+    if kind is float:  # "120.5 BPM" -> 120.5
+        match = re.match(r"\s*(\d{1,9}(?:\.\d+)?)", value or "")
+        return float(match.group(1)) if match else None
+    return value
 
 
 def _first(tagged: mutagen.FileType, key: str) -> str | None:

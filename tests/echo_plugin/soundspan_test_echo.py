@@ -1,17 +1,20 @@
 """A tiny third-party plugin the tests install through the `soundspan_host.plugins` entry point.
 
 It owns a settings section, a table (by migration), a lifespan that touches the database,
-and a route, so one plugin exercises every start-up hook.
+a route, and a command (`soundspan-host echo`), so one plugin exercises every start-up hook.
 """
 
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import typer
 from aiohttp import web
 from pydantic import Field
 from sqlalchemy import text
 
 from soundspan_hooks import HOST, PluginSettings, SettingsSection, hookimpl, legacy_env
+from soundspan_hooks.cli import HostClient, SettingsOption, run_client
+from soundspan_hooks.cli_tables import Column, fitted_table, make_console
 
 
 class EchoSettings(PluginSettings):
@@ -68,3 +71,20 @@ def _record(events_file: str, event: str) -> None:
     if events_file:
         with open(events_file, "a") as events:
             events.write(event + "\n")
+
+
+@hookimpl
+def soundspan_commands(cli):
+    @cli.command()
+    def echo(ctx: typer.Context, settings: SettingsOption = None) -> None:
+        """Print what GET /api/echo answers (the echo plugin)."""
+        run_client(ctx, settings, print_echo)
+
+
+async def print_echo(client: HostClient) -> None:
+    answer = await client.get("/api/echo")
+    console = make_console()
+    rows = [(greeting,) for greeting in answer["echo"]]
+    console.print(
+        fitted_table(console, f"echo after {answer['starts']} starts", [Column("greeting")], rows)
+    )

@@ -41,9 +41,10 @@ class ToySettings(PluginSettings):
     )
     described_as: Path | None = Field(
         None,
-        description="A JSON object of AnalyzerInfo fields (state, reason, download, trained,"
-        " embeds_text…) laid over the toy's own, read at each description: a test shows the"
-        " analyzer in any state and changes it while the host runs.",
+        description="A JSON object of AnalyzerInfo fields (state, reason, download, trained…)"
+        " laid over the toy's own, read at each description, and `embeds_text` (whether it"
+        " embeds text now): a test shows the analyzer in any state and changes it while the"
+        " host runs.",
     )
 
 
@@ -86,68 +87,73 @@ def soundspan_migrations():
 
 
 @hookimpl
-def soundspan_analyzer(host):
-    settings = host.section("toy")
-    info = AnalyzerInfo(
-        name="toy",
-        version=settings.version,
-        model_id="toy-wave-stats",
-        trained=False,
-        dimension=3,
-        embedding_table="toy_results",
-        device="cpu",
-        workers=settings.workers,
-        poll_interval=settings.poll_interval,
-    )
-    if settings.described_as is None:
-        return info
-    return dataclasses.replace(info, **json.loads(settings.described_as.read_text()))
+def soundspan_analyzers(host):
+    return [ToyAnalyzer(host)]
 
 
-@hookimpl
-def soundspan_embed_text(host, text):
-    """Any text points the same way: enough to show a search answered by an embedding."""
-    if not soundspan_analyzer(host).embeds_text:
-        return None
-    return _embed()
+class ToyAnalyzer:
+    """The toy as the host keeps it (soundspan_hooks.Analyzer, and EmbedsText)."""
 
+    name = "toy"
 
-async def _embed():
-    return TextEmbedding(analyzer="toy", vector=(0.0, 1.0, 0.0))
+    def __init__(self, host):
+        self.host = host
 
-
-@hookimpl
-def soundspan_analyze_track(host, analyzer, track):
-    if analyzer != "toy":
-        return None
-    return _analyze(host, track)
-
-
-async def _analyze(host, track):
-    settings = host.section("toy")
-    # on the event loop, not in the thread: a host stopped meanwhile cancels the wait
-    while settings.hold_until is not None and not settings.hold_until.exists():
-        await asyncio.sleep(0.05)
-    embedding = await asyncio.to_thread(analyze, track.path, settings.delay_seconds)
-
-    async def store(connection):
-        await connection.execute(
-            text(
-                "INSERT INTO toy_results (content_id, embedding, version, worker_pid)"
-                " VALUES (:content_id, :embedding, :version, :pid)"
-                " ON CONFLICT (content_id) DO UPDATE SET embedding = excluded.embedding,"
-                " version = excluded.version, worker_pid = excluded.worker_pid"
-            ),
-            {
-                "content_id": track.content_id,
-                "embedding": str(embedding),
-                "version": settings.version,
-                "pid": os.getpid(),
-            },
+    def _described(self):
+        settings = self.host.section("toy")
+        info = AnalyzerInfo(
+            name="toy",
+            version=settings.version,
+            model_id="toy-wave-stats",
+            trained=False,
+            dimension=3,
+            embedding_table="toy_results",
+            device="cpu",
+            workers=settings.workers,
+            poll_interval=settings.poll_interval,
         )
-        await connection.execute(
-            text("INSERT INTO toy_stores (content_id, worker_pid) VALUES (:content_id, :pid)"),
-            {"content_id": track.content_id, "pid": os.getpid()},
-        )
+        fields = json.loads(settings.described_as.read_text()) if settings.described_as else {}
+        embeds_text = fields.pop("embeds_text", False)
+        return dataclasses.replace(info, **fields), embeds_text
 
-    return store
+    def info(self):
+        return self._described()[0]
+
+    async def embed_text(self, text):
+        """Any text points the same way, where the description says the toy embeds text:
+        enough to show a search answered by an embedding."""
+        if not self._described()[1]:
+            return None
+        return TextEmbedding(analyzer="toy", vector=(0.0, 1.0, 0.0))
+
+    async def details(self, content_id):
+        return None
+
+    async def analyze(self, track):
+        settings = self.host.section("toy")
+        # on the event loop, not in the thread: a host stopped meanwhile cancels the wait
+        while settings.hold_until is not None and not settings.hold_until.exists():
+            await asyncio.sleep(0.05)
+        embedding = await asyncio.to_thread(analyze, track.path, settings.delay_seconds)
+
+        async def store(connection):
+            await connection.execute(
+                text(
+                    "INSERT INTO toy_results (content_id, embedding, version, worker_pid)"
+                    " VALUES (:content_id, :embedding, :version, :pid)"
+                    " ON CONFLICT (content_id) DO UPDATE SET embedding = excluded.embedding,"
+                    " version = excluded.version, worker_pid = excluded.worker_pid"
+                ),
+                {
+                    "content_id": track.content_id,
+                    "embedding": str(embedding),
+                    "version": settings.version,
+                    "pid": os.getpid(),
+                },
+            )
+            await connection.execute(
+                text("INSERT INTO toy_stores (content_id, worker_pid) VALUES (:content_id, :pid)"),
+                {"content_id": track.content_id, "pid": os.getpid()},
+            )
+
+        return store

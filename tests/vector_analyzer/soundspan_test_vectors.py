@@ -54,68 +54,70 @@ def soundspan_migrations():
 
 
 @hookimpl
-def soundspan_analyzer(host):
-    return AnalyzerInfo(
-        name="vectors",
-        version="1",
-        model_id="first-samples",
-        trained=False,
-        dimension=DIMENSION,
-        embedding_table="vector_results",
-        device="cpu",
-        workers=1,
-        poll_interval=0.1,
-    )
+def soundspan_analyzers(host):
+    return [VectorAnalyzer(host)]
 
 
-@hookimpl
-def soundspan_analyze_track(host, analyzer, track):
-    if analyzer != "vectors":
+class VectorAnalyzer:
+    """soundspan_hooks.Analyzer, and KeepsTags: north or south."""
+
+    name = "vectors"
+
+    def __init__(self, host):
+        self.host = host
+
+    def info(self):
+        return AnalyzerInfo(
+            name="vectors",
+            version="1",
+            model_id="first-samples",
+            trained=False,
+            dimension=DIMENSION,
+            embedding_table="vector_results",
+            device="cpu",
+            workers=1,
+            poll_interval=0.1,
+        )
+
+    async def details(self, content_id):
         return None
-    return _analyze(track)
 
+    async def analyze(self, track):
+        vector = read_vector(track.path)
 
-async def _analyze(track):
-    vector = read_vector(track.path)
+        async def store(connection):
+            await connection.execute(
+                text(
+                    "INSERT INTO vector_results (content_id, embedding, tag)"
+                    " VALUES (:id, :vector, :tag)"
+                    " ON CONFLICT (content_id) DO UPDATE SET embedding = excluded.embedding"
+                ),
+                {"id": track.content_id, "vector": str(vector), "tag": tag_of(vector)},
+            )
 
-    async def store(connection):
-        await connection.execute(
-            text(
-                "INSERT INTO vector_results (content_id, embedding, tag)"
-                " VALUES (:id, :vector, :tag)"
-                " ON CONFLICT (content_id) DO UPDATE SET embedding = excluded.embedding"
-            ),
-            {"id": track.content_id, "vector": str(vector), "tag": tag_of(vector)},
-        )
+        return store
 
-    return store
+    async def search_tags(self, query, limit):
+        words = query.split()
+        async with self.host.engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT content_id FROM vector_results WHERE tag = ANY(:words) LIMIT :limit"),
+                {"words": words, "limit": limit},
+            )
+            results = tuple(ContentScore(row.content_id, 1.0) for row in rows)
+        matched = tuple(word for word in ("north", "south") if word in words)
+        return TagSearch(analyzer="vectors-tags", matched_tags=matched, results=results)
 
+    async def content_labels(self, content_ids):
+        return await self.content_tag(content_ids)
 
-@hookimpl
-def soundspan_search_tags(host, text, limit):
-    return _search(host, text.split(), limit)
+    async def content_tags(self, content_ids):
+        return {content: [tag] for content, tag in (await self.content_tag(content_ids)).items()}
 
-
-async def _search(host, words, limit):
-    async with host.engine.connect() as connection:
-        rows = await connection.execute(
-            text("SELECT content_id FROM vector_results WHERE tag = ANY(:words) LIMIT :limit"),
-            {"words": words, "limit": limit},
-        )
-        results = tuple(ContentScore(row.content_id, 1.0) for row in rows)
-    matched = tuple(word for word in ("north", "south") if word in words)
-    return TagSearch(analyzer="vectors-tags", matched_tags=matched, results=results)
-
-
-@hookimpl
-def soundspan_content_labels(host, content_ids):
-    return _labels(host, content_ids)
-
-
-async def _labels(host, content_ids):
-    async with host.engine.connect() as connection:
-        rows = await connection.execute(
-            text("SELECT content_id, tag FROM vector_results WHERE content_id = ANY(:ids)"),
-            {"ids": content_ids},
-        )
-        return {row.content_id: row.tag for row in rows}
+    async def content_tag(self, content_ids):
+        async with self.host.engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT content_id, tag FROM vector_results WHERE content_id = ANY(:ids)"),
+                {"ids": content_ids},
+            )
+            return {row.content_id: row.tag for row in rows}

@@ -1,8 +1,9 @@
-"""Feeds an analyzer from the queue: claim, analyze through the hook, store, repeat.
+"""Feeds an analyzer from the queue: claim, analyze, store, repeat.
 
-The worker survives a database that goes away and comes back: a claim or a completion that
-fails is retried after a pause, and a job left half-done is picked up again when its lease
-runs out. Nothing here knows what analysis means.
+A feed runs in the host, or in a remote worker (`soundspan-host worker`), and hands tracks to
+its analyzer, whose worker processes run the model. It survives a database that goes away
+and comes back: a claim or a completion that fails is retried after a pause, and a job left
+half-done is picked up again when its lease runs out. Nothing here knows what analysis means.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from soundspan_hooks import AnalyzerInfo, HostContext, TrackFile, UnreadableTrack
+from soundspan_hooks import Analyzer, HostContext, TrackFile, UnreadableTrack
 from soundspan_host.metrics import Metrics
 from soundspan_host.queue import AnalysisQueue, Job, LeaseLost
 from soundspan_host.worker_registry import WorkerRegistry
@@ -23,7 +24,7 @@ from soundspan_host.worker_registry import WorkerRegistry
 log = logging.getLogger(__name__)
 
 DATABASE_ERRORS = (OSError, DBAPIError, SQLAlchemyError)
-# how often a worker refreshes its row in the registry (never more often than it polls):
+# how often a feed refreshes its row in the registry (never more often than it polls):
 # well inside worker_registry.WORKER_SEEN_MINUTES, so a live worker never drops out of the status
 REGISTRY_REFRESH_SECONDS = 30.0
 
@@ -51,15 +52,17 @@ class FileTrouble(Exception):
         self.error = error
 
 
-class AnalyzerWorker:
-    """Keeps up to `analyzer.workers` jobs of one analyzer in flight."""
+class AnalysisFeed:
+    """Keeps up to `info.workers` jobs of one analyzer in flight; `info` is the analyzer as
+    it described itself when the feed started (its version is the one it claims jobs for)."""
 
     def __init__(
-        self, host: HostContext, queue: AnalysisQueue, analyzer: AnalyzerInfo, metrics: Metrics
+        self, host: HostContext, queue: AnalysisQueue, analyzer: Analyzer, metrics: Metrics
     ) -> None:
         self.host = host
         self.queue = queue
         self.analyzer = analyzer
+        self.info = analyzer.info()
         self.metrics = metrics
         self.wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -76,8 +79,8 @@ class AnalyzerWorker:
         try:
             while True:
                 await self._say_present()
-                free = self.analyzer.workers - len(self._in_flight)
-                ready = free > 0 and await self._analyzer_ready()
+                free = self.info.workers - len(self._in_flight)
+                ready = free > 0 and self._analyzer_ready()
                 claimed = await self._claim(free) if ready else []
                 for job in claimed:
                     task = asyncio.create_task(self._run_job(job))
@@ -90,7 +93,7 @@ class AnalyzerWorker:
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
             with contextlib.suppress(*DATABASE_ERRORS):  # else its row ages out of the registry
-                await self.registry.stopped_working(self.analyzer.name)
+                await self.registry.stopped_working(self.info.name)
 
     async def _say_present(self) -> None:
         """Keep this worker's row in the registry fresh: the host names a worker whose model
@@ -99,16 +102,14 @@ class AnalyzerWorker:
         if now < self._registry_refresh_due:
             return
         try:
-            await self.registry.seen_working(self.analyzer.name, self.analyzer.version)
+            await self.registry.seen_working(self.info.name, self.info.version)
         except DATABASE_ERRORS as error:  # the claim that follows says the queue is away
-            log.debug("%s: could not refresh the worker registry (%s)", self.analyzer.name, error)
+            log.debug("%s: could not refresh the worker registry (%s)", self.info.name, error)
             return
-        self._registry_refresh_due = now + max(
-            self.analyzer.poll_interval, REGISTRY_REFRESH_SECONDS
-        )
+        self._registry_refresh_due = now + max(self.info.poll_interval, REGISTRY_REFRESH_SECONDS)
 
     async def _claim(self, free: int) -> list[Job]:
-        name, version = self.analyzer.name, self.analyzer.version
+        name, version = self.info.name, self.info.version
         try:
             claimed = await self.queue.claim(name, version, free)
             if not claimed and not self._in_flight:
@@ -118,28 +119,27 @@ class AnalyzerWorker:
             log.warning("%s: cannot reach the queue (%s); retrying", name, error)
             return []
 
-    async def _analyzer_ready(self) -> bool:
+    def _analyzer_ready(self) -> bool:
         """An analyzer still fetching or loading its model takes no jobs: they wait for it."""
-        described = await self.host.describe_analyzers()
-        return any(info.name == self.analyzer.name and info.state == "ready" for info in described)
+        return self.analyzer.info().state == "ready"
 
     async def _say_if_outdated(self) -> None:
-        """An idle worker whose model differs from the one the jobs ask for says so, once
+        """An idle feed whose model differs from the one the jobs ask for says so, once
         per change: it will take none of them."""
-        waiting = await self.queue.versions_waiting(self.analyzer.name, self.analyzer.version)
+        waiting = await self.queue.versions_waiting(self.info.name, self.info.version)
         if waiting and waiting != self._versions_waiting:
             log.warning(
                 "%s: jobs wait for model version %s, and this worker has %s: it takes none of "
                 "them; give it the host's model (or restart the host with this one)",
-                self.analyzer.name,
+                self.info.name,
                 ", ".join(waiting),
-                self.analyzer.version,
+                self.info.version,
             )
         self._versions_waiting = waiting
 
     async def _wait_for_work(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), self.analyzer.poll_interval)
+            await asyncio.wait_for(self.wake.wait(), self.info.poll_interval)
         self.wake.clear()
 
     def _job_finished(self, task: asyncio.Task[None]) -> None:
@@ -179,22 +179,17 @@ class AnalyzerWorker:
         except DATABASE_ERRORS as error:
             # the lease runs out and the job is claimed again once the database is back
             log.warning("%s: could not store %s (%s)", job.analyzer, job.relative_path, error)
-        except Exception as error:  # an analyzer's bug must fail one job, not the worker
+        except Exception as error:  # an analyzer's bug must fail one job, not the feed
             log.exception("%s: analysis of %s failed", job.analyzer, job.relative_path)
             await self._fail(job, f"{type(error).__name__}: {error}", permanent=False)
         finally:
             renewing.cancel()
 
     async def _analyze_and_store(self, job: Job, track: TrackFile) -> None:
-        store = self.host.hook.soundspan_analyze_track(
-            host=self.host, analyzer=job.analyzer, track=track
-        )
-        if store is None:
-            raise UnreadableTrack(f"no enabled plugin analyzes with {job.analyzer!r}")
         deadline = self.queue.policy.deadline(job.audio_seconds)
         try:
             # cancelling the analysis stops the worker process running it
-            result = await asyncio.wait_for(store, deadline)
+            result = await asyncio.wait_for(self.analyzer.analyze(track), deadline)
         except TimeoutError:
             raise AnalysisOverdue(job, deadline) from None
         except OSError as error:  # the file's, not the database's: nothing is stored yet
