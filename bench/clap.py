@@ -42,9 +42,9 @@ from real_music import RealTrack, debian_music
 from transformers import ClapModel
 
 from soundspan_plugins.clap.embedding import embed_track, embed_windows
+from soundspan_plugins.clap.inference import OnnxAudioTower
 from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
 from soundspan_plugins.clap.loading import load_clap
-from soundspan_plugins.clap.onnx_tower import OnnxAudioTower
 from soundspan_plugins.clap.precision import choose_tower
 from soundspan_plugins.clap.settings import ClapSettings
 from soundspan_plugins.clap.windows import SAMPLE_RATE, select_windows

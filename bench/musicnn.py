@@ -1,7 +1,7 @@
 """MusiCNN benchmark (issue 8): tracks per minute and memory per worker, as the product runs it.
 
 Uses the plugin's own pieces, the way the host's `[musicnn]` plugin does:
-`soundspan_plugins.musicnn.model_cache.ensure_onnx` converts the musicnn wheel's MSD weights to
+`soundspan_plugins.musicnn.onnx_export.ensure_onnx` converts the musicnn wheel's MSD weights to
 ONNX (into a temp dir), and a `soundspan_plugins.shared.pool.ModelPool` of N spawned worker
 processes, each loading `worker.load_tagger` once, runs `worker.analyze_file` per track (decode
 with PyAV + soxr, log-mel front end, onnxruntime on CPU, batch 16 as the plugin's default).
@@ -15,7 +15,7 @@ Input (`--music`):
 Synthetic tones hid the worker threads' fight over the cores (issue 16): measure on real music.
 
 Reported, for each precision of `--precisions` (default fp32,int8: the float32 graph and the
-int8 one `soundspan_plugins.musicnn.quantization` makes, as `[musicnn] precision` picks them):
+int8 one `soundspan_plugins.musicnn.precision` makes, as `[musicnn] precision` picks them):
   * four-minute tracks/min (audio minutes analyzed per minute / 4) for each pool layout
     (default: 1x1, 2x1 and 1x2 workers x threads) and precision, timed over --tracks tracks
     (default: every real track once) after every worker has loaded its model; the precisions
@@ -82,8 +82,8 @@ from real_music import debian_music, same_album_at_k  # noqa: E402
 from synthetic_music import TRACK_SECONDS, make_tracks  # noqa: E402
 
 from soundspan_plugins.musicnn import MusicnnSettings  # noqa: E402
-from soundspan_plugins.musicnn.model_cache import ensure_onnx  # noqa: E402
-from soundspan_plugins.musicnn.quantization import MAX_TAG_DIFF, ensure_int8  # noqa: E402
+from soundspan_plugins.musicnn.onnx_export import ensure_onnx  # noqa: E402
+from soundspan_plugins.musicnn.precision import MAX_TAG_DIFF, ensure_int8  # noqa: E402
 from soundspan_plugins.musicnn.worker import analyze_file, load_tagger  # noqa: E402
 from soundspan_plugins.shared.pool import ModelPool  # noqa: E402
 

@@ -18,7 +18,7 @@ import pytest
 from soundspan_hooks import HOST
 from soundspan_host.app import create_app
 from soundspan_plugins.clap.frontend import MelFrontEnd
-from soundspan_plugins.clap.onnx_tower import OnnxAudioTower
+from soundspan_plugins.clap.inference import OnnxAudioTower
 from soundspan_plugins.clap.versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
 from soundspan_plugins.clap.windows import SAMPLE_RATE, int16_round_trip, select_windows
 from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower

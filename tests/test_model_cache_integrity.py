@@ -5,7 +5,7 @@ checkpoint, converted for real; CLAP's entries are kept by the same record (shar
 import hashlib
 import json
 
-from soundspan_plugins.musicnn.model_cache import ensure_onnx
+from soundspan_plugins.musicnn.onnx_export import ensure_onnx
 
 
 def sha256(path) -> str:

@@ -19,10 +19,10 @@ import pytest
 
 from soundspan_hooks import HOST
 from soundspan_host.app import create_app
-from soundspan_plugins.musicnn import quantization
+from soundspan_plugins.musicnn import precision
 from soundspan_plugins.musicnn.inference import MusicnnTagger
-from soundspan_plugins.musicnn.model_cache import ensure_onnx
-from soundspan_plugins.musicnn.quantization import (
+from soundspan_plugins.musicnn.onnx_export import ensure_onnx
+from soundspan_plugins.musicnn.precision import (
     MAX_TAG_DIFF,
     choose_model,
     ensure_int8,
@@ -145,18 +145,18 @@ def test_int8_beyond_the_bound_falls_back_to_float32(fp32_model, int8_model, cap
 def test_the_precision_setting_picks_where_int8_holds_the_bound(
     setting, device, fast_int8, expected, monkeypatch
 ) -> None:
-    monkeypatch.setattr(quantization, "INT8_WITHIN_BOUND", True)
+    monkeypatch.setattr(precision, "INT8_WITHIN_BOUND", True)
     assert wanted_precision(setting, device, fast_int8) == expected
     assert version_suffix(setting) == ""  # int8 then stands for fp32: nothing is redone
 
 
 def test_while_int8_misses_the_bound_auto_keeps_fp32_and_int8_is_its_own_version() -> None:
-    assert not quantization.INT8_WITHIN_BOUND  # the held-out figures in bench/RESULTS.md
+    assert not precision.INT8_WITHIN_BOUND  # the held-out figures in bench/RESULTS.md
     assert wanted_precision("auto", "cpu", fast_int8=True) == "fp32"
     assert wanted_precision("int8", "cpu", fast_int8=True) == "int8"
     fp32 = model_version("MSD_musicnn", "fp32")
     assert model_version("MSD_musicnn", "auto") == fp32
-    assert model_version("MSD_musicnn", "int8") == f"{fp32}-int8q{quantization.QUANTIZER_VERSION}"
+    assert model_version("MSD_musicnn", "int8") == f"{fp32}-int8q{precision.QUANTIZER_VERSION}"
 
 
 def test_float32_never_quantizes(tmp_path: Path, fp32_model) -> None:
@@ -229,7 +229,7 @@ async def test_a_host_set_to_int8_analyzes_with_it(start_int8_host, music_dir, c
 async def test_a_host_whose_int8_fails_the_check_runs_float32_and_says_so(
     start_int8_host, music_dir, monkeypatch
 ) -> None:
-    monkeypatch.setattr(quantization, "MAX_TAG_DIFF", 0.0)  # no int8 model can meet it
+    monkeypatch.setattr(precision, "MAX_TAG_DIFF", 0.0)  # no int8 model can meet it
     client = await start_int8_host()
     tags, top, analyzer = await analyzed_clip(client, music_dir)
     reference = REFERENCE["anttis_1918.mp3"]["MSD_musicnn"]["original"]

@@ -27,13 +27,13 @@ from soundspan_plugins.musicnn.frontend import (
     stream_patches,
 )
 from soundspan_plugins.musicnn.inference import MusicnnTagger
-from soundspan_plugins.musicnn.model_cache import ensure_onnx
 from soundspan_plugins.musicnn.network import (
     ModelNotAvailable,
     checkpoint_files,
     checkpoint_index,
     convert,
 )
+from soundspan_plugins.musicnn.onnx_export import ensure_onnx
 from soundspan_plugins.musicnn.tags import MSD_TAGS, MTT_TAGS
 from soundspan_plugins.shared.audio import UnreadableAudio, decode_mono
 

@@ -3,7 +3,7 @@
 A track is embedded from its 10-s windows (windows.py chooses them): each window is embedded the
 way the model expects a 10-s clip, and the unit-length window embeddings are averaged and
 re-normalised. This is the torch path: the host's text tower, the export's reference, and the
-audio tower on CUDA; CPU workers run the same tower exported to ONNX (onnx_tower.py).
+audio tower on CUDA; CPU workers run the same tower exported to ONNX (inference.py).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from soundspan_plugins.shared.files import (
 
 from .embedding import embed_windows
 from .frontend import MelFrontEnd
+from .inference import INPUT_NAME, OUTPUT_NAME, OnnxAudioTower, OnnxTowerFiles
 from .loading import LoadedClap, load_clap
-from .onnx_tower import INPUT_NAME, OUTPUT_NAME, OnnxAudioTower, OnnxTowerFiles
 from .versions import SAME_VERSION_MIN_COSINE, weights_digest
 from .windows import probe_clips
 from .worker import ModelSource

@@ -29,8 +29,8 @@ from soundspan_plugins.shared.files import (
     write_atomically,
 )
 
+from .inference import OnnxAudioTower, OnnxTowerFiles
 from .onnx_export import ensure_exported
-from .onnx_tower import OnnxAudioTower, OnnxTowerFiles
 from .versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
 from .windows import probe_clips
 from .worker import ModelSource

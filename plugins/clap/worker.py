@@ -1,6 +1,6 @@
 """What runs inside a CLAP worker process: the audio tower, loaded once, embedding tracks.
 
-On CPU the tower is the ONNX export (onnx_tower.py): the process imports numpy and
+On CPU the tower is the ONNX export (inference.py): the process imports numpy and
 onnxruntime, never torch or transformers. torch is imported only for the torch tower (on
 CUDA, or where the host refused the export).
 """
@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from soundspan_plugins.clap.onnx_tower import OnnxAudioTower, OnnxTowerFiles
+from soundspan_plugins.clap.inference import OnnxAudioTower, OnnxTowerFiles
 from soundspan_plugins.clap.windows import SAMPLE_RATE, select_windows
 from soundspan_plugins.shared.track_audio import TrackAudio
 

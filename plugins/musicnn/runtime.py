@@ -16,14 +16,14 @@ from aiohttp import web
 from soundspan_hooks import HostContext
 from soundspan_plugins.musicnn.checkpoint import CheckpointError
 from soundspan_plugins.musicnn.inference import cuda_available
-from soundspan_plugins.musicnn.model_cache import CONVERTER_VERSION, ensure_onnx
 from soundspan_plugins.musicnn.network import (
     ModelCard,
     ModelNotAvailable,
     checkpoint_index,
     checkpoint_sha256,
 )
-from soundspan_plugins.musicnn.quantization import choose_model, version_suffix
+from soundspan_plugins.musicnn.onnx_export import CONVERTER_VERSION, ensure_onnx
+from soundspan_plugins.musicnn.precision import choose_model, version_suffix
 from soundspan_plugins.musicnn.settings import NAME, MusicnnSettings
 from soundspan_plugins.musicnn.worker import load_tagger
 from soundspan_plugins.shared.pool import ModelPool
