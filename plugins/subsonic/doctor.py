@@ -11,7 +11,7 @@ from soundspan_hooks import Check
 from soundspan_plugins.subsonic.client import SubsonicClient, SubsonicError, url_shown
 
 if TYPE_CHECKING:
-    from soundspan_plugins.subsonic import SubsonicSettings
+    from soundspan_plugins.subsonic.settings import SubsonicSettings
 
 
 async def login_checks(settings: SubsonicSettings) -> list[Check]:
