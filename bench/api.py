@@ -343,7 +343,7 @@ async def prepare(host: BenchHost, count: int) -> tuple[dict, dict]:
 def main() -> None:
     # torch is imported here, not at module level: the load generator processes re-import
     # this module and need none of it
-    from tests.clap_models import save_tiny_clap
+    from random_clap import save_tiny_clap
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=100_000)

@@ -4,10 +4,11 @@ by side in one run, on real encoded music (bench/real_music.py: Debian's soundtr
 No trained weights can be downloaded here. Speed and memory are measured on a model with the
 REAL shapes of `laion/larger_clap_music` and RANDOM weights (HTSAT-base audio tower: patch width
 128, depths [2, 2, 12, 2], heads [4, 8, 16, 32], window 8, 64 mel bins, unfused; projection 512;
-tests.clap_models.htsat_base_roberta_config): random weights cost the same arithmetic and memory
-as trained ones, but their embeddings mean nothing, so never read its figures as a trained
-model's. Agreement is measured twice: on that model (pool results, each precision against torch)
-and on the tests' small model (tests.clap_models.save_tiny_clap), window by window.
+bench/random_clap.py, htsat_base_roberta_config): random weights cost the same arithmetic and
+memory as trained ones, but their embeddings mean nothing, so never read its figures as a
+trained model's. Agreement is measured twice: on that model (pool results, each precision
+against torch) and on the tests' small model (bench/random_clap.py, save_tiny_clap), window by
+window.
 
 Each precision runs as the plugin runs it: the host exports the tower once (precision.choose_tower,
 cached under a temp dir, int8 checked on the probe clips), then a ModelPool of `workers` x
@@ -38,6 +39,7 @@ import numpy as np
 import onnxruntime
 import torch
 from common import ChildMemory
+from random_clap import htsat_base_roberta_config, save_tiny_clap
 from real_music import RealTrack, debian_music
 from transformers import ClapModel
 
@@ -51,7 +53,6 @@ from soundspan_plugins.clap.windows import SAMPLE_RATE, select_windows
 from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
 from soundspan_plugins.shared.pool import ModelPool
 from soundspan_plugins.shared.track_audio import TrackAudio
-from tests.clap_models import htsat_base_roberta_config, save_tiny_clap
 
 PRECISIONS = ("torch", "fp32", "int8")
 

@@ -1,6 +1,6 @@
 """What the benchmarks share: a real `soundspan-host serve` in a temp dir and memory sampling
-of processes. Importing it also puts the repository on sys.path, so the benchmarks build their
-random CLAP models and tokenizers with the tests' own builders (tests/clap_models.py)."""
+of processes. The benchmarks import nothing from tests/: their random CLAP models come from
+bench/random_clap.py, their Subsonic server from bench/supysonic_server.py."""
 
 from __future__ import annotations
 
@@ -22,10 +22,6 @@ import psutil
 
 from soundspan_host.database.embedded_access import DATABASE_NAME, SUPERUSER, read_secret
 from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
-
-REPOSITORY = Path(__file__).resolve().parent.parent
-if str(REPOSITORY) not in sys.path:
-    sys.path.append(str(REPOSITORY))  # last, so nothing of the repository shadows a package
 
 
 def free_port() -> int:

@@ -72,10 +72,10 @@ def save_random_clap(directory: Path) -> None:
     stays in the host process, so the workers measured are the same.
     """
     import torch
+    from random_clap import htsat_base_roberta_config, save_tokenizer
     from transformers import ClapModel
 
     from soundspan_plugins.clap.laion_checkpoint import UNTRAINED_MARKER, laion_feature_extractor
-    from tests.clap_models import htsat_base_roberta_config, save_tokenizer
 
     torch.manual_seed(0)
     config = htsat_base_roberta_config()

@@ -143,7 +143,7 @@ def run_client(base: str, song_ids: list[str], requests: int) -> dict:
 
 
 def main() -> None:
-    from tests.clap_models import save_tiny_clap
+    from random_clap import save_tiny_clap
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=100_000)

@@ -1,9 +1,9 @@
 """Subsonic benchmark (issue 14): matching a library against a real Subsonic server, and
 keeping 10 fresh playlists on it.
 
-It starts the tests' real supysonic server (tests/subsonic_server.py) and the real host
-(`python -m soundspan_host serve`, embedded PostgreSQL) in a temporary folder, with only the
-watcher, the no-op analyzer (bench/noop_analyzer, by entry point, so no model time counts),
+It starts a real supysonic server (bench/supysonic_server.py, the tests' server) and the real
+host (`python -m soundspan_host serve`, embedded PostgreSQL) in a temporary folder, with only
+the watcher, the no-op analyzer (bench/noop_analyzer, by entry point, so no model time counts),
 vibe_api and subsonic enabled:
 
 1. N tagged MP3 files (bench/rescan.py's maker: distinct audio, title/artist/album tags) are
@@ -53,9 +53,9 @@ import psutil
 from common import BenchHost, host_environment
 from ingest import bench_settings, install_noop_plugin
 from rescan import analyzed_at, write_library
+from supysonic_server import CLI, Supysonic, supysonic
 
 from soundspan_plugins.subsonic.client import Login, SubsonicClient
-from tests.subsonic_server import CLI, Supysonic, supysonic
 
 USER, PASSWORD = "bench", "bench's secret"
 RENAMED_EVERY = 10  # every tenth file lies elsewhere on the server: matched by tags

@@ -18,7 +18,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from soundspan_hooks import HOST, Analyzer, AnalyzerInfo, PluginSettings, WorkerShare
+from soundspan_hooks import (
+    HOST,
+    Analyzer,
+    AnalyzerInfo,
+    PluginSettings,
+    RefreshCoordinator,
+    WorkerShare,
+)
 from soundspan_host import __version__
 from soundspan_host.analysis_feed import DATABASE_ERRORS, AnalysisFeed
 from soundspan_host.analyzers import provided_analyzers
@@ -55,6 +62,7 @@ ONE_COMMAND = web.AppKey("soundspan_one_command", bool)
 CATALOG_PLUGIN = "soundspan-catalog"
 STARTING = ("downloading", "loading")  # an analyzer's states before its model is known to load
 STARTED_POLL_SECONDS = 0.5
+PURGE_SECONDS = 3600.0  # between purges of tracks missing past their grace period
 routes = web.RouteTableDef()
 
 
@@ -72,9 +80,11 @@ class Host:
     analyzers: dict[str, Analyzer] = field(default_factory=dict)
     hook: pluggy.HookRelay = field(init=False)
     cpu_budget: CpuBudget = field(init=False)
+    reader: AsyncEngine = field(init=False)
 
     def __post_init__(self) -> None:
         self.hook = self.plugins.manager.hook
+        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.cpu_budget = host_budget(self.plugins)
 
     def section(self, name: str) -> PluginSettings:
@@ -174,10 +184,10 @@ async def host_lifetime(app: web.Application) -> AsyncIterator[None]:
             for info in working
             if info.state in STARTING
         ]
-        background.append(
-            asyncio.create_task(purge_missing_tracks(host.catalog, plugins.settings.host))
-        )
         stack.push_async_callback(stop_tasks, background)
+        purge = missing_tracks_purge(host.catalog, plugins.settings.host)
+        purge.start()
+        stack.push_async_callback(purge.stop)
         log.info(
             "soundspan host %s ready; plugins: %s",
             __version__,
@@ -306,16 +316,31 @@ async def start_plugins(stack: AsyncExitStack, host: Host) -> None:
             await stack.enter_async_context(lifespan)
 
 
-async def purge_missing_tracks(catalog: Catalog, settings: HostSettings) -> None:
-    """Forget tracks whose files have been gone longer than the grace period, hourly."""
+def missing_tracks_purge(catalog: Catalog, settings: HostSettings) -> RefreshCoordinator[int]:
+    """Forgets tracks whose files have been gone longer than the grace period: at start, then
+    hourly (an hour after a failure too)."""
     grace = timedelta(days=settings.missing_track_grace_days)
-    while True:
-        try:
-            if purged := await catalog.purge_missing(grace):
-                log.info("forgot %d tracks missing for over %s", purged, grace)
-        except DATABASE_ERRORS as error:
+
+    async def purge() -> int:
+        if purged := await catalog.purge_missing(grace):
+            log.info("forgot %d tracks missing for over %s", purged, grace)
+        return purged
+
+    def failed(error: Exception, retry_in: float) -> str:
+        if isinstance(error, DATABASE_ERRORS):
             log.warning("could not purge missing tracks: %s", error)
-        await asyncio.sleep(3600)
+        else:  # ours to fix
+            log.error("could not purge missing tracks", exc_info=error)
+        return str(error) or type(error).__name__
+
+    return RefreshCoordinator(
+        "purge of missing tracks",
+        purge,
+        logger=log,
+        interval=PURGE_SECONDS,
+        retry=PURGE_SECONDS,
+        failed=failed,
+    )
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:

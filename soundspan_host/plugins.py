@@ -29,6 +29,7 @@ BUILTIN_PLUGINS: dict[str, str] = {  # name in settings.toml -> module
     "vibe_api": "soundspan_plugins.vibe_api",
     "status_page": "soundspan_plugins.status_page",
     "subsonic": "soundspan_plugins.subsonic",
+    "jellyfin": "soundspan_plugins.jellyfin",
     "instant_mix": "soundspan_plugins.instant_mix",
 }
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real embedded PostgreSQL for the session, a fresh database per test."""
+"""Shared fixtures: one real embedded PostgreSQL for the session, a fresh database per test,
+the test plugins, and `fast_host`, a started host on them. Helpers live in tests/harness."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import make_url
+from aiohttp.test_utils import TestClient
 
+from soundspan_host.app import create_app
 from soundspan_host.database.embedded import EmbeddedPostgres
 from soundspan_host.database.embedded_placement import remove_cluster
 from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import read_settings
 from soundspan_plugins.musicnn.network import ModelNotAvailable, checkpoint_index
+from tests.harness.database import database_url_for
+from tests.harness.fast_settings import with_quick_timings
+from tests.harness.plugins import ECHO_PLUGIN, TEST_PLUGINS, TOY_ANALYZER, VECTOR_ANALYZER
 
-TESTS = Path(__file__).parent
 _seconds_per_file: Counter[str] = Counter()
 
 
@@ -74,15 +78,6 @@ def placed_clusters_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterato
             remove_cluster(Path(folder))
 
 
-def database_url_for(server: EmbeddedPostgres, database: str) -> str:
-    """A URL (password included) to `database` on `server`, as a user would write it."""
-    return (
-        make_url(server.url)
-        .set(drivername="postgresql", database=database)
-        .render_as_string(hide_password=False)
-    )
-
-
 @pytest.fixture
 async def database_url(postgres_server: EmbeddedPostgres) -> str:
     """A URL to a new, empty database on the session's server, dropped after the test."""
@@ -101,19 +96,6 @@ async def database_url(postgres_server: EmbeddedPostgres) -> str:
         await admin.close()
 
 
-def install_plugin(site: Path, source: Path, module: str, name: str, version: str) -> None:
-    """Install a test plugin as a real distribution with an entry point, into `site`."""
-    site.mkdir(exist_ok=True)
-    shutil.copy(source / f"{module}.py", site)
-    shutil.copytree(source / "migrations", site / f"{module}_migrations")
-    dist_info = site / f"{module}-{version}.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: {version}\n"
-    )
-    (dist_info / "entry_points.txt").write_text(f"[soundspan_host.plugins]\n{name} = {module}\n")
-
-
 @pytest.fixture
 def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A folder on sys.path for test plugins; their modules are forgotten afterwards."""
@@ -121,22 +103,27 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     yield site
-    for module in ("soundspan_test_echo", "soundspan_test_toy"):
-        sys.modules.pop(module, None)
+    for plugin in TEST_PLUGINS:
+        sys.modules.pop(plugin.module, None)
 
 
 @pytest.fixture
 def echo_plugin(plugin_site: Path) -> Path:
     """The echo plugin (settings, migration, lifespan, route), installed by entry point."""
-    install_plugin(plugin_site, TESTS / "echo_plugin", "soundspan_test_echo", "echo", "1.2.3")
-    return plugin_site
+    return ECHO_PLUGIN.install(plugin_site)
 
 
 @pytest.fixture
 def toy_analyzer(plugin_site: Path) -> Path:
     """The toy WAV analyzer, installed by entry point."""
-    install_plugin(plugin_site, TESTS / "toy_analyzer", "soundspan_test_toy", "toy", "0.1.0")
-    return plugin_site
+    return TOY_ANALYZER.install(plugin_site)
+
+
+@pytest.fixture
+def vector_analyzer(plugin_site: Path) -> Path:
+    """The vectors analyzer (a WAV's first eight samples are its embedding: see
+    harness/vector_library.py), installed by entry point."""
+    return VECTOR_ANALYZER.install(plugin_site)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +138,7 @@ def musicnn_weights() -> None:
 
 @pytest.fixture
 def music_dir(tmp_path: Path) -> Path:
+    """The host's music folder, empty."""
     path = tmp_path / "music"
     path.mkdir()
     return path
@@ -170,3 +158,29 @@ def write_settings(tmp_path: Path, music_dir: Path, database_url: str):
         return load_plugins(read_settings(settings_file))
 
     return write
+
+
+@pytest.fixture
+def fast_host(write_settings, aiohttp_client):
+    """Start a host on the test database, over HTTP: `await fast_host(settings, **options)`
+    returns its test client (`client.app[HOST]` is the host; `options` go to the client).
+
+    `settings` is settings.toml text; the quick timings of harness/fast_settings.py (watcher,
+    analyzers' queue polls, map refresh: 0.2 s) fill in what it does not set. Test plugins
+    come from their fixtures (toy_analyzer, vector_analyzer), requested beside this one.
+    """
+
+    async def start(settings: str = "", **options) -> TestClient:
+        plugins = write_settings(with_quick_timings(settings))
+        return await aiohttp_client(create_app(plugins), **options)
+
+    return start
+
+
+@pytest.fixture
+async def browser():
+    """One headless chromium (Debian's, driven by playwright) for the test."""
+    from tests.harness.browser import launched_chromium  # playwright only where a test asks
+
+    async with launched_chromium() as chromium:
+        yield chromium

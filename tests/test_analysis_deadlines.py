@@ -7,15 +7,14 @@ claimed and running, before it reads its file, for exactly as long as a test nee
 import os
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_host.queue import QueuePolicy
-from tests.library import eventually, rows, settled, write_wav
+from tests.harness.library import eventually, rows, settled, write_wav
 
-FAST = "analysis_retry_delay_seconds = 0.1\n[watcher]\ndebounce_seconds = 0.2\n"
+RETRY_SOON = "analysis_retry_delay_seconds = 0.1\n"
 
 
 def toy(gate, **settings) -> str:
-    lines = [f'hold_until = "{gate}"', "poll_interval = 0.2", "workers = 1"]
+    lines = [f'hold_until = "{gate}"', "workers = 1"]
     lines += [f"{key} = {value}" for key, value in settings.items()]
     return "[toy]\n" + "\n".join(lines) + "\n"
 
@@ -32,7 +31,7 @@ async def job_of(engine, path, state=None):
 
 
 async def test_an_analysis_past_its_deadline_is_stopped_and_fails_with_that_reason_at_last(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
+    fast_host, toy_analyzer, music_dir, tmp_path
 ):
     host_settings = (
         "analysis_max_attempts = 2\nanalysis_deadline_seconds = 0.5\n"
@@ -41,7 +40,7 @@ async def test_an_analysis_past_its_deadline_is_stopped_and_fails_with_that_reas
     # the analysis never ends: a wait on the host's event loop, which a stop can cancel (unlike
     # a read stuck in the kernel on a stalled mount: tests/test_model_pool.py kills such a one)
     never = tmp_path / "never"
-    client = await aiohttp_client(create_app(write_settings(host_settings + FAST + toy(never))))
+    client = await fast_host(host_settings + RETRY_SOON + toy(never))
     engine = client.app[HOST].engine
     write_wav(music_dir / "stuck.wav", 300)
 
@@ -53,10 +52,10 @@ async def test_an_analysis_past_its_deadline_is_stopped_and_fails_with_that_reas
 
 
 async def test_a_clean_stop_gives_running_jobs_back_without_costing_an_attempt(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
+    fast_host, toy_analyzer, music_dir, tmp_path
 ):
     never = tmp_path / "never"
-    client = await aiohttp_client(create_app(write_settings(FAST + toy(never))))
+    client = await fast_host(RETRY_SOON + toy(never))
     engine = client.app[HOST].engine
     write_wav(music_dir / "busy.wav", 310)
 
@@ -68,10 +67,10 @@ async def test_a_clean_stop_gives_running_jobs_back_without_costing_an_attempt(
 
 
 async def test_a_file_moved_during_its_analysis_is_analyzed_at_its_new_path_without_a_failure(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
+    fast_host, toy_analyzer, music_dir, tmp_path
 ):
     gate = tmp_path / "gate"
-    client = await aiohttp_client(create_app(write_settings(FAST + toy(gate))))
+    client = await fast_host(RETRY_SOON + toy(gate))
     engine = client.app[HOST].engine
     write_wav(music_dir / "before.wav", 320)
 

@@ -6,12 +6,10 @@ import subprocess
 import sys
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
-from tests.library import eventually, settled, write_wav
-from tests.test_cli import TRACKS, cli, environment, serve, stop, write_library
-from tests.test_vibe_journeys import arc_vector, write_vector_wav
+from tests.harness.cli_host import TRACKS, cli, environment, serve, stop, write_library
+from tests.harness.library import eventually, settled, write_wav
+from tests.harness.vector_library import arc_vector, write_vector_wav
 
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
 VIBE_API_OFF = "[vibe_api]\nenabled = false\n"
 
 
@@ -37,9 +35,9 @@ async def status_at(client, path: str) -> dict:
 
 
 async def test_the_host_answers_the_status_with_the_vibe_api_off(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
+    fast_host, toy_analyzer, music_dir
 ):
-    client = await aiohttp_client(create_app(write_settings(FAST + VIBE_API_OFF)))
+    client = await fast_host(VIBE_API_OFF)
     write_wav(music_dir / "a.wav", 200)
     await eventually(lambda: settled(client.app[HOST].engine, 1), what="the analysis")
 
@@ -53,12 +51,8 @@ async def test_the_host_answers_the_status_with_the_vibe_api_off(
     assert await status_at(client, "/api/vibe/status") == status
 
 
-async def test_the_old_path_answers_the_same_with_what_the_vibe_api_adds(
-    write_settings, aiohttp_client
-):
-    client = await aiohttp_client(
-        create_app(write_settings('[vibe_api]\nexclude_genres = ["Talk"]\n'))
-    )
+async def test_the_old_path_answers_the_same_with_what_the_vibe_api_adds(fast_host):
+    client = await fast_host('[vibe_api]\nexclude_genres = ["Talk"]\n')
     status = await status_at(client, "/api/analysis/status")
     assert status["excluded"] == {
         "settings": {"exclude_genres": ["Talk"]},

@@ -12,10 +12,8 @@ import numpy as np
 import psutil
 
 from soundspan_hooks import HOST
-from soundspan_host.app import STARTED_POLL_SECONDS, create_app
-from tests.library import all_done, eventually, rows, settled, write_wav, write_wave
-
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
+from soundspan_host.app import STARTED_POLL_SECONDS
+from tests.harness.library import all_done, eventually, rows, settled, write_wav, write_wave
 
 
 async def job_versions(engine) -> list[tuple[str, str]]:
@@ -24,9 +22,9 @@ async def job_versions(engine) -> list[tuple[str, str]]:
 
 
 async def test_a_new_model_is_queued_for_only_once_it_has_loaded(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
+    fast_host, toy_analyzer, music_dir, tmp_path
 ):
-    client = await aiohttp_client(create_app(write_settings(FAST + 'version = "1"\n')))
+    client = await fast_host('[toy]\nversion = "1"\n')
     engine = client.app[HOST].engine
     write_wav(music_dir / "a.wav", 200)
     write_wav(music_dir / "b.wav", 210)
@@ -35,8 +33,7 @@ async def test_a_new_model_is_queued_for_only_once_it_has_loaded(
 
     described = tmp_path / "toy-described-as.json"
     described.write_text(json.dumps({"state": "loading"}))
-    settings = FAST + f'version = "2"\ndescribed_as = "{described}"\n'
-    client = await aiohttp_client(create_app(write_settings(settings)))
+    client = await fast_host(f'[toy]\nversion = "2"\ndescribed_as = "{described}"\n')
     assert (await client.get("/healthz")).status == 200
     assert await job_versions(engine) == [("done", "1"), ("done", "1")]
 
@@ -55,16 +52,15 @@ async def test_a_new_model_is_queued_for_only_once_it_has_loaded(
 
 
 async def test_clap_prepares_in_the_background_and_its_export_process_ends(
-    write_settings, aiohttp_client, monkeypatch, tmp_path, music_dir
+    fast_host, monkeypatch, tmp_path, music_dir
 ):
-    from tests.clap_models import save_tiny_clap
+    from tests.harness.clap_models import save_tiny_clap
 
     model = save_tiny_clap(tmp_path / "tiny-clap", projection_dim=512)
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", str(model))
     write_wave(music_dir / "noise.wav", np.random.default_rng(5).uniform(-0.5, 0.5, 96000), 48000)
-    settings = "[watcher]\ndebounce_seconds = 0.2\n[clap]\nworkers = 1\nsleep_interval = 0.2\n"
-    client = await aiohttp_client(create_app(write_settings(settings)))
+    client = await fast_host("[clap]\nworkers = 1\n")
     host = client.app[HOST]
     helpers_seen: set[int] = set()
     answered_while_exporting = []

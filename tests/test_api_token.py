@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.processes import start_host_process, wait_healthy
+from tests.harness.processes import start_host_process, wait_healthy
 
 
 def get(port: int, path: str, token: str | None = None) -> tuple[int, dict]:

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.shared.track_audio import TrackAudio
-from tests.clap_models import save_tiny_clap
-from tests.library import eventually, jobs, rows, settled
+from tests.harness.clap_models import save_tiny_clap
+from tests.harness.library import eventually, jobs, rows, settled
 
 RATE = 16000
 SECONDS_ENCODED = 10
@@ -58,21 +57,15 @@ def test_an_analyzer_reads_no_more_than_its_cap_of_a_long_file(tmp_path):
 
 
 async def test_both_analyzers_cap_a_long_file_and_say_so(
-    write_settings, aiohttp_client, monkeypatch, music_dir, tmp_path
+    fast_host, monkeypatch, music_dir, tmp_path
 ):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", str(save_tiny_clap(tmp_path / "tiny-clap", 512)))
     write_long_mp3(music_dir / "long.mp3")
-    client = await aiohttp_client(
-        create_app(
-            write_settings(
-                "[watcher]\ndebounce_seconds = 0.2\n"
-                '[musicnn]\nworkers = 1\nsleep_interval = 0.2\nprecision = "fp32"\n'
-                "max_audio_minutes = 0.5\n"
-                "[clap]\nworkers = 1\nsleep_interval = 0.2\nmax_audio_minutes = 0.5\n"
-            )
-        )
+    client = await fast_host(
+        '[musicnn]\nworkers = 1\nprecision = "fp32"\nmax_audio_minutes = 0.5\n'
+        "[clap]\nworkers = 1\nmax_audio_minutes = 0.5\n"
     )
     engine = client.app[HOST].engine
     await eventually(lambda: settled(engine, 1), timeout=240, what="both analyses")

@@ -34,9 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from soundspan_host.database.embedded import listening_endpoints
 from soundspan_host.database.embedded_access import host_url, read_secret
-from tests.library import eventually, rows, scalar
-from tests.processes import DrainedProcess, start_host_process
-from tests.tagged_audio import encode_tone
+from tests.harness.library import eventually, rows, scalar
+from tests.harness.processes import DrainedProcess, start_host_process
+from tests.harness.tagged_audio import encode_tone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
 CLIPS = ("anttis_1918.mp3", "anttis_funkyrobot_16k.flac", "anttis_funkyrobot.opus")

@@ -1,9 +1,9 @@
 """The default CLAP model downloaded in the background from a hub: a real host, a real HTTP
-server speaking the hub's file protocol (tests/hub_server.py, reached through HF_ENDPOINT), a
-tiny checkpoint in laion-clap's layout. The host starts at once; CLAP shows its download in the
-status and its jobs wait; a cut transfer resumes, a partial file from an earlier run is
-continued, a damaged file is refused, a hub that is down is retried while other analyzers
-work, and with HF_HUB_OFFLINE it says so and why."""
+server speaking the hub's file protocol (tests/harness/hub_server.py, reached through
+HF_ENDPOINT), a tiny checkpoint in laion-clap's layout. The host starts at once; CLAP shows its
+download in the status and its jobs wait; a cut transfer resumes, a partial file from an
+earlier run is continued, a damaged file is refused, a hub that is down is retried while other
+analyzers work, and with HF_HUB_OFFLINE it says so and why."""
 
 import asyncio
 
@@ -11,18 +11,14 @@ import pytest
 from huggingface_hub import constants as hub_constants
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.clap.fetching import DEFAULT_MODEL, TOKENIZER_REPO
-from tests.clap_models import save_hub_files
-from tests.hub_server import FakeHub
-from tests.library import all_done, eventually, jobs, settled, tone, write_wave
+from tests.harness.clap_models import save_hub_files
+from tests.harness.hub_server import FakeHub
+from tests.harness.library import all_done, eventually, jobs, settled, tone, write_wave
 
 CHECKPOINT = "music_audioset_epoch_15_esc_90.14.pt"
 REPO = "lukewys/laion_clap"
-FAST = (
-    "[watcher]\ndebounce_seconds = 0.2\n"
-    "[clap]\nworkers = 1\nsleep_interval = 0.2\ndownload_retry_seconds = 0.2\n"
-)
+CLAP = "[clap]\nworkers = 1\ndownload_retry_seconds = 0.2\n"
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +54,10 @@ def downloaded(tmp_path):
 
 
 async def test_first_start_downloads_in_the_background_and_resumes_a_cut_transfer(
-    hub, hub_files, write_settings, aiohttp_client, tmp_path
+    hub, hub_files, fast_host, tmp_path
 ):
     hub.cut_once = CHECKPOINT
-    client = await aiohttp_client(create_app(write_settings(FAST)))  # starts at once
+    client = await fast_host(CLAP)  # starts at once
     engine = client.app[HOST].engine
     await asyncio.wait_for(hub.cut_reached.wait(), 60)
     size = len(hub_files[CHECKPOINT])
@@ -88,15 +84,13 @@ async def test_first_start_downloads_in_the_background_and_resumes_a_cut_transfe
     assert any(f"GET {REPO}/{CHECKPOINT} bytes=" in line for line in hub.requests)
 
 
-async def test_a_partial_file_from_an_earlier_run_is_continued(
-    hub, hub_files, write_settings, aiohttp_client, tmp_path
-):
+async def test_a_partial_file_from_an_earlier_run_is_continued(hub, hub_files, fast_host, tmp_path):
     content = hub_files[CHECKPOINT]
     etag = hub.files[f"{REPO}/{CHECKPOINT}"].etag
     partial = downloaded(tmp_path).with_name(f"{CHECKPOINT}.{etag[:16]}.part")
     partial.parent.mkdir(parents=True)
     partial.write_bytes(content[: len(content) // 3])
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host(CLAP)
     engine = client.app[HOST].engine
     await eventually(lambda: settled(engine, 1), timeout=120, what="CLAP after the download")
     await all_done(engine, "clap", 1)
@@ -105,12 +99,12 @@ async def test_a_partial_file_from_an_earlier_run_is_continued(
 
 
 async def test_a_damaged_download_is_refused_then_fetched_again(
-    hub, hub_files, write_settings, aiohttp_client, tmp_path
+    hub, hub_files, fast_host, tmp_path
 ):
     served = hub.files[f"{REPO}/{CHECKPOINT}"]
     right = served.content
     served.content = right[:-1] + bytes([right[-1] ^ 0xFF])  # same size, other bytes
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host(CLAP)
 
     async def refused():
         clap = await clap_status(client)
@@ -130,10 +124,10 @@ async def test_a_damaged_download_is_refused_then_fetched_again(
 
 
 async def test_a_hub_that_is_down_is_retried_while_other_analyzers_work(
-    hub, toy_analyzer, write_settings, aiohttp_client, tmp_path
+    hub, toy_analyzer, fast_host, tmp_path
 ):
     hub.down = True
-    client = await aiohttp_client(create_app(write_settings(FAST + "[toy]\npoll_interval = 0.2\n")))
+    client = await fast_host(CLAP)
     engine = client.app[HOST].engine
 
     async def toy_done_clap_waiting():
@@ -160,11 +154,9 @@ async def test_a_hub_that_is_down_is_retried_while_other_analyzers_work(
     assert (await clap_status(client))["state"] == "ready"
 
 
-async def test_offline_clap_is_unavailable_and_says_why(
-    hub, write_settings, aiohttp_client, monkeypatch
-):
+async def test_offline_clap_is_unavailable_and_says_why(hub, fast_host, monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host(CLAP)
 
     async def unavailable():
         clap = await clap_status(client)

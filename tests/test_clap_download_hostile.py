@@ -1,7 +1,7 @@
 """A hub (or what answers as one) that says odd things never stops CLAP's download for good:
 an etag that is no hash is refused before it can name a file, and a `.part` longer than the
 file (a Range past its end, a 416 each try) starts over. A real HTTP server speaking the hub's
-file protocol (tests/hub_server.py); the etag is the test's, as no real hub sends one."""
+file protocol (tests/harness/hub_server.py); the etag is the test's, as no real hub sends one."""
 
 import asyncio
 
@@ -15,7 +15,7 @@ from soundspan_plugins.clap.download import (
     remote_size,
 )
 from soundspan_plugins.clap.fetching import HubCheckpoint, fetch_with_retries
-from tests.hub_server import FakeHub
+from tests.harness.hub_server import FakeHub
 
 REPO = "someone/weights"
 CONTENT = bytes(range(256)) * 64

@@ -44,7 +44,7 @@ from soundspan_plugins.clap.preprocessing import (
     _checked_tokenizer,
 )
 from soundspan_plugins.clap.windows import MIN_TAIL_SECONDS, int16_round_trip, select_windows
-from tests.clap_models import (
+from tests.harness.clap_models import (
     PROJECTION_DIM,
     TEXTS,
     htsat_base_roberta_config,

@@ -2,9 +2,9 @@
 neither torch nor transformers, it is exported once per model, and int8 runs only where it
 agrees with float32 on the model's own weights (float32 runs, and the status says why, where not).
 
-Whatever imports torch (tests.clap_models, the export, the torch tower) is imported inside the
-tests: a pool worker imports this module to run `heavy_modules`, and must see only what the
-worker itself imported.
+Whatever imports torch (tests.harness.clap_models, the export, the torch tower) is imported
+inside the tests: a pool worker imports this module to run `heavy_modules`, and must see only
+what the worker itself imported.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.clap.frontend import MelFrontEnd
 from soundspan_plugins.clap.inference import OnnxAudioTower
 from soundspan_plugins.clap.versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
@@ -24,7 +23,7 @@ from soundspan_plugins.clap.windows import SAMPLE_RATE, int16_round_trip, select
 from soundspan_plugins.clap.worker import ModelSource, embed_file, load_audio_tower
 from soundspan_plugins.shared.audio import decode_mono
 from soundspan_plugins.shared.pool import ModelPool
-from tests.library import all_done, eventually, settled, write_wave
+from tests.harness.library import all_done, eventually, settled, write_wave
 
 MUSIC = Path(__file__).parent / "fixtures" / "musicnn" / "anttis_1918.mp3"  # real, encoded
 
@@ -36,7 +35,7 @@ def heavy_modules(tower) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> ModelSource:
-    from tests.clap_models import save_tiny_clap
+    from tests.harness.clap_models import save_tiny_clap
 
     directory = save_tiny_clap(tmp_path_factory.mktemp("clap") / "tiny", projection_dim=512)
     return ModelSource(str(directory), None, False, None, False)
@@ -142,7 +141,7 @@ def test_int8_below_the_bound_falls_back_to_fp32_and_says_why(
 
 
 async def test_a_host_whose_int8_fails_the_check_analyzes_in_fp32_and_says_so(
-    write_settings, aiohttp_client, monkeypatch, tiny_model, music_dir
+    fast_host, monkeypatch, tiny_model, music_dir
 ) -> None:
     # no int8 graph can meet it
     monkeypatch.setattr("soundspan_plugins.clap.precision.INT8_MIN_COSINE", 1.0)
@@ -150,8 +149,7 @@ async def test_a_host_whose_int8_fails_the_check_analyzes_in_fp32_and_says_so(
     monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", tiny_model.model)
     monkeypatch.setenv("CLAP_PRECISION", "int8")
     write_wave(music_dir / "noise.wav", np.random.default_rng(3).uniform(-0.5, 0.5, 96000), 48000)
-    settings = "[watcher]\ndebounce_seconds = 0.2\n[clap]\nworkers = 1\nsleep_interval = 0.2\n"
-    client = await aiohttp_client(create_app(write_settings(settings)))
+    client = await fast_host("[clap]\nworkers = 1\n")
     host = client.app[HOST]
     await eventually(lambda: settled(host.engine, 1), timeout=120, what="CLAP")
     await all_done(host.engine, "clap", 1)

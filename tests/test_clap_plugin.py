@@ -7,13 +7,12 @@ import pytest
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.clap.embedding import embed_text
 from soundspan_plugins.clap.loading import load_clap
-from tests.clap_models import save_tiny_clap
-from tests.library import all_done, eventually, rows, settled, tone, tracks, write_wave
+from tests.harness.clap_models import save_tiny_clap
+from tests.harness.library import all_done, eventually, rows, settled, tone, tracks, write_wave
 
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[clap]\nworkers = 1\nsleep_interval = 0.2\n"
+ONE_WORKER = "[clap]\nworkers = 1\n"
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,7 @@ def tiny_clap_dir(tmp_path_factory):
 
 
 @pytest.fixture
-async def clap_host(write_settings, aiohttp_client, monkeypatch, tiny_clap_dir, music_dir):
+async def clap_host(fast_host, monkeypatch, tiny_clap_dir, music_dir):
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", str(tiny_clap_dir))
     # set, not auto: what auto picks would be judged by the product's own probe of the GPU
@@ -31,7 +30,7 @@ async def clap_host(write_settings, aiohttp_client, monkeypatch, tiny_clap_dir, 
     noise = np.random.default_rng(3).uniform(-0.5, 0.5, 48000 * 4)
     write_wave(music_dir / "noise.wav", noise, 48000)
     write_wave(music_dir / "stereo.wav", tone(3.0, 22050, channels=2), 22050)
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host(ONE_WORKER)
     await eventually(lambda: settled(client.app[HOST].engine, 3), timeout=120, what="CLAP")
     return client
 
@@ -80,14 +79,14 @@ async def test_status_names_the_model_and_never_calls_it_trained(clap_host, tiny
 
 
 async def test_without_weights_clap_is_unavailable_and_the_host_works(
-    write_settings, aiohttp_client, monkeypatch, music_dir, tmp_path
+    fast_host, monkeypatch, music_dir, tmp_path
 ):
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", "laion/larger_clap_music")
     monkeypatch.setenv("SOUNDSPAN_CLAP__ALLOW_DOWNLOAD", "false")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
     write_wave(music_dir / "waiting.wav", tone(3.0, 16000), 16000)
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host(ONE_WORKER)
     engine = client.app[HOST].engine
     await eventually(lambda: _one_pending_job(engine), what="a queued CLAP job")
 

@@ -1,9 +1,10 @@
 """The `soundspan-host` commands people type, each against a real host process (or, where
 none runs, the database it left), plus what the host shows operators: /metrics and JSON logs.
 
-The library is the known-vector one of test_vibe_journeys: arc tracks, south tracks, and one
-broken file whose analysis fails with a reason. The module's host keeps that library as it is
-(a retry ends where it began); a test that adds files or stops its host has a host of its own.
+The library is part of the known-vector one (harness/cli_host.py): arc tracks, south tracks,
+and one broken file whose analysis fails with a reason. The module's host keeps that library as
+it is (a retry ends where it began); a test that adds files or stops its host has a host of its
+own.
 """
 
 import fcntl
@@ -17,77 +18,21 @@ import sys
 import termios
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from rich.text import Text
 
-from tests.conftest import TESTS, install_plugin
-from tests.processes import DrainedProcess, serving_port, wait_healthy
-from tests.test_cli_width import assert_plain, assert_words_whole
-from tests.test_vibe_journeys import OTHERS, arc_vector, write_vector_wav
-
-BROKEN = "broken.wav"
-TRACKS = 3 + 4 + 1
-
-
-def write_library(music_dir: Path) -> None:
-    for step in (0, 5, 10):
-        write_vector_wav(music_dir / "arc" / f"{step:02}.wav", arc_vector(step))
-    for path, vector in OTHERS.items():
-        if "caf" not in path:
-            write_vector_wav(music_dir / path, vector)
-    (music_dir / BROKEN).write_bytes(b"RIFF\x00\x00\x00\x00not a wave at all")
-
-
-def environment(tmp: Path, **extra: str) -> dict[str, str]:
-    """The machine's environment less its SOUNDSPAN_* variables (a module fixture runs before
-    the autouse clean-up), with the vectors analyzer installed under `tmp`."""
-    site = tmp / "site"
-    if not site.exists():
-        install_plugin(
-            site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0"
-        )
-    return {
-        **{key: value for key, value in os.environ.items() if not key.startswith("SOUNDSPAN_")},
-        "SOUNDSPAN_MUSIC_DIR": str(tmp / "music"),
-        "SOUNDSPAN_DATA_DIR": str(tmp / "data"),
-        "SOUNDSPAN_TRUST_LOCAL_ACCOUNTS": "true",  # the test reads the API without a token
-        "SOUNDSPAN_MUSICNN__ENABLED": "false",
-        "SOUNDSPAN_CLAP__ENABLED": "false",
-        "SOUNDSPAN_WATCHER__DEBOUNCE_SECONDS": "0.2",
-        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-        **extra,
-    }
-
-
-def serve(env: dict[str, str]) -> tuple[DrainedProcess, dict[str, str], int]:
-    """A host on a port the system picks; returns it, `env` with that port (for the commands
-    that talk to it), and the port."""
-    process = DrainedProcess(
-        [sys.executable, "-m", "soundspan_host", "serve"], env={**env, "SOUNDSPAN_PORT": "0"}
-    )
-    port = serving_port(process)
-    wait_healthy(process, port)
-    return process, {**env, "SOUNDSPAN_PORT": str(port)}, port
-
-
-def stop(process: DrainedProcess) -> None:
-    process.terminate()
-    process.communicate(timeout=60)
-
-
-def cli(env: dict[str, str], *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The command with its output in pipes, as a script would read it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "soundspan_host", *arguments],
-        env={**env, "COLUMNS": "40"},  # a pipe has no width: its rows never wrap
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert_plain(done.stdout)
-    return done
+from tests.harness.cli_host import (
+    BROKEN,
+    TRACKS,
+    cli,
+    environment,
+    serve,
+    stop,
+    write_library,
+)
+from tests.harness.terminal_text import assert_words_whole
+from tests.harness.vector_library import arc_vector, write_vector_wav
 
 
 def terminal_cli(env: dict[str, str], width: int, *arguments: str) -> str:

@@ -6,7 +6,6 @@ test_cli.py runs the real commands in a real terminal; these render answers the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 import pytest
 from rich.console import Console
@@ -14,23 +13,7 @@ from rich.text import Text
 
 from soundspan_hooks.cli_tables import PLAIN_WIDTH, progress_bars, progress_fields, results_table
 from soundspan_host.cli_tables import status_view
-
-BOX_DRAWING = {chr(code) for code in range(0x2500, 0x2580)}
-
-
-def assert_words_whole(screen: str, texts: Iterable[str], width: int) -> None:
-    """Every word of `texts` stands whole on some line of `screen`, no line wider than the
-    terminal: a word broken inside itself ("anal / yzer") is missing from every line."""
-    lines = screen.splitlines()
-    assert max(len(line) for line in lines) <= width, screen
-    tokens = {token for line in lines for token in line.split()}
-    broken = [word for text in texts for word in text.split() if word not in tokens]
-    assert not broken, f"{broken} are not whole at {width} columns:\n{screen}"
-
-
-def assert_plain(output: str) -> None:
-    """No colour codes and no box lines, for grep and cut."""
-    assert "\x1b" not in output and not BOX_DRAWING & set(output), output
+from tests.harness.terminal_text import assert_plain, assert_words_whole
 
 
 def terminal(width: int) -> Console:

@@ -13,15 +13,11 @@ import pytest
 from soundspan_hooks import HOST
 from soundspan_host.cli_tables import analyzer_notes
 from soundspan_host.doctor import run_checks
-from tests.clap_models import save_tiny_clap
-from tests.library import eventually
+from tests.harness.clap_models import save_tiny_clap
+from tests.harness.library import eventually
 
 # no `workers` line: both analyzers take their default
-FAST = (
-    "[watcher]\ndebounce_seconds = 0.2\n"
-    '[musicnn]\nsleep_interval = 0.2\nprecision = "fp32"\ndevice = "cpu"\n'
-    '[clap]\nsleep_interval = 0.2\ndevice = "cpu"\n'
-)
+ON_CPU = '[musicnn]\nprecision = "fp32"\ndevice = "cpu"\n[clap]\ndevice = "cpu"\n'
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +50,16 @@ def pool_processes() -> set[int]:
 
 
 async def test_a_host_on_two_cpus_runs_one_worker_per_analyzer_and_says_so(
-    write_settings, aiohttp_client, monkeypatch, tiny_clap_dir, tmp_path
+    fast_host, monkeypatch, tiny_clap_dir, tmp_path
 ):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", str(tiny_clap_dir))
-    from soundspan_host.app import create_app
 
     two_cpus = set(sorted(os.sched_getaffinity(0))[:2])
     before = pool_processes()
     with running_on(two_cpus):
-        client = await aiohttp_client(create_app(write_settings(FAST)))
+        client = await fast_host(ON_CPU)
 
         async def both_ready():
             status = await (await client.get("/api/vibe/status")).json()

@@ -11,7 +11,7 @@ from soundspan_host.database import async_url, prepare_schema
 from soundspan_host.database.embedded import EmbeddedPostgres
 from soundspan_host.database.embedded_access import SUPERUSER, read_secret
 from soundspan_host.errors import ConfigError
-from tests.processes import free_port
+from tests.harness.processes import free_port
 
 
 def with_query(url: str, **query: str) -> str:

@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 
 from soundspan_plugins.clap import errors as clap_errors
 from soundspan_plugins.musicnn import network as musicnn_network
-from tests.processes import start_host_process, wait_healthy
+from tests.harness.processes import start_host_process, wait_healthy
 
 ROOT = Path(__file__).parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -130,6 +130,40 @@ def test_the_host_and_plugins_import_only_what_their_install_declares():
 
 def test_the_tests_and_benchmarks_import_only_what_test_installs():
     assert undeclared_imports("tests", "bench") == []
+
+
+def modules_imported(path: Path) -> set[str]:
+    """The full names of the modules `path` imports (absolute imports only)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            if node.module == "tests":  # `from tests import test_x`
+                found.update(f"tests.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_test_modules_share_helpers_through_the_harness_and_benchmarks_never_import_tests():
+    """A helper two test modules need lives in tests/harness (fixtures in conftest.py), so a
+    test module can be read, moved or deleted alone; bench/ runs without tests/."""
+    crossing = {
+        path.relative_to(ROOT).as_posix(): sorted(
+            name
+            for name in modules_imported(path)
+            if name.startswith(("tests.test_", "tests.conftest"))
+        )
+        for path in sources("tests")
+    }
+    assert {path: names for path, names in crossing.items() if names} == {}
+    from_bench = {
+        path.relative_to(ROOT).as_posix(): sorted(
+            name for name in modules_imported(path) if name.split(".")[0] == "tests"
+        )
+        for path in sources("bench")
+    }
+    assert {path: names for path, names in from_bench.items() if names} == {}
 
 
 def test_a_plain_install_carries_no_model_library():

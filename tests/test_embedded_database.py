@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -31,7 +32,7 @@ from soundspan_host.database.embedded_placement import (
     server_os_user,
 )
 from soundspan_host.errors import ConfigError
-from tests.processes import on_a_free_port, start_host_process, wait_healthy
+from tests.harness.processes import on_a_free_port, start_host_process, wait_healthy
 
 as_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="only a host run as root runs its database as another OS user"
@@ -148,6 +149,33 @@ def test_as_root_the_socket_folder_is_the_servers_and_root_group_may_enter_it(tm
         assert found.st_uid == pwd.getpwnam(SERVER_OS_USER).pw_uid and found.st_gid == 0
     finally:
         folder.rmdir()
+
+
+def test_a_server_killed_and_left_a_zombie_does_not_block_the_next_start(tmp_path):
+    first = EmbeddedPostgres(tmp_path)
+    first.start()
+    query(first.url, "CREATE TABLE kept (note text)")
+    pid_file = first.pgdata / "postmaster.pid"
+    [socket_lock] = first.socket_dir.glob(".s.PGSQL.*.lock")
+    left = {path: path.read_text() for path in (pid_file, socket_lock)}
+    first.stop()
+    # as a server killed with its host leaves them, naming a server not yet reaped: its pid
+    # still answers kill(pid, 0), so PostgreSQL takes it for alive
+    zombie = subprocess.Popen(["sleep", "600"], user=server_os_user())  # the server's user
+    zombie.kill()
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:  # the kill lands
+        time.sleep(0.01)
+    for path, text in left.items():
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(str(zombie.pid) + text[text.index("\n") :])
+
+    second = EmbeddedPostgres(tmp_path)
+    try:
+        second.start()
+        assert query(second.url, "SELECT count(*) FROM kept") == 0
+    finally:
+        second.stop()
+        zombie.wait()
 
 
 def test_restart_after_sigkill_then_a_clean_stop_leaves_no_postgres(tmp_path):

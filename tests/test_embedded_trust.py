@@ -27,8 +27,8 @@ from soundspan_host.database.embedded_access import (
 from soundspan_host.database.embedded_placement import CLUSTERS, OWNER_RECORD, orphaned_clusters
 from soundspan_host.database.worker_role import grant_worker_access
 from soundspan_host.doctor import check_placed_clusters, check_writable_by_others
-from tests.conftest import TESTS
-from tests.processes import free_port
+from tests.harness.plugins import TOY_ANALYZER
+from tests.harness.processes import free_port
 
 
 def query(url: str, *statements: str):
@@ -124,7 +124,7 @@ def test_workers_log_in_as_a_role_that_does_a_workers_work_and_nothing_more(tmp_
     server = EmbeddedPostgres(tmp_path / "data", port=free_port())
     server.start()
     try:
-        asyncio.run(migrate_and_grant(server.url, TESTS / "toy_analyzer" / "migrations"))
+        asyncio.run(migrate_and_grant(server.url, TOY_ANALYZER.source / "migrations"))
         url = worker_url(server.data_dir, server.port)
         assert WORKER_ROLE in url and secret_file(server.data_dir).read_text().strip() not in url
         assert (

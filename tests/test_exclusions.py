@@ -2,9 +2,9 @@
 mix, the map, playlists and Instant Mix, by path glob, genre and duration, and says so; tracks
 a request names itself are still used.
 
-On the vector library of test_vibe_journeys (a WAV's first eight samples are its embedding),
-plus an audiobook chapter that is the nearest of all to arc/00; genres and durations are set
-in the database, as ingest would have read them from tags.
+On the known-vector library (harness/vector_library.py: a WAV's first eight samples are its
+embedding), plus an audiobook chapter that is the nearest of all to arc/00; genres and
+durations are set in the database, as ingest would have read them from tags.
 """
 
 from __future__ import annotations
@@ -17,27 +17,31 @@ import pytest
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_host.errors import ConfigError
 from soundspan_plugins.vibe_api.exclusions import glob_regex
-from tests.conftest import database_url_for
-from tests.library import eventually, settled
-from tests.test_instant_mix import LIBRARY, read_songs, ready, server, song_ids  # noqa: F401
-from tests.test_vibe_journeys import (
+from tests.harness.database import database_url_for
+from tests.harness.instant_mix_library import (
+    LIBRARY,
+    mix_host,
+    read_songs,
+    server_song_ids,
+    serving,
+)
+from tests.harness.library import eventually, settled
+from tests.harness.vector_library import (
     ARC,
-    OTHERS,
     arc,
     arc_vector,
     axis,
     ids,
     unit,
-    vector_analyzer,  # noqa: F401
+    write_vector_library,
     write_vector_wav,
 )
 
 CHAPTER = "Audiobooks/Someone/01.wav"
 RULES = (
-    "[watcher]\ndebounce_seconds = 0.2\n[vibe_api]\nmap_refresh_seconds = 0.2\n"
+    "[vibe_api]\n"
     'exclude_paths = ["Audiobooks/**"]\n'
     'exclude_genres = ["Audiobook", "Podcast"]\n'
     "exclude_shorter_than_seconds = 30\n"
@@ -63,15 +67,12 @@ async def set_tags(client, paths, **tags) -> None:
 
 
 @pytest.fixture
-async def library(write_settings, vector_analyzer, aiohttp_client, music_dir):  # noqa: F811
-    for step in range(ARC):
-        write_vector_wav(music_dir / arc(step), arc_vector(step))
-    for path, vector in OTHERS.items():
-        write_vector_wav(music_dir / path, vector)
+async def library(fast_host, vector_analyzer, music_dir):
+    count = write_vector_library(music_dir)
     write_vector_wav(music_dir / CHAPTER, unit(arc_vector(0) + 0.05 * axis(6)))
-    client = await aiohttp_client(create_app(write_settings(RULES)))
+    client = await fast_host(RULES)
     engine = client.app[HOST].engine
-    await eventually(lambda: settled(engine, ARC + len(OTHERS) + 1), what="library")
+    await eventually(lambda: settled(engine, count + 1), what="library")
     every = list(await ids(client))
     await set_tags(client, every, duration=200.0)
     await set_tags(client, [arc(2)], genre="audiobook; Fiction")
@@ -206,18 +207,21 @@ async def test_playlists_the_map_and_the_status_obey_the_rules(library, music_di
     }
 
 
+@pytest.fixture
+def server(tmp_path, music_dir):
+    with serving(tmp_path, music_dir) as running:
+        yield running
+
+
 async def test_instant_mix_gets_no_excluded_song_but_an_excluded_seed_works(
-    write_settings,
-    aiohttp_client,
-    server,  # noqa: F811
-    song_ids,  # noqa: F811
-    vector_analyzer,  # noqa: F811
+    fast_host, server, vector_analyzer
 ):
     rules = (
         '[vibe_api]\nexclude_paths = ["Borealis/**"]\nexclude_genres = ["podcast"]\n'
         "exclude_longer_than_seconds = 3600\n"
     )
-    host = await ready(write_settings, aiohttp_client, server, extra=rules)
+    host = await mix_host(fast_host, server, extra=rules)
+    song_ids = await server_song_ids(server)
     await set_tags(host, ["Cirrus/High/1.flac"], genre="Podcast")
     await set_tags(host, ["Cirrus/High/2.flac"], duration=5000.0)
     excluded = {"Borealis/Sky/1.flac", "Borealis/Sky/2.flac", "Cirrus/High/1.flac"}

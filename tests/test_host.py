@@ -32,7 +32,10 @@ STATUS_PAGE = builtin("status_page", True)
 CLAP_OFF = builtin("clap", False)
 SUBSONIC_OFF = builtin("subsonic", False)
 MIX_OFF = builtin("instant_mix", False)
-BUILTINS = [WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE, SUBSONIC_OFF, MIX_OFF]
+JELLYFIN_OFF = builtin("jellyfin", False)
+BUILTINS = [
+    WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE, SUBSONIC_OFF, JELLYFIN_OFF, MIX_OFF,
+]  # fmt: skip
 
 
 async def test_health_and_the_built_in_plugins(aiohttp_client, write_settings):

@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_host.database import async_url
-from tests.library import (
+from tests.harness.library import (
     eventually,
     jobs,
     present_paths,
@@ -22,24 +21,11 @@ from tests.library import (
     tracks,
     write_wav,
 )
-from tests.processes import start_host_process, wait_healthy
-
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
+from tests.harness.processes import start_host_process, wait_healthy
 
 
-@pytest.fixture
-async def start_host(write_settings, toy_analyzer, aiohttp_client):
-    """Start a host on the test database with the toy analyzer; returns its engine."""
-
-    async def start(extra: str = ""):
-        client = await aiohttp_client(create_app(write_settings(FAST + extra)))
-        return client, client.app[HOST].engine
-
-    return start
-
-
-async def test_a_dropped_file_is_catalogued_and_analyzed(start_host, music_dir):
-    client, engine = await start_host()
+async def test_a_dropped_file_is_catalogued_and_analyzed(fast_host, toy_analyzer, music_dir):
+    engine = (await fast_host()).app[HOST].engine
     write_wav(music_dir / "Artist" / "Album" / "01 tone.wav", 440)
     await eventually(lambda: settled(engine, 1), what="the file to be analyzed")
 
@@ -51,8 +37,8 @@ async def test_a_dropped_file_is_catalogued_and_analyzed(start_host, music_dir):
     assert duration == pytest.approx(0.1, abs=0.01)  # read by mutagen
 
 
-async def test_moves_renames_and_copies_keep_the_analysis(start_host, music_dir):
-    client, engine = await start_host()
+async def test_moves_renames_and_copies_keep_the_analysis(fast_host, toy_analyzer, music_dir):
+    engine = (await fast_host()).app[HOST].engine
     write_wav(music_dir / "a.wav", 300)
     await eventually(lambda: settled(engine, 1))
     [(track_id, content_id, _)] = (await tracks(engine)).values()
@@ -73,8 +59,10 @@ async def test_moves_renames_and_copies_keep_the_analysis(start_host, music_dir)
     assert await stores_per_content(engine) == {content_id: 1}  # analyzed once
 
 
-async def test_a_renamed_folder_of_200_tracks_is_not_analyzed_again(start_host, music_dir):
-    client, engine = await start_host()
+async def test_a_renamed_folder_of_200_tracks_is_not_analyzed_again(
+    fast_host, toy_analyzer, music_dir
+):
+    engine = (await fast_host()).app[HOST].engine
     for number in range(200):
         write_wav(music_dir / "Box Set" / f"{number:03}.wav", 200 + number, seconds=0.02)
     await eventually(lambda: settled(engine, 200), timeout=120, what="200 analyses")
@@ -90,8 +78,10 @@ async def test_a_renamed_folder_of_200_tracks_is_not_analyzed_again(start_host, 
     assert set((await stores_per_content(engine)).values()) == {1}
 
 
-async def test_changed_content_keeps_the_track_and_is_analyzed_again(start_host, music_dir):
-    client, engine = await start_host()
+async def test_changed_content_keeps_the_track_and_is_analyzed_again(
+    fast_host, toy_analyzer, music_dir
+):
+    engine = (await fast_host()).app[HOST].engine
     song = write_wav(music_dir / "song.wav", 500)
     await eventually(lambda: settled(engine, 1))
     [(track_id, old_content, _)] = (await tracks(engine)).values()
@@ -104,8 +94,10 @@ async def test_changed_content_keeps_the_track_and_is_analyzed_again(start_host,
     assert (await stores_per_content(engine))[new_content] == 1
 
 
-async def test_a_deleted_file_is_marked_gone_and_its_return_restores_it(start_host, music_dir):
-    client, engine = await start_host()
+async def test_a_deleted_file_is_marked_gone_and_its_return_restores_it(
+    fast_host, toy_analyzer, music_dir
+):
+    engine = (await fast_host()).app[HOST].engine
     song = write_wav(music_dir / "Album" / "song.wav", 600)
     await eventually(lambda: settled(engine, 1))
     [(track_id, content_id, _)] = (await tracks(engine)).values()
@@ -120,8 +112,10 @@ async def test_a_deleted_file_is_marked_gone_and_its_return_restores_it(start_ho
     assert await stores_per_content(engine) == {content_id: 1}
 
 
-async def test_bad_files_fail_with_a_reason_and_the_queue_moves_on(start_host, music_dir):
-    client, engine = await start_host()
+async def test_bad_files_fail_with_a_reason_and_the_queue_moves_on(
+    fast_host, toy_analyzer, music_dir
+):
+    engine = (await fast_host()).app[HOST].engine
     (music_dir / "empty.wav").write_bytes(b"")
     (music_dir / "notes.mp3").write_text("these are my notes, not music\n" * 20)
     truncated = write_wav(music_dir / "full.wav", 800, seconds=0.5).read_bytes()[:5000]
@@ -139,12 +133,12 @@ async def test_bad_files_fail_with_a_reason_and_the_queue_moves_on(start_host, m
 
 
 async def test_a_file_deleted_before_its_analysis_waits_and_returns(
-    start_host, music_dir, tmp_path, monkeypatch
+    fast_host, toy_analyzer, music_dir, tmp_path, monkeypatch
 ):
     # no job of a missing file is claimed: a short retry delay cannot spend its attempts
     monkeypatch.setenv("SOUNDSPAN_ANALYSIS_RETRY_DELAY_SECONDS", "0.5")
     release = tmp_path / "release"
-    client, engine = await start_host(f'hold_until = "{release}"\n')
+    engine = (await fast_host(f'[toy]\nhold_until = "{release}"\n')).app[HOST].engine
     song = write_wav(music_dir / "brief.wav", 1000)
     kept = song.read_bytes()
     try:
@@ -161,8 +155,8 @@ async def test_a_file_deleted_before_its_analysis_waits_and_returns(
     assert set((await jobs(engine)).values()) == {("done", None)}
 
 
-async def test_file_names_that_are_not_utf8(start_host, music_dir):
-    client, engine = await start_host()
+async def test_file_names_that_are_not_utf8(fast_host, toy_analyzer, music_dir):
+    engine = (await fast_host()).app[HOST].engine
     name = os.fsdecode(b"caf\xe9 \xff.wav")  # Latin-1 bytes, as old Windows copies leave them
     write_wav(music_dir / name, 1100)
     await eventually(lambda: settled(engine, 1))
@@ -173,8 +167,8 @@ async def test_file_names_that_are_not_utf8(start_host, music_dir):
     assert (await jobs(engine))[content_id] == ("done", None)
 
 
-async def test_a_thousand_files_dropped_at_once(start_host, music_dir):
-    client, engine = await start_host()
+async def test_a_thousand_files_dropped_at_once(fast_host, toy_analyzer, music_dir):
+    engine = (await fast_host()).app[HOST].engine
     staging = music_dir.parent / "staging"
     for number in range(1000):
         write_wav(staging / f"{number:04}.wav", 100 + number, seconds=0.01)

@@ -13,9 +13,8 @@ import pytest
 from watchdog.observers import inotify_c
 
 from soundspan_hooks import HOST, LibraryEvent, LibraryEventKind, TrackFacts
-from soundspan_host.app import create_app
 from soundspan_plugins.watcher.watching import InotifyOverflowAlarm
-from tests.library import eventually, jobs, present_paths, scalar, tracks, write_wav
+from tests.harness.library import eventually, jobs, present_paths, scalar, tracks, write_wav
 
 APPEARED, CHANGED, MOVED, VANISHED = (
     LibraryEventKind.APPEARED,
@@ -28,9 +27,8 @@ QUIET = "[watcher]\nreconcile_on_start = false\n[toy]\nworkers = 0\n"
 
 
 @pytest.fixture
-async def host(write_settings, toy_analyzer, aiohttp_client):
-    client = await aiohttp_client(create_app(write_settings(QUIET)))
-    return client.app[HOST]
+async def host(fast_host, toy_analyzer):
+    return (await fast_host(QUIET)).app[HOST]
 
 
 def facts(content: str) -> TrackFacts:
@@ -114,15 +112,14 @@ async def test_duplicates_in_a_batch_share_one_content_and_one_job(host):
 
 
 async def test_files_whose_events_an_inotify_overflow_lost_are_found_by_a_reconcile(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
+    fast_host, toy_analyzer, music_dir
 ):
     # on disk before the start, with no reconcile at start: the watcher never saw them, as
     # after a kernel queue overflow
     unseen = {f"unseen-{n}.wav" for n in range(3)}
     for n, name in enumerate(sorted(unseen)):
         write_wav(music_dir / name, 200 + 100 * n)
-    client = await aiohttp_client(create_app(write_settings(QUIET)))
-    engine = client.app[HOST].engine
+    engine = (await fast_host(QUIET)).app[HOST].engine
     assert await tracks(engine) == {}
 
     # the line watchdog logs when the kernel dropped events, and tells no handler

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from soundspan_host.database import async_url
 from soundspan_plugins.watcher.files import AudioFiles
-from tests.library import eventually, present_paths, write_wav
-from tests.processes import start_host_process, wait_healthy
+from tests.harness.library import eventually, present_paths, write_wav
+from tests.harness.processes import start_host_process, wait_healthy
 
 STOP_SECONDS = 30  # a clean stop takes a second or two; a blocked one never ends
 BLOCKED_SECONDS = 60  # a refusal takes microseconds; a read that waits for a writer never ends

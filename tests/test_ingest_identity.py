@@ -17,13 +17,11 @@ from mutagen.wave import WAVE
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.watcher.files import read_facts
 from soundspan_plugins.watcher.identity import bytes_fingerprint
-from tests.library import eventually, rows, scalar, settled, tracks, write_wav
+from tests.harness.library import eventually, rows, scalar, settled, tracks, write_wav
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
 COVER = bytes(range(256)) * 8192  # 2 MiB of "cover art"
 
 
@@ -119,15 +117,6 @@ def test_a_file_that_is_not_audio_is_known_by_its_bytes(tmp_path):
     assert payload.startswith("b2:")
 
 
-@pytest.fixture
-async def start_host(write_settings, toy_analyzer, aiohttp_client):
-    async def start():
-        client = await aiohttp_client(create_app(write_settings(FAST)))
-        return client, client.app[HOST].engine
-
-    return start
-
-
 def retag_wav(path: Path, title: str) -> None:
     wave = WAVE(path)
     if wave.tags is None:
@@ -142,10 +131,10 @@ async def job_rows(engine) -> list:
     )
 
 
-async def test_a_retag_of_1000_analyzed_files_queues_nothing(start_host, music_dir):
+async def test_a_retag_of_1000_analyzed_files_queues_nothing(fast_host, toy_analyzer, music_dir):
     for number in range(1000):
         write_wav(music_dir / "Box" / f"{number:04}.wav", 100 + number, seconds=0.01)
-    client, engine = await start_host()
+    engine = (await fast_host()).app[HOST].engine
     await eventually(lambda: settled(engine, 1000), timeout=240, what="1000 analyses")
     before_tracks, before_jobs = await tracks(engine), await job_rows(engine)
 
@@ -158,12 +147,13 @@ async def test_a_retag_of_1000_analyzed_files_queues_nothing(start_host, music_d
     assert await tracks(engine) == before_tracks  # each track keeps its id and content
 
 
-async def test_an_upgrade_from_byte_fingerprints_queues_nothing(start_host, music_dir):
+async def test_an_upgrade_from_byte_fingerprints_queues_nothing(fast_host, toy_analyzer, music_dir):
     """A library recorded as the host did before payload identities (contents keyed by the byte
     fingerprint, no payload_id, analyses done) is read once after the upgrade and then
     survives a retag: nothing is analyzed again."""
     songs = [write_wav(music_dir / f"{n:02}.wav", 300 + 10 * n, seconds=0.3) for n in range(20)]
-    client, engine = await start_host()
+    client = await fast_host()
+    engine = client.app[HOST].engine
     await eventually(lambda: settled(engine, 20), what="the first analyses")
     async with engine.begin() as connection:
         await _rewrite_as_before_payload_identities(connection, music_dir, songs)

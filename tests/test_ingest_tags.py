@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.watcher.files import read_facts
-from tests.library import eventually, rows, scalar, settled, write_wav
-from tests.tagged_audio import write_tagged
+from tests.harness.library import eventually, rows, scalar, settled, write_wav
+from tests.harness.tagged_audio import write_tagged
 
 RECORDING_ID = "1b7f7a6c-1d2e-4d6b-9a0a-7f8e9d0c1b2a"
 PICARD_TAGS = {
@@ -41,7 +40,6 @@ JOB_STATES = (
     "SELECT t.path, j.state FROM tracks t JOIN analysis_jobs j USING (content_id)"
     " WHERE j.analyzer = 'toy'"
 )
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
@@ -64,8 +62,8 @@ def test_missing_or_odd_tags_stay_empty(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def host(write_settings, toy_analyzer, aiohttp_client):
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+async def host(fast_host, toy_analyzer):
+    client = await fast_host()
     return client, client.app[HOST].engine
 
 

@@ -12,88 +12,33 @@ yet: their request lines are sent with the Subsonic server's ids in their place.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import aiohttp
-import mutagen
 import numpy as np
 import pytest
-import soundfile
 from openapi_spec_validator import validate
 
-from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.subsonic.client import Login, SubsonicClient
-from tests.library import eventually, settled
-from tests.subsonic_server import Supysonic, supysonic
-from tests.test_subsonic_playlists import USERS, settings, vector_analyzer  # noqa: F401
-from tests.test_vibe_journeys import axis, unit
-
-TOKEN = "a-token-of-sixteen-or-more-characters"
-# path -> (vector, title, artist, album)
-LIBRARY = {
-    "Aurora/North/1.flac": (unit(axis(0) + 0.05 * axis(2)), "Song 1", "Aurora", "North"),
-    "Aurora/North/2.flac": (unit(axis(0) + 0.05 * axis(3)), "Song 2", "Aurora", "North"),
-    "Aurora/North/3.flac": (unit(axis(0) + 0.15 * axis(4)), "Song 3", "Aurora", "North"),
-    "Aurora/Live/1.flac": (unit(axis(0) + 0.06 * axis(2)), "Song 1 (Live)", "Aurora", "Live"),
-    "Borealis/Sky/1.flac": (unit(axis(0) + 0.3 * axis(6)), "Lights", "Borealis", "Sky"),
-    "Borealis/Sky/2.flac": (unit(axis(0) + 0.35 * axis(7)), "Glow", "Borealis", "Sky"),
-    "Cirrus/High/1.flac": (unit(axis(1) + 0.2 * axis(6)), "Cloud", "Cirrus", "High"),
-    "Cirrus/High/2.flac": (unit(axis(1) + 0.2 * axis(7)), "Rain", "Cirrus", "High"),
-    "Dusk/Low/1.flac": (unit(-axis(0) + 0.2 * axis(1)), "Night", "Dusk", "Low"),
-}
-LOCAL_ONLY = {"Elsewhere/only.flac": (unit(axis(0) + 0.01 * axis(2)), "Only", "Elsewhere", "X")}
-SONG_FIELDS = {"item_id": str, "title": str, "author": str, "album": str, "distance": float}
-
-
-def write_vector_flac(path: Path, vector: np.ndarray, title: str, artist: str, album: str):
-    """A tagged FLAC whose first eight samples are the vector (lossless, like the WAVs), then
-    a little silence; a shorter vector is the whole file, too short for the analyzer."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    silence = np.zeros(800 if len(vector) == 8 else 0)
-    samples = np.concatenate([np.asarray(vector) * 0.9, silence])
-    soundfile.write(str(path), np.round(samples * 32767).astype("<i2"), 16000, subtype="PCM_16")
-    tagged = mutagen.File(path, easy=True)
-    tagged.update({"title": title, "artist": artist, "album": album})
-    tagged.save()
-
-
-@contextmanager
-def serving(tmp_path: Path, music_dir: Path, library: dict = LIBRARY) -> Iterator[Supysonic]:
-    """`library` in our music dir and on a supysonic server; LOCAL_ONLY in ours only."""
-    for path, (vector, *tags) in library.items():
-        write_vector_flac(music_dir / path, vector, *tags)
-    served = tmp_path / "server library"
-    shutil.copytree(music_dir, served)
-    for path, (vector, *tags) in LOCAL_ONLY.items():
-        write_vector_flac(music_dir / path, vector, *tags)
-    with supysonic(tmp_path / "supysonic", served, USERS) as running:
-        yield running
+from tests.harness.instant_mix_library import (
+    LIBRARY,
+    listed_songs,
+    mix_host,
+    read_songs,
+    server_song_ids,
+    serving,
+)
+from tests.harness.subsonic_library import USERS
 
 
 @pytest.fixture
-def server(tmp_path: Path, music_dir: Path):
+def server(tmp_path, music_dir):
     with serving(tmp_path, music_dir) as running:
         yield running
-
-
-async def listed_songs(server) -> list[dict]:
-    """The server's songs, as its first user lists them."""
-    async with aiohttp.ClientSession() as session:
-        client = SubsonicClient(session, server.url, Login("alice", USERS["alice"], legacy=True))
-        return [song async for song in client.songs()]
 
 
 @pytest.fixture
 async def song_ids(server) -> dict[str, str]:
     """Our path -> the server's song id, as the server lists its songs."""
-    return {
-        song["path"].split("server library/", 1)[-1]: str(song["id"])
-        for song in await listed_songs(server)
-    }
+    return await server_song_ids(server)
 
 
 @pytest.fixture
@@ -108,39 +53,9 @@ async def artist_ids(server, song_ids) -> dict[str, str]:
         return found
 
 
-async def ready(
-    write_settings, aiohttp_client, server, extra="", send_token=True, on_server=LIBRARY
-):
-    """A host with an API token and instant_mix on, its library analyzed and matched with the
-    server; its client sends the token as the current Navidrome plugin does, or none."""
-    section = "[instant_mix]\nenabled = true\n" + extra
-    app = create_app(write_settings(f'api_token = "{TOKEN}"\n' + settings(server, section)))
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    client = await aiohttp_client(app, headers=auth if send_token else None)
-    count = len(on_server) + len(LOCAL_ONLY)
-    await eventually(lambda: settled(app[HOST].engine, count), what="the analyses")
-
-    async def matched():
-        status = await (await client.get("/api/subsonic/status", headers=auth)).json()
-        return status["matched"] == {"path": len(on_server)} and status["unmatched"] == 1
-
-    await eventually(matched, what="the matches")
-    return client
-
-
 @pytest.fixture
-async def host(write_settings, aiohttp_client, server, vector_analyzer):  # noqa: F811
-    return await ready(write_settings, aiohttp_client, server)
-
-
-def read_songs(body, fields=SONG_FIELDS) -> list[dict]:
-    """The answer as the plugins read it: a list of objects with exactly these typed fields."""
-    assert isinstance(body, list), body
-    for song in body:
-        assert set(song) == set(fields), song
-        for name, kind in fields.items():
-            assert isinstance(song[name], kind) or (kind is float and type(song[name]) is int)
-    return body
+async def host(fast_host, server, vector_analyzer):
+    return await mix_host(fast_host, server)
 
 
 def nearest(seed: str, count: int) -> list[str]:
@@ -339,22 +254,13 @@ async def test_alchemy_search_config_and_the_jellyfin_probes(host, song_ids):
 
 
 async def test_a_seed_the_server_has_but_we_could_not_analyze_is_a_404(
-    tmp_path,
-    music_dir,
-    write_settings,
-    aiohttp_client,
-    vector_analyzer,  # noqa: F811
+    tmp_path, music_dir, fast_host, vector_analyzer
 ):
     """Matched to the server's song, but its analysis failed (four samples where the analyzer
     needs eight): no list can start from it, and the server must ask its next agent."""
     short = {"Aurora/North/short.flac": (np.full(4, 0.5), "Short", "Aurora", "North")}
     with serving(tmp_path, music_dir, LIBRARY | short) as server:
-        host = await ready(
-            write_settings,
-            aiohttp_client,
-            server,
-            on_server=LIBRARY | short,
-        )
+        host = await mix_host(fast_host, server, on_server=LIBRARY | short)
         [song_id] = [
             str(song["id"]) for song in await listed_songs(server) if song["title"] == "Short"
         ]

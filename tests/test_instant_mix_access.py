@@ -5,23 +5,30 @@ plugin and the older Navidrome plugin send none); and what `doctor` says of the 
 
 from __future__ import annotations
 
+import pytest
+
 from soundspan_plugins import instant_mix
-from tests.test_instant_mix import TOKEN, ready, server, song_ids  # noqa: F401
-from tests.test_subsonic_playlists import vector_analyzer  # noqa: F401
+from tests.harness.instant_mix_library import TOKEN, mix_host, server_song_ids, serving
+
+
+@pytest.fixture
+def server(tmp_path, music_dir):
+    with serving(tmp_path, music_dir) as running:
+        yield running
+
+
+@pytest.fixture
+async def song_ids(server) -> dict[str, str]:
+    return await server_song_ids(server)
 
 
 async def test_listed_clients_need_no_token_for_these_routes_only(
-    write_settings,
-    aiohttp_client,
-    server,  # noqa: F811
-    song_ids,  # noqa: F811
-    vector_analyzer,  # noqa: F811
+    fast_host, server, song_ids, vector_analyzer
 ):
     """The Jellyfin plugin and the older Navidrome plugin send no token; the current Navidrome
     plugin (main.go, authHeaders) sends `Authorization: Bearer <apiToken>`."""
-    client = await ready(
-        write_settings,
-        aiohttp_client,
+    client = await mix_host(
+        fast_host,
         server,
         extra='clients_without_token = ["127.0.0.0/8"]\n',
         send_token=False,
@@ -40,16 +47,9 @@ async def test_listed_clients_need_no_token_for_these_routes_only(
     assert (await client.post("/api/alchemy", json=alchemy)).status == 200
 
 
-async def test_clients_not_listed_need_the_token(
-    write_settings,
-    aiohttp_client,
-    server,  # noqa: F811
-    song_ids,  # noqa: F811
-    vector_analyzer,  # noqa: F811
-):
-    client = await ready(
-        write_settings,
-        aiohttp_client,
+async def test_clients_not_listed_need_the_token(fast_host, server, song_ids, vector_analyzer):
+    client = await mix_host(
+        fast_host,
         server,
         extra='clients_without_token = ["10.9.8.0/24"]\n',
         send_token=False,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from soundspan_hooks.library_views import VIEW_COLUMNS
 from soundspan_host.database import async_url, prepare_schema
 from soundspan_host.database.migrations import HERE
-from tests.library import rows
+from tests.harness.library import rows
 
 BEFORE_VIEWS = "0004_job_reasons"
 

@@ -10,8 +10,8 @@ import pytest
 
 from soundspan_plugins.shared.audio import UnreadableAudio
 from soundspan_plugins.shared.pool import THREAD_VARIABLES, ModelPool, WorkerCrashed
-from tests.library import eventually
-from tests.pool_tasks import (
+from tests.harness.library import eventually
+from tests.harness.pool_tasks import (
     describe,
     die,
     hang_reading,

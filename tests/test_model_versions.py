@@ -8,15 +8,13 @@ import os
 import shutil
 
 from soundspan_hooks import HOST, AnalyzerInfo
-from soundspan_host.app import create_app, queue_reanalysis
+from soundspan_host.app import queue_reanalysis
 from soundspan_host.client import connect
 from soundspan_host.plugins import load_plugins
 from soundspan_host.queue import AnalysisQueue, QueuePolicy
 from soundspan_host.settings import read_settings
 from soundspan_plugins.clap.versions import model_version
-from tests.library import eventually, rows, settled, write_wav
-
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
+from tests.harness.library import eventually, rows, settled, write_wav
 
 
 async def job_versions(engine) -> list[tuple[str, str]]:
@@ -24,8 +22,8 @@ async def job_versions(engine) -> list[tuple[str, str]]:
     return [(row.state, row.version) for row in found]
 
 
-async def analyzed_library(write_settings, aiohttp_client, music_dir):
-    client = await aiohttp_client(create_app(write_settings(FAST + 'version = "1"\n')))
+async def analyzed_library(fast_host, music_dir):
+    client = await fast_host('[toy]\nversion = "1"\n')
     engine = client.app[HOST].engine
     write_wav(music_dir / "a.wav", 200)
     write_wav(music_dir / "b.wav", 210)
@@ -35,9 +33,9 @@ async def analyzed_library(write_settings, aiohttp_client, music_dir):
 
 
 async def test_a_new_model_version_requeues_and_an_unavailable_analyzer_never_does(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
+    fast_host, toy_analyzer, music_dir
 ):
-    engine = await analyzed_library(write_settings, aiohttp_client, music_dir)
+    engine = await analyzed_library(fast_host, music_dir)
     queue = AnalysisQueue(engine, QueuePolicy())
 
     # an analyzer that cannot load reports a version that says nothing about its results
@@ -53,10 +51,10 @@ async def test_a_new_model_version_requeues_and_an_unavailable_analyzer_never_do
 
 
 async def test_a_cli_command_on_a_private_host_requeues_nothing(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
+    write_settings, fast_host, toy_analyzer, music_dir, tmp_path
 ):
-    engine = await analyzed_library(write_settings, aiohttp_client, music_dir)
-    write_settings(FAST + 'version = "2"\n')  # this shell's environment has another model
+    engine = await analyzed_library(fast_host, music_dir)
+    write_settings('[toy]\nversion = "2"\n')  # this shell's environment has another model
     settings_file = tmp_path / "settings.toml"
 
     async with connect(load_plugins(read_settings(settings_file))) as client:
@@ -67,9 +65,9 @@ async def test_a_cli_command_on_a_private_host_requeues_nothing(
 
 
 async def test_a_worker_takes_only_jobs_for_its_own_model_version(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
+    fast_host, toy_analyzer, music_dir
 ):
-    engine = await analyzed_library(write_settings, aiohttp_client, music_dir)
+    engine = await analyzed_library(fast_host, music_dir)
     queue = AnalysisQueue(engine, QueuePolicy(), owner=f"stale:{os.getpid()}")
     await queue_reanalysis(queue, [AnalyzerInfo("toy", "2", "toy", False, 3, "cpu")])
 

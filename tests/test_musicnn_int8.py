@@ -18,7 +18,6 @@ import onnx
 import pytest
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.musicnn import precision
 from soundspan_plugins.musicnn.inference import MusicnnTagger
 from soundspan_plugins.musicnn.onnx_export import ensure_onnx
@@ -32,7 +31,7 @@ from soundspan_plugins.musicnn.precision import (
 )
 from soundspan_plugins.musicnn.runtime import model_version
 from soundspan_plugins.musicnn.tags import MSD_TAGS
-from tests.library import eventually, rows, settled
+from tests.harness.library import eventually, rows, settled
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
 REFERENCE = json.loads((FIXTURES / "reference.json").read_text())["clips"]
@@ -187,19 +186,16 @@ def test_fast_int8_is_read_from_the_cpu_flags(cpuinfo: str, fast: bool) -> None:
 
 # --- in a running host ------------------------------------------------------------------------
 
-SETTINGS = (
-    "[watcher]\ndebounce_seconds = 0.2\n"
-    '[musicnn]\nworkers = 1\nsleep_interval = 0.2\ndevice = "cpu"\nprecision = "int8"\n'
-)
+INT8 = '[musicnn]\nworkers = 1\ndevice = "cpu"\nprecision = "int8"\n'
 
 
 @pytest.fixture
-def start_int8_host(write_settings, aiohttp_client, monkeypatch, caplog):
+def start_int8_host(fast_host, monkeypatch, caplog):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     caplog.set_level(logging.INFO, logger="soundspan_plugins.musicnn")
 
     async def start():
-        return await aiohttp_client(create_app(write_settings(SETTINGS)))
+        return await fast_host(INT8)
 
     return start
 

@@ -10,26 +10,24 @@ import numpy as np
 import pytest
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.musicnn.tags import MSD_TAGS
-from tests.library import eventually, jobs, rows, settled, tone, tracks, write_wave
+from tests.harness.library import eventually, jobs, rows, settled, tone, tracks, write_wave
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
 REFERENCE = json.loads((FIXTURES / "reference.json").read_text())["clips"]
-FAST = (
-    "[watcher]\ndebounce_seconds = 0.2\n"
-    "[musicnn]\nworkers = 2\nsleep_interval = 0.2\nbatch_size = 8\n"
+MUSICNN = (
+    "[musicnn]\nworkers = 2\nbatch_size = 8\n"
     'precision = "fp32"\n'  # held to the original's numbers; int8: tests/test_musicnn_int8.py
 )
 
 
 @pytest.fixture
-def start_musicnn_host(write_settings, aiohttp_client, monkeypatch, caplog):
+def start_musicnn_host(fast_host, monkeypatch, caplog):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     caplog.set_level(logging.INFO, logger="soundspan_plugins.musicnn")
 
     async def start(musicnn_settings: str = ""):
-        return await aiohttp_client(create_app(write_settings(FAST + musicnn_settings)))
+        return await fast_host(MUSICNN + musicnn_settings)
 
     return start
 
@@ -127,14 +125,12 @@ async def test_bad_and_odd_audio_each_get_an_outcome(musicnn_host, music_dir):
     assert patches[catalogue["surround.wav"][1]] == 1
 
 
-async def test_with_no_local_workers_it_is_ready_for_remote_ones(
-    write_settings, aiohttp_client, monkeypatch
-):
+async def test_with_no_local_workers_it_is_ready_for_remote_ones(fast_host, monkeypatch):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__WORKERS", "0")
     # set, not auto: what auto picks would be judged by the product's own probe of the GPU
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__DEVICE", "cpu")
-    client = await aiohttp_client(create_app(write_settings()))
+    client = await fast_host()
     [musicnn] = (await (await client.get("/api/vibe/status")).json())["analyzers"]
     assert (musicnn["state"], musicnn["reason"], musicnn["trained"]) == ("ready", None, True)
     assert musicnn["device"] == "cpu"

@@ -23,10 +23,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from soundspan_hooks.openapi import TrackId
-from soundspan_host.app import create_app
 from soundspan_host.database import async_url
-from tests.library import eventually, settled, write_wav
-from tests.processes import start_host_process, wait_healthy
+from tests.harness.library import eventually, settled, write_wav
+from tests.harness.processes import start_host_process, wait_healthy
 
 TRACKS = 6
 # a track id's schema, wherever the document inlines it; WORDS are what may come with it
@@ -52,8 +51,8 @@ NEED_REAL_IDS = [
 ]
 
 
-async def test_the_document_is_valid_and_matches_the_served_routes(write_settings, aiohttp_client):
-    client = await aiohttp_client(create_app(write_settings()))
+async def test_the_document_is_valid_and_matches_the_served_routes(fast_host):
+    client = await fast_host()
     spec = await (await client.get("/api/openapi.json")).json()
     validate(spec)
     assert spec["openapi"] == "3.1.0"

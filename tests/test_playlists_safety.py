@@ -13,14 +13,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from soundspan_host.app import create_app
 from soundspan_plugins.clap.loading import ClapUnavailable, load_clap
 from soundspan_plugins.vibe_api.playlists import (
     PlaylistFolderRefused,
     playlists_folder,
     write_playlist,
 )
-from tests.library import eventually, write_wav
+from tests.harness.library import eventually, write_wav
 
 RACERS = 16
 
@@ -55,11 +54,11 @@ def test_racing_writers_without_overwrite_never_replace_each_other(tmp_path):
 
 
 @pytest.fixture
-async def library(write_settings, aiohttp_client, music_dir):
+async def library(fast_host, music_dir):
     """A host over two tracks, one of whose file name holds a line break."""
     write_wav(music_dir / "plain.wav", 440)
     write_wav(music_dir / "two\nlines.wav", 550)
-    client = await aiohttp_client(create_app(write_settings()))
+    client = await fast_host()
 
     async def both():
         found = (await (await client.get("/api/tracks")).json())["tracks"]

@@ -5,14 +5,14 @@ enabled; bad settings leave the host's commands working and name the error for t
 import subprocess
 import sys
 
-from tests.conftest import TESTS, install_plugin
-from tests.test_cli import cli, environment
+from tests.harness.cli_host import cli, environment
+from tests.harness.plugins import ECHO_PLUGIN
 
 
 def plugin_environment(tmp_path, **extra: str) -> dict[str, str]:
     """The CLI tests' environment, with the echo plugin installed beside the vectors one."""
     env = environment(tmp_path, **extra)
-    install_plugin(tmp_path / "site", TESTS / "echo_plugin", "soundspan_test_echo", "echo", "1.2.3")
+    ECHO_PLUGIN.install(tmp_path / "site")
     (tmp_path / "music").mkdir(exist_ok=True)
     return env
 

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from soundspan_host.database import async_url, prepare_schema
 from soundspan_plugins import clap, subsonic
-from tests.library import eventually, jobs, rows, scalar, stores_per_content, write_wav
-from tests.processes import start_host_process, wait_healthy
+from tests.harness.library import eventually, jobs, rows, scalar, stores_per_content, write_wav
+from tests.harness.processes import start_host_process, wait_healthy
 
 CLAP_MIGRATIONS = clap.soundspan_migrations()
 SUBSONIC_MIGRATIONS = subsonic.soundspan_migrations()

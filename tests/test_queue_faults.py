@@ -16,7 +16,8 @@ from soundspan_host.plugins import load_plugins
 from soundspan_host.queue import AnalysisQueue, QueuePolicy, queued_reasons, retry_failed
 from soundspan_host.settings import read_settings
 from soundspan_host.worker_registry import WorkerRegistry
-from tests.library import (
+from tests.harness.fast_settings import with_quick_timings
+from tests.harness.library import (
     eventually,
     jobs,
     jobs_running_in,
@@ -27,15 +28,11 @@ from tests.library import (
     tracks,
     write_wav,
 )
-from tests.processes import start_worker
-
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
+from tests.harness.processes import start_worker
 
 
-async def test_changes_made_while_the_host_was_down_are_found(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
-):
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+async def test_changes_made_while_the_host_was_down_are_found(fast_host, toy_analyzer, music_dir):
+    client = await fast_host()
     engine = client.app[HOST].engine
     for name, frequency in [("keep", 100), ("move", 200), ("delete", 300), ("edit", 400)]:
         write_wav(music_dir / f"{name}.wav", frequency)
@@ -48,7 +45,7 @@ async def test_changes_made_while_the_host_was_down_are_found(
     write_wav(music_dir / "edit.wav", 450, seconds=0.3)
     write_wav(music_dir / "new.wav", 500)
 
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host()
     engine = client.app[HOST].engine
     expected = {"keep.wav", "moved.wav", "edit.wav", "new.wav"}
     await eventually(lambda: present_paths(engine, expected), what="the reconcile")
@@ -63,13 +60,9 @@ async def test_changes_made_while_the_host_was_down_are_found(
     assert len(await stores_per_content(engine)) == 6  # the first four, the edit, the new one
 
 
-async def test_scan_on_demand_over_http(write_settings, toy_analyzer, aiohttp_client, music_dir):
+async def test_scan_on_demand_over_http(fast_host, toy_analyzer, music_dir):
     write_wav(music_dir / "before.wav", 600)  # present before start, never notified
-    client = await aiohttp_client(
-        create_app(
-            write_settings(FAST.replace("[watcher]\n", "[watcher]\nreconcile_on_start = false\n"))
-        )
-    )
+    client = await fast_host("[watcher]\nreconcile_on_start = false\n")
     engine = client.app[HOST].engine
     write_wav(music_dir / "after.wav", 650)  # the watcher runs: a new file is catalogued
     await eventually(lambda: _catalogued(engine, "after.wav"), what="the new file")
@@ -81,9 +74,9 @@ async def test_scan_on_demand_over_http(write_settings, toy_analyzer, aiohttp_cl
 
 
 async def test_a_new_model_version_requeues_with_new_files_first(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
+    fast_host, toy_analyzer, music_dir, tmp_path
 ):
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host()
     engine = client.app[HOST].engine
     for number in range(6):
         write_wav(music_dir / f"old{number}.wav", 700 + number)
@@ -92,8 +85,7 @@ async def test_a_new_model_version_requeues_with_new_files_first(
 
     # one worker, its first re-analysis held until the new file waits in the queue
     release = tmp_path / "release"
-    held = FAST.replace("[toy]\n", f'[toy]\nversion = "2"\nworkers = 1\nhold_until = "{release}"\n')
-    client = await aiohttp_client(create_app(write_settings(held)))
+    client = await fast_host(f'[toy]\nversion = "2"\nworkers = 1\nhold_until = "{release}"\n')
     engine = client.app[HOST].engine
     write_wav(music_dir / "new.wav", 800)
     try:
@@ -114,10 +106,10 @@ async def test_a_new_model_version_requeues_with_new_files_first(
 
 
 async def test_a_worker_killed_mid_job_loses_nothing_and_runs_it_once(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, database_url
+    fast_host, toy_analyzer, music_dir, database_url
 ):
     # this host only catalogues; worker processes analyze
-    client = await aiohttp_client(create_app(write_settings(FAST + "workers = 0\n")))
+    client = await fast_host("[toy]\nworkers = 0\n")
     engine = client.app[HOST].engine
     # its job waits for a file that never comes: the kill lands mid-job
     never = str(music_dir.parent / "never")
@@ -157,10 +149,11 @@ async def test_a_restarted_database_loses_and_duplicates_nothing(
 ):
     settings_file = tmp_path / "restart.toml"
     settings_file.write_text(
-        f'music_dir = "{music_dir}"\ndatabase_url = "{own_server.url}"\n'
-        "analysis_retry_delay_seconds = 0.2\nanalysis_lease_seconds = 2\n"
-        + FAST
-        + "delay_seconds = 0.1\nworkers = 2\n"
+        with_quick_timings(
+            f'music_dir = "{music_dir}"\ndatabase_url = "{own_server.url}"\n'
+            "analysis_retry_delay_seconds = 0.2\nanalysis_lease_seconds = 2\n"
+            "[toy]\ndelay_seconds = 0.1\nworkers = 2\n"
+        )
     )
     client = await aiohttp_client(create_app(load_plugins(read_settings(settings_file))))
     engine = client.app[HOST].engine
@@ -212,9 +205,9 @@ def test_database_urls_in_the_usual_spellings_and_bad_ones():
 
 
 async def test_tracks_gone_past_the_grace_period_are_forgotten_with_their_analyses(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
+    fast_host, toy_analyzer, music_dir
 ):
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host()
     engine = client.app[HOST].engine
     write_wav(music_dir / "kept.wav", 1500)
     write_wav(music_dir / "gone.wav", 1600)
@@ -225,9 +218,7 @@ async def test_tracks_gone_past_the_grace_period_are_forgotten_with_their_analys
     await client.close()
 
     # a grace of zero: the purge that runs at start-up forgets it at once
-    client = await aiohttp_client(
-        create_app(write_settings("missing_track_grace_days = 0\n" + FAST))
-    )
+    client = await fast_host("missing_track_grace_days = 0\n")
     engine = client.app[HOST].engine
     await eventually(lambda: _forgotten(engine, "gone.wav"), what="the purge")
     assert list(await tracks(engine)) == ["kept.wav"]
@@ -243,11 +234,9 @@ async def _forgotten(engine, path):
     return path not in await tracks(engine)
 
 
-async def test_the_queue_says_why_each_job_waits(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
-):
+async def test_the_queue_says_why_each_job_waits(fast_host, toy_analyzer, music_dir):
     # this host only catalogues (toy version 1); the test works the queue as a worker would
-    client = await aiohttp_client(create_app(write_settings(FAST + "workers = 0\n")))
+    client = await fast_host("[toy]\nworkers = 0\n")
     engine = client.app[HOST].engine
     for name, frequency in [("a", 100), ("b", 200), ("c", 300)]:
         write_wav(music_dir / f"{name}.wav", frequency)

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from soundspan_plugins.musicnn.tags import GENRE_TAGS, MSD_TAGS
-from tests.clap_models import save_tiny_clap
-from tests.test_cli import cli, serve, stop
+from tests.harness.clap_models import save_tiny_clap
+from tests.harness.cli_host import cli, serve, stop
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
 CLIPS = ("anttis_1918.mp3", "anttis_funkyrobot_16k.flac", "anttis_funkyrobot.opus")

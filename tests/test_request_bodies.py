@@ -7,7 +7,6 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from soundspan_hooks.openapi import parse
-from soundspan_host.app import create_app
 
 # the subsonic plugin validates a fresh playlist before it asks the server anything: a port
 # nothing listens on is enough
@@ -19,8 +18,8 @@ PLAYLIST = '{"name": "rain", "user": "alice", "search": "rain", "refresh_seconds
 
 
 @pytest.fixture
-async def host(write_settings, aiohttp_client):
-    return await aiohttp_client(create_app(write_settings(SUBSONIC)))
+async def host(fast_host):
+    return await fast_host(SUBSONIC)
 
 
 @pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN"])

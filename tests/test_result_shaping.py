@@ -18,22 +18,19 @@ import pytest
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_plugins.vibe_api.shaping import Caps, normalised, shape
-from tests import test_vibe_journeys as journeys
-from tests.library import eventually, settled
-from tests.test_vibe_journeys import arc, ids
-
-# the journeys' vector library, its fixtures used here as they are
-vector_analyzer = journeys.vector_analyzer
-library = journeys.library
+from tests.harness.library import eventually, settled
+from tests.harness.vector_library import analyzed_library, arc, ids
 
 CLIPS = ("anttis_1918.mp3", "anttis_funkyrobot_16k.flac", "anttis_funkyrobot.opus")
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
-MUSICNN = (
-    "[watcher]\ndebounce_seconds = 0.2\n"
-    '[musicnn]\nworkers = 1\nsleep_interval = 0.2\nbatch_size = 8\ndevice = "cpu"\n'
-)
+MUSICNN = '[musicnn]\nworkers = 1\nbatch_size = 8\ndevice = "cpu"\n'
+
+
+@pytest.fixture
+async def library(fast_host, vector_analyzer, music_dir):
+    """The known-vector library (harness/vector_library.py), analyzed."""
+    return await analyzed_library(fast_host, music_dir)
 
 
 async def tag(client, paths, **tags) -> None:
@@ -264,12 +261,12 @@ async def test_a_path_takes_its_ends_by_path_or_musicbrainz_id(library):
 
 
 @pytest.fixture
-async def musicnn_library(write_settings, aiohttp_client, music_dir, monkeypatch, caplog):
+async def musicnn_library(fast_host, music_dir, monkeypatch, caplog):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     caplog.set_level(logging.INFO, logger="soundspan_plugins.musicnn")
     for clip in CLIPS:
         shutil.copy(FIXTURES / clip, music_dir / clip)
-    client = await aiohttp_client(create_app(write_settings(MUSICNN)))
+    client = await fast_host(MUSICNN)
     engine = client.app[HOST].engine
     await eventually(lambda: settled(engine, len(CLIPS)), timeout=300, what="MusiCNN's analyses")
     return client

@@ -17,7 +17,8 @@ from soundspan_host.database.embedded_access import worker_url
 from soundspan_host.plugins import load_plugins
 from soundspan_host.settings import read_settings
 from soundspan_host.worker_registry import WorkerRegistry, outdated_workers
-from tests.library import (
+from tests.harness.fast_settings import with_quick_timings
+from tests.harness.library import (
     eventually,
     jobs,
     jobs_running_in,
@@ -26,7 +27,7 @@ from tests.library import (
     stores_per_content,
     write_wav,
 )
-from tests.processes import DrainedProcess, on_a_free_port_async, start_worker
+from tests.harness.processes import DrainedProcess, on_a_free_port_async, start_worker
 
 TRACKS = 12
 DELAY = "0.4"  # seconds per toy analysis: long enough that every process gets work
@@ -44,11 +45,12 @@ async def test_workers_on_the_hosts_embedded_database_share_the_work_and_lose_no
 
     async def start(port: int):
         settings_file.write_text(
-            f'music_dir = "{music_dir}"\ndata_dir = "{tmp_path / "data"}"\n'
-            f"embedded_database_port = {port}\nanalysis_lease_seconds = {LEASE}\n"
-            "[watcher]\ndebounce_seconds = 0.2\n"
-            f"[toy]\nworkers = 1\ndelay_seconds = {DELAY}\npoll_interval = 0.2\n"
-            f'hold_until = "{release}"\n'
+            with_quick_timings(
+                f'music_dir = "{music_dir}"\ndata_dir = "{tmp_path / "data"}"\n'
+                f"embedded_database_port = {port}\nanalysis_lease_seconds = {LEASE}\n"
+                f"[toy]\nworkers = 1\ndelay_seconds = {DELAY}\n"
+                f'hold_until = "{release}"\n'
+            )
         )
         app = create_app(load_plugins(read_settings(settings_file)))
         return await aiohttp_client(app), port
@@ -156,11 +158,10 @@ async def _stopped(process: psutil.Process) -> bool:
 
 
 async def test_a_worker_left_on_an_old_model_is_named_until_it_stops_or_ages_out(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, database_url, tmp_path
+    fast_host, toy_analyzer, music_dir, database_url, tmp_path
 ):
     # the host has toy version toy-2 (no env value that reads as a number) and analyzes nothing
-    host_settings = '[watcher]\ndebounce_seconds = 0.2\n[toy]\nversion = "toy-2"\nworkers = 0\n'
-    client = await aiohttp_client(create_app(write_settings(host_settings)))
+    client = await fast_host('[toy]\nversion = "toy-2"\nworkers = 0\n')
     engine = client.app[HOST].engine
     release = tmp_path / "release"
     current = start_worker(

@@ -20,14 +20,13 @@ from mutagen.ogg import OggPage
 from sqlalchemy import text
 
 from soundspan_hooks import HOST, LibraryEvent, LibraryEventKind
-from soundspan_host.app import create_app
 from soundspan_host.library_writes import apply_event
 from soundspan_plugins.shared.audio import UnreadableAudio, decode_mono
 from soundspan_plugins.shared.track_audio import TrackAudio
 from soundspan_plugins.watcher.files import read_facts
-from tests.clap_models import save_tiny_clap
-from tests.library import eventually, jobs, rows, settled, tracks
-from tests.tagged_audio import write_tagged
+from tests.harness.clap_models import save_tiny_clap
+from tests.harness.library import eventually, jobs, rows, settled, tracks
+from tests.harness.tagged_audio import write_tagged
 
 TAGS = {"title": "Caribbean", "artist": "Will Savino", "album": "HyperRogue"}
 NOT_AUDIO = b"Shopping list: milk, eggs, a new amplifier.\n" * 20
@@ -101,7 +100,7 @@ def tiny_clap_dir(tmp_path_factory):
 
 
 async def test_both_analyzers_analyze_a_file_ffmpeg_refuses_and_say_which_decoder_read_it(
-    write_settings, aiohttp_client, monkeypatch, tiny_clap_dir, music_dir
+    fast_host, monkeypatch, tiny_clap_dir, music_dir
 ):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
@@ -110,15 +109,7 @@ async def test_both_analyzers_analyze_a_file_ffmpeg_refuses_and_say_which_decode
     write_vorbis_headers_twice(song)
     assert ffmpeg_refuses(song)
     (music_dir / "notes.ogg").write_bytes(NOT_AUDIO)
-    client = await aiohttp_client(
-        create_app(
-            write_settings(
-                "[watcher]\ndebounce_seconds = 0.2\n"
-                '[musicnn]\nworkers = 1\nsleep_interval = 0.2\nprecision = "fp32"\n'
-                "[clap]\nworkers = 1\nsleep_interval = 0.2\n"
-            )
-        )
-    )
+    client = await fast_host('[musicnn]\nworkers = 1\nprecision = "fp32"\n[clap]\nworkers = 1\n')
     engine = client.app[HOST].engine
     await eventually(lambda: settled(engine, 2), timeout=240, what="both analyses")
 
@@ -141,17 +132,13 @@ async def test_both_analyzers_analyze_a_file_ffmpeg_refuses_and_say_which_decode
 
 
 async def test_a_later_ffmpeg_that_reads_the_file_keeps_its_content_and_results(
-    write_settings, toy_analyzer, aiohttp_client, music_dir, tmp_path
+    fast_host, toy_analyzer, music_dir, tmp_path
 ):
     """Known by its bytes while FFmpeg refuses it; a later FFmpeg finds its audio payload (the
     unchanged file's, here) and the content learns that identity instead of becoming new."""
     original = write_tagged(tmp_path / "original.ogg", TAGS, seconds=2.0)
     song = write_vorbis_headers_twice(shutil.copy(original, music_dir / "caribbean.ogg"))
-    client = await aiohttp_client(
-        create_app(
-            write_settings("[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n")
-        )
-    )
+    client = await fast_host()
     engine = client.app[HOST].engine
     await eventually(lambda: settled(engine, 1), what="the first analysis")
     before_tracks = await tracks(engine)

@@ -22,9 +22,9 @@ from sqlalchemy import make_url
 from soundspan_host.app import create_app
 from soundspan_host.request_guards import allowed_host_names
 from soundspan_host.settings import HostSettings
-from tests.conftest import database_url_for
-from tests.library import write_wav
-from tests.processes import DrainedProcess, start_host_process, wait_healthy
+from tests.harness.database import database_url_for
+from tests.harness.library import write_wav
+from tests.harness.processes import DrainedProcess, start_host_process, wait_healthy
 
 TOKEN = "security-test-token-0123456789"
 FOREIGN = "http://attacker.example"

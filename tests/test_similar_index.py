@@ -19,7 +19,6 @@ from pgvector.asyncpg import register_vector
 from sqlalchemy import event
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 
 SETTINGS = "[watcher]\nenabled = false\n[musicnn]\nworkers = 0\n"
 TRACKS = 3000
@@ -124,9 +123,9 @@ def statements_run(engine) -> Iterator[list[tuple[str, object]]]:
 
 
 @pytest.fixture
-async def indexed_library(write_settings, aiohttp_client, database_url, monkeypatch):
+async def indexed_library(fast_host, database_url, monkeypatch):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
-    client = await aiohttp_client(create_app(write_settings(SETTINGS)))
+    client = await fast_host(SETTINGS)
     vectors, cluster, missing = library_vectors()
     await fill(database_url, vectors, missing)
     return client, vectors, cluster, missing

@@ -7,33 +7,24 @@ The library is the vectors test analyzer's (known embeddings, tags "north" and "
 one file that is not audio, named like markup to prove the page shows names as text.
 """
 
-import asyncio
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import expect
 
 from soundspan_hooks import HOST
 from soundspan_host import __version__
-from soundspan_host.app import create_app
-from tests.library import eventually, settled
-from tests.test_subsonic_playlists import SOUTH as SUBSONIC_SOUTH
-from tests.test_subsonic_playlists import (
-    as_user,  # noqa: F401 - the fixture: the server as its users see it
+from tests.harness.browser import open_page
+from tests.harness.library import eventually, settled
+from tests.harness.subsonic_library import SOUTH as SUBSONIC_SOUTH
+from tests.harness.subsonic_library import (
+    matched_host,
     on_server,
-    ready,
-    server,  # noqa: F401 - the fixture: a real supysonic server with the same library
+    serving_vector_library,
+    user_clients,
 )
-from tests.test_vibe_journeys import (
-    ARC,
-    OTHERS,
-    SETTINGS,
-    arc_vector,
-    vector_analyzer,  # noqa: F401 - the fixture: the test analyzer with known embeddings
-    write_vector_wav,
-)
+from tests.harness.vector_library import ARC, OTHERS, write_vector_library
 
 # read at import: the autouse clean_environment fixture drops SOUNDSPAN_* variables and moves
 # into tmp_path, so a relative path is taken from where pytest was started
@@ -62,51 +53,18 @@ FIND_COLOUR = """(canvas, colour) => {
 
 
 @pytest.fixture
-async def browser():
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("the status page test needs Debian's chromium: apt-get install chromium")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable)
-        yield browser
-        await browser.close()
-
-
-class WatchedPage:
-    """A browser page that records what would go wrong unseen: script errors, blocked
-    resources, and dialogs (an injected alert)."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.problems: list[str] = []
-        page.on("pageerror", lambda error: self.problems.append(f"error: {error}"))
-        page.on("dialog", self._dialog)
-        page.on(
-            "console",
-            lambda message: message.type == "error" and self.problems.append(message.text),
-        )
-
-    def _dialog(self, dialog: Dialog) -> None:
-        self.problems.append(f"dialog: {dialog.message}")
-        asyncio.ensure_future(dialog.dismiss())
-
-
-async def open_page(browser: Browser, url: str) -> WatchedPage:
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    watched = WatchedPage(page)
-    await page.goto(url)
-    return watched
+def server(tmp_path, music_dir):
+    """A real supysonic server with the same library."""
+    with serving_vector_library(tmp_path, music_dir) as running:
+        yield running
 
 
 async def test_the_status_page_shows_progress_failures_search_similar_and_the_map(
-    aiohttp_server, write_settings, music_dir, browser, tmp_path
+    fast_host, music_dir, browser, tmp_path
 ):
-    for step in range(ARC):
-        write_vector_wav(music_dir / "arc" / f"{step:02}.wav", arc_vector(step))
-    for path, vector in OTHERS.items():
-        write_vector_wav(music_dir / path, vector)
+    write_vector_library(music_dir)
     (music_dir / BROKEN).write_bytes(b"these are my notes, not music\n" * 20)
-    host = await aiohttp_server(create_app(write_settings(SETTINGS)))
+    host = await fast_host()
     tracks = ARC + len(OTHERS) + 1
     await eventually(lambda: settled(host.app[HOST].engine, tracks), what="library")
 
@@ -164,10 +122,8 @@ async def test_the_status_page_shows_progress_failures_search_similar_and_the_ma
     assert watched.problems == []
 
 
-async def test_the_page_asks_for_the_api_token_and_remembers_it(
-    aiohttp_server, write_settings, browser
-):
-    host = await aiohttp_server(create_app(write_settings(f'api_token = "{TOKEN}"\n')))
+async def test_the_page_asks_for_the_api_token_and_remembers_it(fast_host, browser):
+    host = await fast_host(f'api_token = "{TOKEN}"\n')
     page = (await open_page(browser, str(host.make_url("/")))).page
     await expect(page.locator("#token")).to_be_visible()
     await expect(page.locator("#analyzers-note")).to_contain_text("waiting for the API token")
@@ -183,14 +139,10 @@ async def test_the_page_asks_for_the_api_token_and_remembers_it(
 
 
 async def test_a_result_list_goes_to_the_users_music_server_and_is_updated_in_place(
-    aiohttp_client,
-    write_settings,
-    browser,
-    server,  # noqa: F811 - the imported fixture
-    as_user,  # noqa: F811 - the imported fixture
+    fast_host, browser, server
 ):
     """The page's "Send to my server" button, against a real Subsonic server (supysonic)."""
-    client = await ready(write_settings, aiohttp_client, server)
+    client = await matched_host(fast_host, server)
     watched = await open_page(browser, str(client.make_url("/")))
     page = watched.page
 
@@ -206,6 +158,7 @@ async def test_a_result_list_goes_to_the_users_music_server_and_is_updated_in_pl
     await send.click()
     await expect(page.locator("#send-note")).to_contain_text("Updated “Down south” for alice")
 
-    [songs] = await on_server(as_user(server, "alice"), "Down south")  # one, not two
+    async with user_clients() as as_user:
+        [songs] = await on_server(as_user(server, "alice"), "Down south")  # one, not two
     assert sorted(songs) == sorted(SUBSONIC_SOUTH)
     assert watched.problems == []

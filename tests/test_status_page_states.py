@@ -15,17 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from soundspan_host.app import create_app
-from tests.test_status_page import (
-    browser,  # noqa: F401 - the fixture: one headless chromium
-    open_page,
-)
-from tests.test_vibe_journeys import (
-    OTHERS,
-    SETTINGS,
-    vector_analyzer,  # noqa: F401 - the fixture: the test analyzer with known embeddings
-    write_vector_wav,
-)
+from tests.harness.browser import open_page
+from tests.harness.vector_library import OTHERS, write_vector_wav
 
 # read at import, like tests/test_status_page.py's SOUNDSPAN_SCREENSHOT: where to copy the
 # picture of the states this test saw (docs/status-page-states.png, for the README)
@@ -87,11 +78,7 @@ def picture_of(shots: list[tuple[str, str]]) -> str:
 
 
 async def test_each_analyzer_state_and_each_search_is_said_in_true_words(
-    aiohttp_server,
-    write_settings,
-    music_dir,
-    browser,  # noqa: F811 - the imported fixture
-    tmp_path,
+    fast_host, music_dir, browser, tmp_path
 ):
     for path, vector in OTHERS.items():
         write_vector_wav(music_dir / path, vector)
@@ -103,13 +90,9 @@ async def test_each_analyzer_state_and_each_search_is_said_in_true_words(
 
     # an analyzer unavailable at start-up gets no worker: the toy starts on its way instead
     describe_toy(state="downloading", download=DOWNLOAD)
-    host = await aiohttp_server(
-        create_app(
-            write_settings(
-                SETTINGS + "[status_page]\nrefresh_seconds = 1\n"
-                f'[toy]\ndescribed_as = "{described}"\nhold_until = "{finish}"\n'
-            )
-        )
+    host = await fast_host(
+        "[status_page]\nrefresh_seconds = 1\n"
+        f'[toy]\ndescribed_as = "{described}"\nhold_until = "{finish}"\n'
     )
     watched = await open_page(browser, str(host.make_url("/")))
     page = watched.page

@@ -13,20 +13,18 @@ import pytest
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
-from soundspan_plugins.subsonic.background import KeptRunning
+from soundspan_hooks.coordinator import KeptRunning
 from soundspan_plugins.subsonic.playlists_api import PLAYLISTS
-from tests.library import eventually
-from tests.test_subsonic_hostile import hostile_settings
+from tests.harness.library import eventually
+from tests.harness.subsonic_settings import hostile_settings
 
 # a port nothing listens on: these playlists are refused or fail before any server matters
 DEAD = "http://127.0.0.1:9"
 
 
 @pytest.fixture
-async def dead_host(write_settings, aiohttp_client):
-    settings = hostile_settings(DEAD, "max_fresh_playlists_per_user = 2\n")
-    return await aiohttp_client(create_app(write_settings(settings)))
+async def dead_host(fast_host):
+    return await fast_host(hostile_settings(DEAD, "max_fresh_playlists_per_user = 2\n"))
 
 
 def fresh(name: str, **fields) -> dict:
@@ -94,7 +92,7 @@ async def test_a_background_task_that_dies_is_logged_shown_and_restarted(caplog)
 
 
 async def test_a_stored_fresh_playlist_that_no_longer_validates_never_stops_a_start(
-    dead_host, write_settings, aiohttp_client, caplog
+    dead_host, fast_host, caplog
 ):
     """A row stored as {"refresh_seconds": null} made every start die on a ValidationError."""
     engine = dead_host.app[HOST].engine
@@ -108,7 +106,7 @@ async def test_a_stored_fresh_playlist_that_no_longer_validates_never_stops_a_st
         )
     await dead_host.close()
 
-    host = await aiohttp_client(create_app(write_settings(hostile_settings(DEAD))))
+    host = await fast_host(hostile_settings(DEAD))
     listed = await (await host.get("/api/subsonic/playlists")).json()
     [unreadable] = listed["unreadable"]
     assert (unreadable["name"], unreadable["server_user"]) == ("rain", "alice")

@@ -23,7 +23,6 @@ from rich.text import Text
 
 from soundspan_hooks import HOST
 from soundspan_hooks.cli import HostClient
-from soundspan_host.app import create_app
 from soundspan_host.doctor import run_checks
 from soundspan_host.errors import ConfigError
 from soundspan_plugins.subsonic import commands
@@ -34,11 +33,11 @@ from soundspan_plugins.subsonic.client import (
     SubsonicClient,
     SubsonicError,
 )
-from tests.library import eventually, tracks
-from tests.tagged_audio import write_tagged
-from tests.test_cli_width import assert_words_whole
+from tests.harness.library import eventually, tracks
+from tests.harness.subsonic_settings import PASSWORD, hostile_settings
+from tests.harness.tagged_audio import write_tagged
+from tests.harness.terminal_text import assert_words_whole
 
-PASSWORD = "s3cret-pw"
 API_KEY = "key-that-is-secret"
 SECRETS = (PASSWORD, PASSWORD.encode().hex(), API_KEY, "enc:")
 LOGIN_IN_A_QUERY = re.compile(r"[?&](u|p|t|s|apiKey)=")
@@ -124,22 +123,13 @@ async def test_a_client_error_never_carries_the_login(aiohttp_server, not_http, 
     assert failed.value.__cause__ is None  # a logged traceback would quote the URL
 
 
-def hostile_settings(url: str, extra: str = "") -> str:
-    return (
-        f'[subsonic]\nenabled = true\nurl = "{url}"\nlegacy_login = true\n'
-        "change_delay_seconds = 0.1\nretry_seconds = 0.1\n"
-        + extra
-        + f'[[subsonic.users]]\nname = "alice"\npassword = "{PASSWORD}"\n'
-    )
-
-
 @pytest.fixture
-async def hostile_host(aiohttp_server, write_settings, aiohttp_client, music_dir: Path):
+async def hostile_host(aiohttp_server, fast_host, music_dir: Path):
     """A host whose one track is matched by path with a HostileServer, still well-behaved."""
     write_tagged(music_dir / "a.mp3", {"title": "A", "artist": "B"})
     hostile = HostileServer()
     url = await serve(aiohttp_server, hostile.handle)
-    host = await aiohttp_client(create_app(write_settings(hostile_settings(url))))
+    host = await fast_host(hostile_settings(url))
 
     async def matched():
         status = await (await host.get("/api/subsonic/status")).json()

@@ -10,102 +10,41 @@ except one local-only file.
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
 
 import aiohttp
 import pytest
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
-from soundspan_plugins.subsonic.client import Login, SubsonicClient
 from soundspan_plugins.subsonic.playlists_api import PLAYLISTS
-from tests.conftest import TESTS, install_plugin
-from tests.library import eventually, scalar, settled, tracks
-from tests.subsonic_server import supysonic
-from tests.test_vibe_journeys import OTHERS, arc, arc_vector, write_vector_wav
-
-USERS = {"alice": "alice's secret", "bob": "bob's secret"}
-SOUTH = [path for path in OTHERS if path.startswith("south/") and path.isascii()]
-ON_SERVER = 11 + len(SOUTH)
-SERVED = {*(arc(step) for step in range(11)), *SOUTH}  # what the server fixture copies
-
-
-@pytest.fixture
-def vector_analyzer(plugin_site):
-    install_plugin(
-        plugin_site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0"
-    )
+from tests.harness.library import eventually, scalar, settled
+from tests.harness.subsonic_library import (
+    SERVED,
+    SOUTH,
+    matched_host,
+    on_server,
+    serving_vector_library,
+    user_clients,
+)
+from tests.harness.vector_library import arc, arc_vector, ids, write_vector_wav
 
 
 @pytest.fixture
-def server(tmp_path: Path, music_dir: Path):
-    for step in range(11):
-        write_vector_wav(music_dir / arc(step), arc_vector(step))
-    for path in SOUTH:
-        write_vector_wav(music_dir / path, OTHERS[path])
-    library = tmp_path / "server library"
-    shutil.copytree(music_dir, library)
-    write_vector_wav(music_dir / "local/only.wav", OTHERS["elsewhere/up.wav"])  # not there
-    with supysonic(tmp_path / "supysonic", library, USERS) as running:
+def server(tmp_path, music_dir):
+    with serving_vector_library(tmp_path, music_dir) as running:
         yield running
 
 
-def settings(server, extra: str = "") -> str:
-    users = "".join(
-        f'[[subsonic.users]]\nname = "{name}"\npassword = "{password}"\n'
-        for name, password in USERS.items()
-    )
-    return (
-        "[watcher]\ndebounce_seconds = 0.2\n"
-        f'[subsonic]\nenabled = true\nurl = "{server.url}"\nlegacy_login = true\n'
-        "change_delay_seconds = 0.2\nretry_seconds = 0.2\n"
-        "playlists_analysis_delay_seconds = 0.2\n" + users + extra
-    )
-
-
-async def ready(write_settings, aiohttp_client, server, extra: str = ""):
-    """A host whose library is analyzed and matched with the server."""
-    client = await aiohttp_client(create_app(write_settings(settings(server, extra))))
-    await eventually(lambda: settled(client.app[HOST].engine, ON_SERVER + 1), what="analyses")
-
-    async def matched():
-        status = await (await client.get("/api/subsonic/status")).json()
-        return status["matched"] == {"path": ON_SERVER} and status["unmatched"] == 1
-
-    await eventually(matched, what="the matches")
-    return client
-
-
 @pytest.fixture
-async def host(write_settings, aiohttp_client, server, vector_analyzer):
-    return await ready(write_settings, aiohttp_client, server)
+async def host(fast_host, server, vector_analyzer):
+    return await matched_host(fast_host, server)
 
 
 @pytest.fixture
 async def as_user():
     """The server as its users see it, through a client of their own."""
-    async with aiohttp.ClientSession() as session:
-
-        def client(server, user: str) -> SubsonicClient:
-            return SubsonicClient(session, server.url, Login(user, USERS[user], legacy=True))
-
-        yield client
-
-
-async def on_server(client: SubsonicClient, name: str) -> list[list[str]]:
-    """Each of the user's playlists called `name`: its songs' paths, in order."""
-    found = []
-    for playlist in await client.playlists():
-        if playlist["name"] == name:
-            entries = (await client.playlist(playlist["id"])).get("entry") or []
-            found.append([entry["path"] for entry in entries])
-    return found
-
-
-async def ids(host) -> dict[str, str]:
-    return {path: row[0] for path, row in (await tracks(host.app[HOST].engine)).items()}
+    async with user_clients() as as_user:
+        yield as_user
 
 
 async def send(host, **body) -> aiohttp.ClientResponse:
@@ -228,11 +167,11 @@ async def fresh_state(host, name: str, state: str = "ok", **expected) -> dict | 
 
 
 @pytest.fixture
-async def fresh_host(write_settings, aiohttp_client, server, vector_analyzer, as_user):
+async def fresh_host(fast_host, server, vector_analyzer, as_user):
     bob = as_user(server, "bob")
     songs = {song["path"]: song["id"] async for song in bob.songs()}
     await bob.call("star", id=songs[arc(0)])
-    return await ready(write_settings, aiohttp_client, server, FRESH)
+    return await matched_host(fast_host, server, FRESH)
 
 
 async def test_fresh_playlists_from_the_settings_are_sent_and_follow_new_analyses(
@@ -395,11 +334,11 @@ async def test_the_similar_recipe_takes_the_caps_search_takes(host, server, as_u
 
 
 async def test_sending_with_no_music_server_plugin_is_a_4xx_that_says_what_to_enable(
-    write_settings, aiohttp_client, vector_analyzer, music_dir
+    fast_host, vector_analyzer, music_dir
 ):
     """It was a 503, which a client retries; the plugin is off, not away."""
     write_vector_wav(music_dir / arc(0), arc_vector(0))
-    host = await aiohttp_client(create_app(write_settings()))
+    host = await fast_host()
     await eventually(lambda: settled(host.app[HOST].engine, 1), what="the analysis")
     answer = await send(host, name="Nowhere", track_ids=list((await ids(host)).values()))
     assert answer.status == 409

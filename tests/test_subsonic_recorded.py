@@ -22,8 +22,8 @@ from soundspan_plugins.subsonic.matching import (
     SongIndex,
     normalised,
 )
-from tests.library import eventually
-from tests.tagged_audio import write_tagged
+from tests.harness.library import eventually
+from tests.harness.tagged_audio import write_tagged
 
 PASSWORD = "s3cret"
 API_KEY = "key-123"

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 
 from soundspan_hooks.cli import HostClient
-from soundspan_host.app import create_app
 from soundspan_host.doctor import run_checks
 from soundspan_plugins.subsonic.commands import console, show_unmatched
-from tests.library import eventually
-from tests.subsonic_server import Supysonic, supysonic
-from tests.tagged_audio import write_tagged
+from tests.harness.library import eventually
+from tests.harness.subsonic_server import Supysonic, supysonic
+from tests.harness.tagged_audio import write_tagged
 
 PASSWORD = "correct horse"
 
@@ -43,7 +42,6 @@ def server(tmp_path: Path, music_dir: Path):
 
 def subsonic_section(server: Supysonic, password: str = PASSWORD, legacy: bool = True) -> str:
     return (
-        "[watcher]\ndebounce_seconds = 0.2\n"
         f'[subsonic]\nenabled = true\nurl = "{server.url}"\n'
         f"legacy_login = {str(legacy).lower()}\n"
         "change_delay_seconds = 0.2\nretry_seconds = 0.2\n"
@@ -83,8 +81,8 @@ def test_doctor_says_why_a_login_fails(server, write_settings):
 
 
 @pytest.fixture
-async def host(server, write_settings, aiohttp_client):
-    return await aiohttp_client(create_app(write_settings(subsonic_section(server))))
+async def host(server, fast_host):
+    return await fast_host(subsonic_section(server))
 
 
 async def status_of(client) -> dict:

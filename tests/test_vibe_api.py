@@ -12,19 +12,18 @@ from soundspan_hooks import HOST
 from soundspan_hooks.openapi import RICHER_TAGS
 from soundspan_host.app import create_app
 from soundspan_host.errors import ConfigError
-from tests.library import eventually, settled, write_wav
+from tests.harness.library import eventually, settled, write_wav
 
-FAST = "[watcher]\ndebounce_seconds = 0.2\n[toy]\npoll_interval = 0.2\n"
 LENGTHS = {"source": 0.10, "near": 0.12, "middle": 0.30, "far": 1.00}
 
 
 @pytest.fixture
-async def library(write_settings, toy_analyzer, aiohttp_client, music_dir):
+async def library(fast_host, toy_analyzer, music_dir):
     """A host whose library holds four analyzed tones and a duplicate of one."""
     for index, (name, seconds) in enumerate(LENGTHS.items()):
         write_wav(music_dir / "Tones" / f"{name}.wav", 300 + index, seconds=seconds)
     shutil.copy(music_dir / "Tones" / "near.wav", music_dir / "near copy.wav")
-    client = await aiohttp_client(create_app(write_settings(FAST)))
+    client = await fast_host()
     await eventually(lambda: settled(client.app[HOST].engine, 5), what="the library")
     return client
 
@@ -139,12 +138,11 @@ async def test_status_counts_progress_per_analyzer(library):
 
 
 async def test_status_measures_the_current_run_and_the_audio_waiting(
-    write_settings, toy_analyzer, aiohttp_client, music_dir
+    fast_host, toy_analyzer, music_dir
 ):
     # one worker, each analysis at least 0.4 s: the run is caught with some tones done and
     # some waiting, however fast the machine
-    settings = FAST + "workers = 1\ndelay_seconds = 0.4\n"
-    client = await aiohttp_client(create_app(write_settings(settings)))
+    client = await fast_host("[toy]\nworkers = 1\ndelay_seconds = 0.4\n")
     lengths = [0.5, 3.0, 0.5, 6.0, 1.0, 2.0, 0.5]
     for index, seconds in enumerate(lengths):
         write_wav(music_dir / f"{index}.wav", 300 + 20 * index, seconds=seconds)

@@ -1,5 +1,6 @@
 """Paths, mixes, the library map and playlists, over real HTTP, on a library whose
-embeddings are known: the test analyzer reads each WAV's first eight samples as its vector.
+embeddings are known (harness/vector_library.py): the test analyzer reads each WAV's first
+eight samples as its vector.
 
 Eleven tracks lie on the arc from e0 to e1 (arc/00 .. arc/10); five others point elsewhere,
 three of them "south" (a negative first component).
@@ -7,7 +8,6 @@ three of them "south" (a negative first component).
 
 import os
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -15,78 +15,25 @@ import pytest
 from sqlalchemy import text
 
 from soundspan_hooks import HOST
-from soundspan_host.app import create_app
 from soundspan_host.errors import ConfigError
 from soundspan_plugins.vibe_api.playlists import PlaylistRefused, playlist_file
-from tests.conftest import TESTS, install_plugin
-from tests.library import eventually, scalar, settled, tracks
-
-ARC = 11
-SETTINGS = "[watcher]\ndebounce_seconds = 0.2\n[vibe_api]\nmap_refresh_seconds = 0.2\n"
-
-
-def unit(vector) -> np.ndarray:
-    vector = np.asarray(vector, dtype=float)
-    return vector / np.linalg.norm(vector)
-
-
-def axis(index: int, size: int = 8) -> np.ndarray:
-    return np.eye(size)[index]
-
-
-def arc_vector(step: int) -> np.ndarray:
-    angle = step / (ARC - 1) * np.pi / 2
-    return unit(np.cos(angle) * axis(0) + np.sin(angle) * axis(1) + 0.02 * axis(2))
-
-
-OTHERS = {
-    "elsewhere/up.wav": unit(axis(3) + 0.1 * axis(0)),
-    "elsewhere/side.wav": unit(axis(4) + 0.1 * axis(0)),
-    "south/a.wav": unit(-axis(0) + 0.3 * axis(5)),
-    "south/b.wav": unit(-axis(0) + 0.3 * axis(6)),
-    "south/caf\udce9.wav": unit(-axis(0) + 0.3 * axis(7)),  # a Latin-1 name, not UTF-8
-}
-
-
-def write_vector_wav(path: Path, vector: np.ndarray) -> None:
-    """A WAV whose first eight samples are the vector, then a little silence."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    samples = np.concatenate([np.asarray(vector) * 0.9, np.zeros(800)])
-    with wave.open(str(path), "wb") as audio:
-        audio.setnchannels(1)
-        audio.setsampwidth(2)
-        audio.setframerate(16000)
-        audio.writeframes(np.round(samples * 32767).astype("<i2").tobytes())
+from tests.harness.library import eventually, scalar, settled
+from tests.harness.vector_library import (
+    ARC,
+    OTHERS,
+    analyzed_library,
+    arc,
+    arc_vector,
+    axis,
+    ids,
+    unit,
+    write_vector_wav,
+)
 
 
 @pytest.fixture
-def vector_analyzer(plugin_site):
-    install_plugin(
-        plugin_site, TESTS / "vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0"
-    )
-    yield plugin_site
-    sys.modules.pop("soundspan_test_vectors", None)
-
-
-@pytest.fixture
-async def library(write_settings, vector_analyzer, aiohttp_client, music_dir):
-    for step in range(ARC):
-        write_vector_wav(music_dir / "arc" / f"{step:02}.wav", arc_vector(step))
-    for path, vector in OTHERS.items():
-        write_vector_wav(music_dir / path, vector)
-    write_vector_wav(music_dir / "Playlists" / "stray.wav", axis(0))  # ingest leaves it alone
-    client = await aiohttp_client(create_app(write_settings(SETTINGS)))
-    await eventually(lambda: settled(client.app[HOST].engine, ARC + len(OTHERS)), what="library")
-    return client
-
-
-async def ids(client) -> dict[str, str]:
-    """path -> track id."""
-    return {path: row[0] for path, row in (await tracks(client.app[HOST].engine)).items()}
-
-
-def arc(step: int) -> str:
-    return f"arc/{step:02}.wav"
+async def library(fast_host, vector_analyzer, music_dir):
+    return await analyzed_library(fast_host, music_dir)
 
 
 async def test_a_path_steps_evenly_closer_to_its_target(library):
@@ -281,7 +228,7 @@ async def test_a_playlist_needs_exactly_one_source_of_tracks(library):
 
 
 async def test_umap_is_used_when_installed_and_refused_when_asked_for_without_it(
-    write_settings, vector_analyzer, aiohttp_client, music_dir
+    write_settings, fast_host, vector_analyzer, music_dir
 ):
     """A stand-in `umap` module proves the host picks UMAP when the package is there and
     refuses it by name when not. umap-learn itself stays out of the test extra: it installs
@@ -298,7 +245,7 @@ async def test_umap_is_used_when_installed_and_refused_when_asked_for_without_it
     try:
         for step in range(3):
             write_vector_wav(music_dir / f"{step}.wav", arc_vector(step * 5))
-        client = await aiohttp_client(create_app(write_settings(SETTINGS)))
+        client = await fast_host()
         await eventually(lambda: settled(client.app[HOST].engine, 3), what="library")
         body = await (await client.get("/api/vibe/map")).json()
         assert body["method"] == "umap" and len(body["points"]) == 3

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from soundspan_hooks.coordinator import back_off
+
 from .download import DownloadProgress, HubFile, fetch, remote_size
 from .errors import ClapUnavailable, missing_extra, setting
 
@@ -88,13 +90,16 @@ async def fetch_with_retries(
     """Fetch until it works, waiting `first_wait` seconds after a failure, then twice as long
     each time (at most an hour); `report` hears each failure's reason, and None as each try
     starts. ClapUnavailable when retrying cannot help (the hub is switched off here, or the
-    clap extra is not installed: no download before it is)."""
+    clap extra is not installed: no download before it is).
+
+    Not a RefreshCoordinator: this is one download awaited by CLAP's start, which goes on
+    once it is done or gives up where retrying cannot help; nothing is kept fresh after."""
     if (missing := missing_extra()) is not None:
         raise missing
     import httpx2
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    wait = first_wait
+    failures = 0
     while True:
         report(None)
         try:
@@ -103,6 +108,8 @@ async def fetch_with_retries(
         except OfflineModeIsEnabled:
             raise ClapUnavailable(offline_reason(wanted), setting("model")) from None
         except Exception as error:  # noqa: BLE001 - whatever it was, the task must go on
+            failures += 1
+            wait = back_off(first_wait, failures, RETRY_CAP_SECONDS)
             reason = (
                 f"CLAP model {wanted.repo}:{wanted.filename} could not be downloaded "
                 f"({type(error).__name__}: {error}); trying again in {wait:g} s. To use a copy "
@@ -114,7 +121,6 @@ async def fetch_with_retries(
             log.warning("%s", reason, exc_info=not expected)
             report(reason)
         await asyncio.sleep(wait)
-        wait = min(wait * 2, RETRY_CAP_SECONDS)
 
 
 def offline_reason(wanted: HubCheckpoint) -> str:

@@ -2,8 +2,8 @@
 Navidrome, Jellyfin and Lyrion call (similar songs, song paths, similar artists, alchemy),
 answered from our index, keyed by the music server's own song ids.
 
-The lists come from vibe_api and the ids from the plugin that matches the server (subsonic),
-both through hooks. Off by default: it needs a music server plugin for the ids.
+The lists come from vibe_api and the ids from the plugin that matches the server (subsonic,
+jellyfin), both through hooks. Off by default: it needs a music server plugin for the ids.
 """
 
 from __future__ import annotations
@@ -45,17 +45,23 @@ def soundspan_open_without_token(host: HostContext, request: web.Request) -> boo
     return True if settings.trusts(request.remote) else None
 
 
+# the built-in plugins that match a music server's ids; the doctor reads settings only, so it
+# knows them by section (a third-party one answers the hooks all the same)
+MUSIC_SERVERS = ("subsonic", "jellyfin")
+
+
 @hookimpl
 def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
     """The ids come from a music server plugin: without one every request is refused."""
-    subsonic = sections.get("subsonic")
-    if subsonic is None or not subsonic.enabled:
+    servers = [name for name in MUSIC_SERVERS if name in sections and sections[name].enabled]
+    if not servers:
         return [
             Check(
                 "instant mix",
                 "warn",
                 "no music server plugin matches song ids: every player's request gets a 409",
-                "enable [subsonic] with the url and a user of the server the players use",
+                "enable [subsonic] (Navidrome, gonic...) or [jellyfin] for the server the"
+                " players use",
             )
         ]
     settings: InstantMixSettings = sections[NAME]
@@ -64,7 +70,8 @@ def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
         Check(
             "instant mix",
             "ok",
-            "answers the AudioMuse-AI API with the song ids of [subsonic]'s server"
+            "answers the AudioMuse-AI API with the song ids of "
+            + " and ".join(f"[{name}]'s server" for name in servers)
             + (f"; without a token for {open_to}" if open_to else ""),
         )
     ]

@@ -29,7 +29,9 @@ class ServerSongs:
             if self.server is not None:
                 raise ApiError(400, f"no music server plugin answers for server={self.server!r}")
             raise ApiError(
-                409, "no music server plugin is enabled to match song ids: enable [subsonic]"
+                409,
+                "no music server plugin is enabled to match song ids: enable [subsonic] or"
+                " [jellyfin]",
             )
         return await answer
 
@@ -41,7 +43,7 @@ class ServerSongs:
             raise ApiError(
                 404,
                 f"song {song_id[:100]!r} is not matched to a track of this library (yet); "
-                "GET /api/subsonic/unmatched lists the tracks without a song",
+                "GET /api/subsonic/unmatched (or /api/jellyfin/status) tells what is unmatched",
             )
         return found[song_id]
 

@@ -16,7 +16,7 @@ class InstantMixSettings(PluginSettings):
         False,
         description="Answer the AudioMuse-AI API that Navidrome's, Jellyfin's and Lyrion's "
         "plugins call (Instant Mix, radio, Don't Stop The Music), with the music server's ids "
-        "(needs [subsonic] for them).",
+        "(needs [subsonic] or [jellyfin] for them).",
     )
     clients_without_token: list[str] = Field(
         [],

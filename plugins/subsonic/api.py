@@ -78,15 +78,16 @@ async def match_status(request: web.Request) -> web.Response:
         }
     unmatched = counts.pop("unmatched", 0)
     not_checked = counts.pop("not checked", 0)
+    last = coordinator.last_refresh
     answer = MatchStatus(
         **status.shown(),
-        songs_on_server=status.songs_on_server,
-        tracks_checked=status.tracks_checked,
+        songs_on_server=last.songs_on_server if last else None,
+        tracks_checked=last.tracks_checked if last else 0,
         matched=counts,
         unmatched=unmatched,
         not_checked=not_checked,
         server_users=sorted(request.app[SENDER].clients),
-        background=[coordinator.task.shown(), request.app[PLAYLISTS].task.shown()],
+        background=[coordinator.background(), request.app[PLAYLISTS].background()],
     )
     return web.json_response(text=answer.model_dump_json())
 

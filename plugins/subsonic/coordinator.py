@@ -1,5 +1,6 @@
 """Keeps the match table fresh: one coordinator with its schedule, its retry and its last good
-state (the shape of Home Assistant's DataUpdateCoordinator).
+state (soundspan_hooks' RefreshCoordinator, the shape of Home Assistant's
+DataUpdateCoordinator).
 
 A refresh lists the server's songs, then looks again only at tracks that are new or changed
 since their match, matched tracks whose song changed or vanished, and unmatched tracks when
@@ -9,60 +10,29 @@ so a server that fails half way leaves the last good matches as they were; the s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from soundspan_plugins.subsonic.background import KeptRunning, back_off
+from soundspan_hooks.coordinator import RefreshCoordinator, RefreshStatus, back_off
 from soundspan_plugins.subsonic.client import SubsonicClient, SubsonicError, shown
 from soundspan_plugins.subsonic.matching import OurTrack, PathMapping, ServerSong, SongIndex
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RefreshStatus:
-    """How the refreshes of something kept fresh went: ok, failed (and why), or never yet."""
+@dataclass(frozen=True)
+class MatchRefresh:
+    """What the last successful match refresh found, for /api/subsonic/status."""
 
-    last_success: datetime | None = None
-    last_attempt: datetime | None = None
-    error: str | None = None  # why the last attempt failed; None after a success
-    failures: int = 0  # in a row
-    next_attempt: datetime | None = None
-    refreshing: bool = False
-
-    @property
-    def state(self) -> str:
-        if self.error is not None:
-            return "failed"
-        return "ok" if self.last_success is not None else "never"
-
-    def shown(self) -> dict[str, object]:
-        """What the status routes show of it."""
-        return {
-            "state": self.state,
-            "refreshing": self.refreshing,
-            "error": self.error,
-            "last_success": self.last_success,
-            "last_attempt": self.last_attempt,
-            "next_attempt": self.next_attempt,
-        }
-
-
-@dataclass
-class MatchRefreshStatus(RefreshStatus):
-    """What the last match refreshes did, for /api/subsonic/status."""
-
-    songs_on_server: int | None = None
-    tracks_checked: int = 0  # looked at again by the last successful refresh
+    songs_on_server: int
+    tracks_checked: int  # looked at again
+    unmatched: int  # of those, how many have no song
 
 
 @dataclass(frozen=True)
@@ -92,54 +62,68 @@ class MatchCoordinator:
         self.client = client
         self.mapping = mapping
         self.schedule = schedule
-        self.status = MatchRefreshStatus()
-        self._due = time.monotonic() + first_refresh_delay
-        self._wake = asyncio.Event()
-        self.task = KeptRunning("match refresher", self._run)
+        self.refresher = RefreshCoordinator(
+            "match refresher",
+            self.refresh,
+            logger=log,
+            interval=schedule.refresh_seconds,
+            retry=schedule.retry_seconds,
+            first_refresh=first_refresh_delay,
+            failed=self._failed,
+            clean=shown,
+        )
+        # the server's word that it scanned: its own small schedule beside the refreshes
+        self.scan_watch = (
+            RefreshCoordinator(
+                "scan watch",
+                self._check_for_a_scan,
+                logger=log,
+                interval=schedule.scan_check_seconds,
+                retry=schedule.scan_check_seconds,
+                first_refresh=first_refresh_delay,
+                clean=shown,
+            )
+            if schedule.scan_check_seconds
+            else None
+        )
         self._listing_digest: str | None = None  # the server's listing at the last refresh
         self._unmatched_looks = 0  # new looks since a refresh found tracks without a song
         self._last_scan: dict[str, object] | None = None  # the server's getScanStatus
-        self._next_scan_check = (
-            time.monotonic() + first_refresh_delay if schedule.scan_check_seconds else math.inf
-        )
+        self._last_change = -math.inf  # time.monotonic() of the last library change
+
+    @property
+    def status(self) -> RefreshStatus:
+        return self.refresher.status
+
+    @property
+    def last_refresh(self) -> MatchRefresh | None:
+        """What the last successful refresh found; it stays while refreshes fail."""
+        return self.refresher.data
+
+    def _coordinators(self) -> list[RefreshCoordinator]:
+        return [self.refresher] + ([self.scan_watch] if self.scan_watch else [])
 
     def start(self) -> None:
-        self.task.start()
+        for coordinator in self._coordinators():
+            coordinator.start()
 
     async def stop(self) -> None:
-        await self.task.stop()
+        for coordinator in self._coordinators():
+            await coordinator.stop()
+
+    def background(self) -> dict[str, object]:
+        """The refresher's task (and the scan watch's) for the status: crashes, and the last."""
+        return together("match refresher", self._coordinators())
 
     def library_changed(self) -> None:
         """Refresh once the library has been quiet a moment; a back-off after failures stands."""
+        self._last_change = time.monotonic()
         if self.status.failures == 0:
-            self._reschedule(self.schedule.change_delay_seconds, sooner_only=True)
+            self.refresher.request_refresh(self.schedule.change_delay_seconds)
 
     def refresh_soon(self) -> None:
         """Refresh now (an explicit request cuts a back-off short)."""
-        self._reschedule(0.0, sooner_only=True)
-
-    def _reschedule(self, delay: float, sooner_only: bool = False) -> None:
-        due = time.monotonic() + delay
-        self._due = min(self._due, due) if sooner_only else due
-        self.status.next_attempt = datetime.fromtimestamp(
-            time.time() + self._due - time.monotonic(), UTC
-        )
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._until_due()
-            # not due while it refreshes: a change meanwhile asks for another refresh by
-            # lowering this, and that request stands
-            self._due = math.inf
-            try:
-                newly_unmatched = await self.refresh()
-            except Exception as error:  # the server or the database is away: retry later
-                if not isinstance(error, SubsonicError):
-                    log.exception("subsonic: refresh failed")
-                self._failed(shown(str(error)) or type(error).__name__)
-            else:
-                self._reschedule(self._next_delay(newly_unmatched), sooner_only=True)
+        self.refresher.request_refresh()
 
     def _next_delay(self, newly_unmatched: int) -> float:
         """Tracks just found without a song may be files the server has not scanned yet: look
@@ -156,60 +140,49 @@ class MatchCoordinator:
             self._unmatched_looks = 0
         return delay
 
-    async def _until_due(self) -> None:
-        while (wait := self._due - time.monotonic()) > 0:
-            self._wake.clear()
-            until_scan_check = max(self._next_scan_check - time.monotonic(), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(wait, until_scan_check))
-            if time.monotonic() >= self._next_scan_check:
-                await self._check_for_a_scan()
-
     async def _check_for_a_scan(self) -> None:
         """Match again once the server says a scan ended (getScanStatus changed since the last
         look, and it is not scanning now). A server that cannot say is not asked again."""
-        self._next_scan_check = time.monotonic() + self.schedule.scan_check_seconds
         try:
             scan = await self.client.scan_status()
         except SubsonicError as error:
-            self._next_scan_check = math.inf
+            assert self.scan_watch is not None
+            self.scan_watch.interval = None
             log.info("subsonic: the server does not say when it scans (%s); matches refresh"
                      " on their schedule", error)  # fmt: skip
             return
         seen, self._last_scan = self._last_scan, scan
         if seen is not None and scan != seen and not scan.get("scanning"):
             log.info("subsonic: the server scanned its library; matching again")
-            self._reschedule(0.0, sooner_only=True)
+            self.refresher.request_refresh()
 
-    def _failed(self, reason: str) -> None:
-        status = self.status
-        status.failures += 1
-        status.error = reason
-        delay = back_off(
-            self.schedule.retry_seconds, status.failures, self.schedule.refresh_seconds
-        )
-        self._reschedule(delay)
+    def _failed(self, error: Exception, retry_in: float) -> str:
+        if not isinstance(error, SubsonicError):  # the database, or ours to fix
+            log.error("subsonic: refresh failed", exc_info=error)
+        reason = shown(str(error)) or type(error).__name__
         log.warning("subsonic: refresh failed (%s); the last good matches stay; retry in %.0f s",
-                    reason, delay)  # fmt: skip
+                    reason, retry_in)  # fmt: skip
+        return reason
 
-    async def refresh(self) -> int:
-        """One refresh; how many tracks it looked at have no song. Raises SubsonicError."""
-        status = self.status
-        status.last_attempt = datetime.now(UTC)
-        status.refreshing = True
-        try:
-            songs = [ServerSong.from_child(child) async for child in self.client.songs()]
-            index = SongIndex(songs, self.mapping)
-            checked, unmatched = await self._store(index)
-        finally:
-            status.refreshing = False
+    async def refresh(self) -> MatchRefresh:
+        """One refresh: what it found. Raises SubsonicError, or the database's error."""
+        since_change = time.monotonic() - self._last_change
+        songs = [ServerSong.from_child(child) async for child in self.client.songs()]
+        index = SongIndex(songs, self.mapping)
+        checked, unmatched = await self._store(index)
         self._listing_digest = index.digest
-        status.last_success, status.error, status.failures = datetime.now(UTC), None, 0
-        status.songs_on_server, status.tracks_checked = len(songs), checked
         log.info("subsonic: %d server songs; %d tracks looked at again", len(songs), checked)
         if checked:
             self.matches_changed()
-        return unmatched
+        # tracks just found without a song: look again sooner than the schedule says
+        if (delay := self._next_delay(unmatched)) < self.schedule.refresh_seconds:
+            self.refresher.request_refresh(delay)
+        # a change is told before the host commits it: one that came less than the change
+        # delay before this refresh began (it was due already) may be missing from what it
+        # read, so look again once the delay has passed
+        if (wait := self.schedule.change_delay_seconds - since_change) > 0:
+            self.refresher.request_refresh(wait)
+        return MatchRefresh(len(songs), checked, unmatched)
 
     async def _store(self, index: SongIndex) -> tuple[int, int]:
         """Write the matches of the tracks that need a look; how many, and how many of them
@@ -266,3 +239,14 @@ def _needs_a_look(row, index: SongIndex, listing_changed: bool) -> bool:
         return listing_changed  # unmatched: new songs on the server may be it
     song = index.by_id.get(row.song_id)
     return song is None or song.signature != row.song_signature
+
+
+def together(name: str, coordinators: list[RefreshCoordinator]) -> dict[str, object]:
+    """Several coordinators' tasks shown as one background task: their crashes, the last."""
+    tasks = [coordinator.task for coordinator in coordinators]
+    crashes = [task.last_crash for task in tasks if task.last_crash is not None]
+    return {
+        "name": name,
+        "crashes": sum(task.crashes for task in tasks),
+        "last_crash": crashes[-1] if crashes else None,
+    }

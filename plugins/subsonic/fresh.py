@@ -1,6 +1,6 @@
 """Playlists that keep themselves fresh: a recipe rebuilt and sent to a server user on its own
-schedule, soon after new analyses land, and on request (the shape of Home Assistant's
-DataUpdateCoordinator, one schedule per playlist).
+schedule, soon after new analyses land, and on request: one RefreshCoordinator per playlist
+(the shape of Home Assistant's DataUpdateCoordinator), the playlists taking turns.
 
 A refresh builds the whole list first (through `soundspan_playlist_tracks`, answered by
 vibe_api), then replaces the server playlist's songs in one call; a failure leaves the server
@@ -10,12 +10,8 @@ as it was, keeps the last good state, and retries with a back-off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -23,14 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import text
 
 from soundspan_hooks import HostContext
+from soundspan_hooks.coordinator import RefreshCoordinator, RefreshStatus
 from soundspan_plugins.shared.playlist_names import PlaylistName
-from soundspan_plugins.subsonic.background import KeptRunning, back_off
 from soundspan_plugins.subsonic.client import SubsonicError, shown
-from soundspan_plugins.subsonic.coordinator import RefreshStatus
+from soundspan_plugins.subsonic.coordinator import together
 from soundspan_plugins.subsonic.sending import (
     NothingToSend,
     PlaylistSender,
     PlaylistWithdrawn,
+    SentPlaylist,
     UnknownServerUser,
 )
 
@@ -110,12 +107,15 @@ class FreshPlaylist(BaseModel):
 class Entry:
     definition: FreshPlaylist
     source: Literal["settings", "api"]
-    due: float  # time.monotonic()
-    # the last good send itself is in subsonic_playlists
-    status: RefreshStatus = field(default_factory=RefreshStatus)
+    # its schedule, retry and status; the last good send itself is in subsonic_playlists
+    refresher: RefreshCoordinator[SentPlaylist | None] = field(init=False)
     # its last try found nothing to send (nothing analyzed or matched yet): no back-off is
     # owed to the server, so new analyses and matches retry it at once
     waiting_for_tracks: bool = False
+
+    @property
+    def status(self) -> RefreshStatus:
+        return self.refresher.status
 
 
 class DefinedInSettings(ValueError):
@@ -127,7 +127,8 @@ class TooManyPlaylists(ValueError):
 
 
 class PlaylistCoordinator:
-    """Refreshes every fresh playlist when it is due, one at a time."""
+    """Keeps every fresh playlist fresh: one coordinator each, with its own schedule, taking
+    turns so that one playlist is built and sent at a time."""
 
     def __init__(
         self,
@@ -144,13 +145,33 @@ class PlaylistCoordinator:
         self.retry_seconds = retry_seconds
         self.analysis_delay_seconds = analysis_delay_seconds
         self.max_per_user = max_per_user
-        first = time.monotonic() + first_refresh_delay
-        self.entries = {p.key: Entry(p, "settings", first) for p in from_settings}
+        self._turns = asyncio.Lock()
+        self._first_refresh_delay = first_refresh_delay
+        self.entries = {
+            p.key: self._entry(p, "settings", first_refresh_delay) for p in from_settings
+        }
         # stored definitions this version cannot read (name, user) -> why: shown, not refreshed
         self.unreadable: dict[tuple[str, str], str] = {}
-        self._first_refresh_delay = first_refresh_delay
-        self._wake = asyncio.Event()
-        self.task = KeptRunning("fresh playlists refresher", self._run)
+        # coordinators of playlists deleted or redefined: a refresh in flight ends by itself
+        self._retired: list[RefreshCoordinator[SentPlaylist | None]] = []
+        self._started = False
+
+    def _entry(
+        self, definition: FreshPlaylist, source: Literal["settings", "api"], first: float
+    ) -> Entry:
+        entry = Entry(definition, source)
+        entry.refresher = RefreshCoordinator(
+            f"fresh playlist {definition.name!r} of {definition.user!r}",
+            lambda: self.refresh(entry),
+            logger=log,
+            interval=definition.refresh_seconds,
+            retry=self.retry_seconds,
+            first_refresh=first,
+            failed=lambda error, retry_in: self._failed(entry, error, retry_in),
+            turns=self._turns,
+            clean=shown,
+        )
+        return entry
 
     async def start(self) -> None:
         """Load the playlists the API defined, then refresh in the background. A stored one
@@ -159,15 +180,19 @@ class PlaylistCoordinator:
             rows = await connection.execute(
                 text("SELECT name, server_user, definition FROM subsonic_fresh_playlists")
             )
-            first = time.monotonic() + self._first_refresh_delay
             for row in rows:
                 try:
                     definition = FreshPlaylist.model_validate(row.definition)
                 except ValidationError as error:
                     self._unreadable((row.name, row.server_user), error)
                     continue
-                self.entries.setdefault(definition.key, Entry(definition, "api", first))
-        self.task.start()
+                if definition.key not in self.entries:
+                    self.entries[definition.key] = self._entry(
+                        definition, "api", self._first_refresh_delay
+                    )
+        self._started = True
+        for entry in self.entries.values():
+            entry.refresher.start()
 
     def _unreadable(self, key: tuple[str, str], error: ValidationError) -> None:
         problems = "; ".join(
@@ -180,7 +205,13 @@ class PlaylistCoordinator:
                     shown(repr(key[0])), shown(repr(key[1])), self.unreadable[key])  # fmt: skip
 
     async def stop(self) -> None:
-        await self.task.stop()
+        refreshers = [entry.refresher for entry in self.entries.values()] + self._retired
+        await asyncio.gather(*(refresher.stop() for refresher in refreshers))
+
+    def background(self) -> dict[str, object]:
+        """The refreshers' tasks as one, for the status: their crashes, and the last."""
+        refreshers = [entry.refresher for entry in self.entries.values()]
+        return together("fresh playlists refresher", refreshers + self._retired)
 
     async def define(self, definition: FreshPlaylist) -> None:
         """Keep a playlist the API defined (replacing one of the same name and user); it is
@@ -209,9 +240,11 @@ class PlaylistCoordinator:
                     "definition": definition.model_dump_json(exclude_none=True, by_alias=True),
                 },
             )
-        self.entries[definition.key] = Entry(definition, "api", time.monotonic())
+        self._retire(self.entries.get(definition.key))
+        self.entries[definition.key] = entry = self._entry(definition, "api", 0.0)
         self.unreadable.pop(definition.key, None)
-        self._wake.set()
+        if self._started:
+            entry.refresher.start()
 
     async def forget(self, key: tuple[str, str]) -> bool:
         """Stop refreshing a playlist the API defined; False if there is none."""
@@ -225,7 +258,17 @@ class PlaylistCoordinator:
                 {"name": key[0], "user": key[1]},
             )
         unreadable = self.unreadable.pop(key, None) is not None
-        return self.entries.pop(key, None) is not None or unreadable
+        entry = self.entries.pop(key, None)
+        self._retire(entry)
+        return entry is not None or unreadable
+
+    def _retire(self, entry: Entry | None) -> None:
+        """No more refreshes for a playlist gone from `entries`; one in flight is not cut
+        short (it sees that it is no one's any more), and stop() still awaits it."""
+        self._retired = [refresher for refresher in self._retired if refresher.task.running]
+        if entry is not None:
+            entry.refresher.close()
+            self._retired.append(entry.refresher)
 
     def _not_from_settings(self, key: tuple[str, str]) -> None:
         entry = self.entries.get(key)
@@ -238,55 +281,31 @@ class PlaylistCoordinator:
     def analyses_landed(self) -> None:
         """New results may change every list: refresh them soon, at most once per delay (a
         long analysis run refreshes now and then, not never); back-offs stand."""
-        self._soon(self.analysis_delay_seconds)
+        for entry in self.entries.values():
+            if entry.status.failures == 0 or entry.waiting_for_tracks:
+                entry.refresher.request_refresh(self.analysis_delay_seconds)
 
     def matches_changed(self) -> None:
         """Playlists not yet sent, or failing (perhaps for want of matches), try again now;
         the others may now find songs for more of their tracks, so they refresh soon."""
         for entry in self.entries.values():
             if entry.status.last_success is None or entry.status.failures:
-                entry.due = time.monotonic()
+                entry.refresher.request_refresh()
         self.analyses_landed()
 
     def refresh_soon(self) -> None:
         """Refresh every fresh playlist now (an explicit request cuts back-offs short)."""
-        self._soon(0.0, cut_back_offs=True)
-
-    def _soon(self, delay: float, cut_back_offs: bool = False) -> None:
-        due = time.monotonic() + delay
         for entry in self.entries.values():
-            if cut_back_offs or entry.status.failures == 0 or entry.waiting_for_tracks:
-                entry.due = min(entry.due, due)
-                entry.status.next_attempt = _wall_clock(entry.due)
-        self._wake.set()
+            entry.refresher.request_refresh()
 
-    async def _run(self) -> None:
-        while True:
-            await self._until_something_is_due()
-            now = time.monotonic()
-            for entry in [entry for entry in self.entries.values() if entry.due <= now]:
-                await self.refresh(entry)
-
-    async def _until_something_is_due(self) -> None:
-        while True:
-            self._wake.clear()
-            wait = min((entry.due for entry in self.entries.values()), default=None)
-            if wait is not None and wait <= time.monotonic():
-                return
-            timeout = None if wait is None else wait - time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-
-    async def refresh(self, entry: Entry) -> None:
-        """Build and send one playlist; on failure the server keeps the last good one."""
-        status, definition = entry.status, entry.definition
-        status.last_attempt, status.refreshing = datetime.now(UTC), True
-        # not due while it refreshes: a request for another refresh meanwhile lowers this
-        entry.due = math.inf
+    async def refresh(self, entry: Entry) -> SentPlaylist | None:
+        """Build and send one playlist; on failure the server keeps the last good one. None
+        where the playlist was deleted or redefined meanwhile: nothing was sent."""
+        definition = entry.definition
         try:
             track_ids = await self._track_ids(definition)
             if self.entries.get(definition.key) is not entry:
-                return  # deleted or redefined meanwhile: this list is no one's any more
+                return None  # deleted or redefined meanwhile: this list is no one's any more
             # checked again under the send's lock: a delete that came meanwhile has removed
             # the server's playlist, and a send now would make it again, an orphan
             sent = await self.sender.send(
@@ -296,31 +315,27 @@ class PlaylistCoordinator:
                 still_wanted=lambda: self.entries.get(definition.key) is entry,
             )
         except PlaylistWithdrawn:
-            return
-        except Exception as error:  # the server, the database or a recipe failed: retry later
-            expected = SubsonicError | NothingToSend | UnknownServerUser | web.HTTPException
-            if not isinstance(error, expected):
-                log.exception("subsonic: refresh of playlist %r failed", definition.name)
-            status.failures += 1
-            entry.waiting_for_tracks = isinstance(error, NothingToSend)
-            repeated = status.error == (reason := _reason(error))
-            status.error = reason
-            delay = back_off(self.retry_seconds, status.failures, definition.refresh_seconds)
-            # the same reason again is no news: one WARNING, then quieter lines per retry
-            log.log(logging.INFO if repeated else logging.WARNING,
-                    "subsonic: playlist %r not refreshed (%s); retry in %.0f s",
-                    definition.name, status.error, delay)  # fmt: skip
-        else:
-            status.last_success, status.error, status.failures = datetime.now(UTC), None, 0
-            entry.waiting_for_tracks = False
-            delay = definition.refresh_seconds
-            log.info("subsonic: playlist %r of %r: %d songs, %d tracks without one",
-                     sent.name, sent.server_user, sent.songs, sent.unmatched)  # fmt: skip
-        finally:
-            status.refreshing = False
-        # new analyses during the refresh asked for another one: it stands
-        entry.due = min(entry.due, time.monotonic() + delay)
-        status.next_attempt = _wall_clock(entry.due)
+            return None
+        entry.waiting_for_tracks = False
+        log.info("subsonic: playlist %r of %r: %d songs, %d tracks without one",
+                 sent.name, sent.server_user, sent.songs, sent.unmatched)  # fmt: skip
+        return sent
+
+    def _failed(self, entry: Entry, error: Exception, retry_in: float) -> str:
+        """The server, the database or a recipe failed: say so, and why (the refresher
+        retries later)."""
+        expected = SubsonicError | NothingToSend | UnknownServerUser | web.HTTPException
+        if not isinstance(error, expected):
+            log.error("subsonic: refresh of playlist %r failed", entry.definition.name,
+                      exc_info=error)  # fmt: skip
+        entry.waiting_for_tracks = isinstance(error, NothingToSend)
+        reason = _reason(error)
+        # the same reason again is no news: one WARNING, then quieter lines per retry
+        repeated = entry.status.error == reason
+        log.log(logging.INFO if repeated else logging.WARNING,
+                "subsonic: playlist %r not refreshed (%s); retry in %.0f s",
+                entry.definition.name, reason, retry_in)  # fmt: skip
+        return reason
 
     async def _track_ids(self, definition: FreshPlaylist) -> list[str]:
         """The whole list, before the server is touched (except to read what is starred)."""
@@ -344,7 +359,3 @@ def _reason(error: Exception) -> str:
     if isinstance(error, web.HTTPException):
         return f"the recipe failed: {error.reason}"
     return shown(str(error)) or type(error).__name__
-
-
-def _wall_clock(monotonic: float) -> datetime:
-    return datetime.fromtimestamp(time.time() + monotonic - time.monotonic(), UTC)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from soundspan_hooks import AnalyzerInfo, HostContext
+from soundspan_hooks.coordinator import RefreshCoordinator
 from soundspan_plugins.vibe_api import queries
 from soundspan_plugins.vibe_api.exclusions import NOTHING_EXCLUDED, Exclusions
 from soundspan_plugins.vibe_api.handling import tag_keeper
@@ -43,11 +44,19 @@ class LibraryMaps:
         self.host = host
         self.exclusions = exclusions
         self.method = _method(projection)
-        self.refresh_seconds = refresh_seconds
         self._maps: dict[str, LibraryMap] = {}
         self._analyzers: dict[str, AnalyzerInfo] = {}
         self._outdated: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        # a failing map is caught in _refresh (the others go on): this never backs off
+        self.refresher = RefreshCoordinator(
+            "vibe map refresher",
+            self.refresh,
+            logger=log,
+            interval=refresh_seconds,
+            retry=refresh_seconds,
+            first_refresh=refresh_seconds,
+        )
 
     async def body(self, analyzer: AnalyzerInfo) -> bytes:
         """The analyzer's map as JSON; the first call computes it, later ones are instant."""
@@ -65,11 +74,11 @@ class LibraryMaps:
         """A result was stored: recompute at the next refresh even if the counts still match."""
         self._outdated.add(analyzer)
 
-    async def refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_seconds)
-            # side by side: one analyzer's map never waits for another's to be recomputed
-            await asyncio.gather(*(self._refresh(info) for info in list(self._analyzers.values())))
+    async def refresh(self) -> None:
+        """Recompute the maps whose embeddings changed since they were drawn (or that a stored
+        result outdated), side by side: one analyzer's map never waits for another's. A map
+        that cannot be recomputed keeps being served as it was."""
+        await asyncio.gather(*(self._refresh(info) for info in list(self._analyzers.values())))
 
     async def _refresh(self, analyzer: AnalyzerInfo) -> None:
         try:
@@ -199,10 +208,9 @@ def _method(projection: str) -> str:
 
 @contextlib.asynccontextmanager
 async def refreshing(maps: LibraryMaps):
-    task = asyncio.create_task(maps.refresh_forever())
+    """The maps, refreshed every `refresh_seconds` while the context lasts."""
+    maps.refresher.start()
     try:
         yield maps
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await maps.refresher.stop()

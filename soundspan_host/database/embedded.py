@@ -109,8 +109,8 @@ class EmbeddedPostgres:
                 self.pgdata = (self.data_dir / "postgres").resolve()
             self._secret, new_secret = read_or_create_secret(self.data_dir)
             made_now = self._prepare_pgdata()
-            self._stop_orphaned_server()
             self.socket_dir = socket_dir_for(self.pgdata, self._socket_port, self._os_user)
+            self._stop_orphaned_server(self.socket_dir)
             if new_secret or not hba_is_current(self.pgdata):
                 if not made_now:
                     log.warning(
@@ -241,17 +241,26 @@ class EmbeddedPostgres:
             options,
         )
 
-    def _stop_orphaned_server(self) -> None:
-        """Stop a server left running by a host that was killed, or drop its stale pid file."""
+    def _stop_orphaned_server(self, socket_dir: Path) -> None:
+        """Stop a server left running by a host that was killed, or drop its stale pid file
+        and socket lock files.
+
+        A server killed with its host may linger as a zombie until something reaps it: its
+        pid still answers kill(pid, 0), so PostgreSQL would take the lock files naming it
+        for a live server's and refuse to start."""
         pid_file = self.pgdata / "postmaster.pid"
         if not pid_file.exists():
             return
         if _running_postmaster(self.pgdata) is not None:
             log.warning("stopping an embedded PostgreSQL left running by a previous host")
             self._pg_ctl("stop", "-w", "-m", "fast")
-        else:
-            log.warning("removing a stale %s (its server is gone)", pid_file)
-            pid_file.unlink(missing_ok=True)
+            return
+        log.warning("removing a stale %s (its server is gone)", pid_file)
+        stale_pid = _first_line(pid_file)
+        for lock in socket_dir.glob(".s.PGSQL.*.lock"):
+            if stale_pid is not None and _first_line(lock) == stale_pid:
+                lock.unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
 
     def _create_database(self) -> None:
         exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'")
@@ -347,6 +356,14 @@ def listening_endpoints(data_dir: Path) -> list[tuple[str, int]]:
     if server.hostname:
         endpoints.append((server.hostname, server.port))
     return endpoints
+
+
+def _first_line(path: Path) -> str | None:
+    """The first line of a PostgreSQL pid or lock file: the pid of the server that wrote it."""
+    try:
+        return path.read_text().split("\n", 1)[0].strip() or None
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
 
 
 def _running_postmaster(pgdata: Path) -> psutil.Process | None:
