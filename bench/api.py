@@ -358,6 +358,7 @@ def main() -> None:
     )
     try:
         startup_s = host.start()
+        host.wait_for_models()
         timings, recall = asyncio.run(prepare(host, args.tracks))
         print("load generator ...", file=sys.stderr)
         results = run_client(host.url(""), args.tracks, args.requests)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from soundspan_host.app import STARTED_POLL_SECONDS
 from soundspan_host.database.embedded_access import DATABASE_NAME, SUPERUSER, read_secret
 from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
 
@@ -121,6 +122,23 @@ class BenchHost:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def wait_for_models(self, timeout: float = 180.0) -> float:
+        """Wait until no analyzer is downloading or loading its model; returns the seconds.
+
+        A library loaded before then would be queued for re-analysis once the model is ready
+        (its results carry the bench's version), and the analysis would run under the
+        measurement."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            with urllib.request.urlopen(self.url("/api/analysis/status"), timeout=5) as answer:
+                states = {analyzer["state"] for analyzer in json.load(answer)["analyzers"]}
+            if not states & {"downloading", "loading"}:
+                # the host queues re-analysis for a model that just loaded at its next look
+                time.sleep(2 * STARTED_POLL_SECONDS)
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise RuntimeError(f"the models did not load within {timeout} s:\n{self.tail()}")
 
     @property
     def database_url(self) -> str:

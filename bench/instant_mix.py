@@ -157,6 +157,7 @@ def main() -> None:
     host = BenchHost(work, mix_environment(work, clap))
     try:
         startup_s = host.start()
+        host.wait_for_models()
         timings = asyncio.run(prepare(host, args.tracks))
         print("load generator ...", file=sys.stderr)
         results = run_client(host.url(""), timings.pop("matched_ids"), args.requests)

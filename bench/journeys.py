@@ -372,6 +372,7 @@ def main() -> None:
     generator = None
     try:
         results["startup_s"] = host.start()
+        host.wait_for_models()
         print(f"loading {args.tracks} tracks ...", file=sys.stderr)
         results["timings"] = asyncio.run(load(host, args.tracks))
         results["load_before_http"] = os.getloadavg()

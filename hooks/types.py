@@ -218,9 +218,6 @@ class HostContext(Protocol):
     music_dir: Path
     data_dir: Path
     engine: AsyncEngine
-    # the same database for reads alone: each statement its own transaction, so a read costs
-    # one round trip (no BEGIN, no ROLLBACK); never for writes, SET LOCAL or streamed results
-    reader: AsyncEngine
     hook: pluggy.HookRelay
     app: web.Application  # keep per-host plugin state here, under the plugin's own AppKey
     # True in a host started to answer one CLI command where no host runs: ingest and analysis

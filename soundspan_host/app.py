@@ -80,11 +80,9 @@ class Host:
     analyzers: dict[str, Analyzer] = field(default_factory=dict)
     hook: pluggy.HookRelay = field(init=False)
     cpu_budget: CpuBudget = field(init=False)
-    reader: AsyncEngine = field(init=False)
 
     def __post_init__(self) -> None:
         self.hook = self.plugins.manager.hook
-        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.cpu_budget = host_budget(self.plugins)
 
     def section(self, name: str) -> PluginSettings:

@@ -52,28 +52,28 @@ def soundspan_library_event(host: HostContext, event: LibraryEvent) -> None:
 @hookimpl
 def soundspan_server_track_ids(host: HostContext, server, song_ids: list[str]):
     if _answers_for(host, server):
-        return item_ids.tracks_for_items(host.reader, song_ids)
+        return item_ids.tracks_for_items(host.engine, song_ids)
     return None
 
 
 @hookimpl
 def soundspan_server_song_ids(host: HostContext, server, track_ids: list[str]):
     if _answers_for(host, server):
-        return item_ids.items_for_tracks(host.reader, track_ids)
+        return item_ids.items_for_tracks(host.engine, track_ids)
     return None
 
 
 @hookimpl
 def soundspan_server_artist_name(host: HostContext, server, artist_id: str):
     if _answers_for(host, server):
-        return item_ids.artist_name(host.reader, artist_id)
+        return item_ids.artist_name(host.engine, artist_id)
     return None
 
 
 @hookimpl
 def soundspan_server_artist_ids(host: HostContext, server, song_ids: list[str]):
     if _answers_for(host, server):
-        return item_ids.artist_ids(host.reader, song_ids)
+        return item_ids.artist_ids(host.engine, song_ids)
     return None
 
 

@@ -150,29 +150,28 @@ async def nearest_contents(
 ) -> list[tuple[str, float]] | None:
     """Contents nearest to one content by cosine distance, itself left out, with a present
     track the rules keep; None if unanalyzed."""
-    # one statement: the source's embedding is read by the server, never sent back and forth
-    source = f"(SELECT embedding FROM {table} WHERE content_id = :id)"
-    async with engine.connect() as connection:
-        rows = (
+    async with engine.begin() as connection:
+        # keep scanning the HNSW graph until enough present tracks pass the filter
+        await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        source = (
             await connection.execute(
-                text(
-                    nearest_first(
-                        f"SELECT e.content_id, e.embedding <=> {source} AS distance"
-                        f" FROM {table} e WHERE e.content_id <> :id"
-                        " AND EXISTS (SELECT 1 FROM library_tracks t WHERE t.content_id ="
-                        f" e.content_id AND {exclusions.keeps()})"
-                        f" ORDER BY e.embedding <=> {source} LIMIT :limit"
-                    )
-                ),
-                {**exclusions.params, "id": content_id, "limit": limit},
+                text(f"SELECT embedding FROM {table} WHERE content_id = :id"), {"id": content_id}
             )
-        ).all()
-        if not rows or rows[0].distance is None:  # no source: every distance is NULL
-            analyzed = await connection.execute(
-                text(f"SELECT 1 FROM {table} WHERE content_id = :id"), {"id": content_id}
-            )
-            if analyzed.first() is None:
-                return None
+        ).scalar()
+        if source is None:
+            return None
+        rows = await connection.execute(
+            text(
+                nearest_first(
+                    f"SELECT e.content_id, e.embedding <=> CAST(:source AS vector) AS distance"
+                    f" FROM {table} e WHERE e.content_id <> :id"
+                    " AND EXISTS (SELECT 1 FROM library_tracks t WHERE t.content_id ="
+                    f" e.content_id AND {exclusions.keeps()})"
+                    " ORDER BY e.embedding <=> CAST(:source AS vector) LIMIT :limit"
+                )
+            ),
+            {**exclusions.params, "source": str(source), "id": content_id, "limit": limit},
+        )
         return [(row.content_id, float(row.distance)) for row in rows]
 
 
@@ -186,7 +185,7 @@ async def nearest_to_vector(
 ) -> list[tuple[str, float]]:
     """Contents nearest to a query vector (e.g. an embedded text) by cosine distance, with a
     present track the rules keep."""
-    async with engine.connect() as connection:
+    async with engine.begin() as connection:
         return await _nearest(connection, table, vector, limit, exclusions)
 
 
@@ -198,14 +197,16 @@ async def nearest_to_each(
     *,
     exclusions: Exclusions,
 ) -> list[list[tuple[str, float]]]:
-    """For each query vector, the contents nearest to it; one connection for all."""
-    async with engine.connect() as connection:
+    """For each query vector, the contents nearest to it; one transaction for all."""
+    async with engine.begin() as connection:
         return [await _nearest(connection, table, vector, limit, exclusions) for vector in vectors]
 
 
 async def _nearest(
     connection: Any, table: str, vector: Iterable[float], limit: int, exclusions: Exclusions
 ) -> list[tuple[str, float]]:
+    # keep scanning the HNSW graph until enough present tracks pass the filter
+    await connection.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     rows = await connection.execute(
         text(
             nearest_first(

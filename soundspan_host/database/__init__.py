@@ -19,10 +19,6 @@ from soundspan_host.errors import ConfigError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
-# every session's: an HNSW scan goes on through the graph until enough rows pass a query's
-# filter (present tracks, the exclude rules), as the vibe API needs; set at connect, so a read
-# needs no transaction to SET LOCAL it in (pgvector >= 0.8; an older one ignores it)
-SESSION_SETTINGS = {"hnsw.iterative_scan": "relaxed_order"}
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -72,9 +68,7 @@ async def open_database(
     else:
         url = async_url(database_url)
     engine = create_async_engine(
-        url,
-        pool_pre_ping=True,
-        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS, "server_settings": SESSION_SETTINGS},
+        url, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS}
     )
     try:
         if migrate:
