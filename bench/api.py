@@ -35,7 +35,6 @@ import json
 import math
 import multiprocessing
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import asyncpg
 import numpy as np
-from common import BenchHost, host_environment
+from common import BenchHost, host_environment, remove_work
 from pgvector.asyncpg import register_vector
 
 CLUSTERS = 500
@@ -379,7 +378,7 @@ def stop_and_clean(host: BenchHost, work: Path, keep: bool) -> tuple[tuple, list
     if keep:
         print(f"work dir kept: {work}", file=sys.stderr)
     else:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work(work)
     return stopped, problems
 
 

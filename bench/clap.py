@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
-from common import ChildMemory
+from common import ChildMemory, remove_work
 from random_clap import htsat_base_roberta_config, save_tiny_clap
 from real_music import RealTrack, debian_music
 from transformers import ClapModel
@@ -176,7 +175,7 @@ def main() -> None:
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_work(work)
 
     seconds = sum(track.seconds for track in tracks)
     print("\n== soundspan CLAP audio worker: torch vs ONNX fp32 vs ONNX int8 (CPU) ==")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import psutil
 
 from soundspan_host.app import STARTED_POLL_SECONDS
 from soundspan_host.database.embedded_access import DATABASE_NAME, SUPERUSER, read_secret
+from soundspan_host.database.embedded_placement import CLUSTERS
 from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
 
 
@@ -222,3 +224,13 @@ class ChildMemory(threading.Thread):
                             continue  # multiprocessing's resource tracker, not a worker
                         rss = child.memory_info().rss
                         self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
+
+
+def remove_work(work: Path) -> None:
+    """Remove a bench's work dir, and the database a host run as root placed for its data dir
+    under /var/lib (soundspan_host.database.embedded_placement): left there, each run's
+    database outlives it, and `doctor` lists it as orphaned."""
+    placed = (work / "data" / "postgres").resolve().parent
+    if placed.parent == CLUSTERS:
+        shutil.rmtree(placed, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import asyncpg
 import psutil
-from common import BenchHost, host_environment
+from common import BenchHost, host_environment, remove_work
 from real_music import RealTrack, debian_music
 
 from soundspan_plugins.clap.settings import ClapSettings
@@ -374,7 +374,7 @@ def main() -> None:
         if args.keep:
             print(f"work dir kept: {work}", file=sys.stderr)
         else:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_work(work)
     report(args, tracks, result)
 
 

@@ -44,7 +44,7 @@ import wave
 from pathlib import Path
 
 import asyncpg
-from common import BenchHost, host_environment
+from common import BenchHost, host_environment, remove_work
 
 from soundspan_host.plugins import ENTRY_POINT_GROUP
 
@@ -475,7 +475,7 @@ def main() -> None:
         if args.keep:
             print(f"work dir kept: {work}", file=sys.stderr)
         else:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_work(work)
     peak = host.memory.peak if host.memory else 0
     print_report(args, bench_settings(env), startup_s, results, peak, stopped, problems)
 

@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ from pathlib import Path
 import asyncpg
 import av
 import numpy
-from common import BenchHost
+from common import BenchHost, remove_work
 from ingest import bench_settings, ingest_environment, install_noop_plugin, wait_for_jobs
 from mutagen.id3 import APIC, COMM, ID3, TALB, TIT2, TPE1, TRCK, PictureType
 
@@ -378,7 +377,7 @@ def main() -> None:
         if args.keep:
             print(f"work dir kept: {work}", file=sys.stderr)
         else:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_work(work)
     print_report(args, bench_settings(env), runs, retag, retag_s, loads)
 
 

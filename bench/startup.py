@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from common import BenchHost, host_environment
+from common import BenchHost, host_environment, remove_work
 
 DEFAULT_PLUGINS = {"watcher", "musicnn", "clap", "vibe_api", "status_page"}
 TIMELINE_LINES = 30
@@ -123,7 +122,7 @@ def main() -> None:
         if args.keep:
             print(f"work dir kept: {work}", file=sys.stderr)
         else:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_work(work)
 
     print("\n== soundspan start-up benchmark ==")
     disabled = "".join(f" --disable {name}" for name in args.disable)

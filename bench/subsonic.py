@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import psutil
-from common import BenchHost, host_environment
+from common import BenchHost, host_environment, remove_work
 from ingest import bench_settings, install_noop_plugin
 from rescan import analyzed_at, write_library
 from supysonic_server import CLI, Supysonic, supysonic
@@ -363,7 +362,7 @@ def main() -> None:
         if args.keep:
             print(f"work dir kept: {work}", file=sys.stderr)
         else:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_work(work)
     print_report(args, results)
 
 
