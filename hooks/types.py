@@ -220,6 +220,7 @@ class HostContext(Protocol):
     engine: AsyncEngine
     hook: pluggy.HookRelay
     app: web.Application  # keep per-host plugin state here, under the plugin's own AppKey
+    analyzers: Mapping[str, Analyzer]  # every enabled analyzer by name (soundspan_analyzers)
     # True in a host started to answer one CLI command where no host runs: ingest and analysis
     # are the running host's, so plugins start no background work (worker_share answers 0)
     one_command: bool
@@ -237,8 +238,6 @@ class HostContext(Protocol):
         with `threads_per_worker`) where a number, else its share of the CPUs this process may
         use; `on_gpu`: its workers run on a GPU, which takes no share of the CPUs."""
         ...
-
-    analyzers: Mapping[str, Analyzer]  # every enabled analyzer by name (soundspan_analyzers)
 
     def describe_analyzers(self) -> Awaitable[list[AnalyzerInfo]]:
         """Every enabled analyzer as it describes itself right now."""
