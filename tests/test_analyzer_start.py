@@ -13,24 +13,20 @@ import psutil
 
 from soundspan_hooks import HOST
 from soundspan_host.app import STARTED_POLL_SECONDS
-from tests.harness.library import all_done, eventually, rows, settled, write_wav, write_wave
-
-
-async def job_versions(engine) -> list[tuple[str, str]]:
-    found = await rows(engine, "SELECT state, version FROM analysis_jobs ORDER BY content_id")
-    return [(row.state, row.version) for row in found]
+from tests.harness.library import (
+    all_done,
+    analyzed_toy_library,
+    eventually,
+    job_versions,
+    settled,
+    write_wave,
+)
 
 
 async def test_a_new_model_is_queued_for_only_once_it_has_loaded(
     fast_host, toy_analyzer, music_dir, tmp_path
 ):
-    client = await fast_host('[toy]\nversion = "1"\n')
-    engine = client.app[HOST].engine
-    write_wav(music_dir / "a.wav", 200)
-    write_wav(music_dir / "b.wav", 210)
-    await eventually(lambda: settled(engine, 2), what="the first analysis")
-    await client.close()
-
+    engine = await analyzed_toy_library(fast_host, music_dir)
     described = tmp_path / "toy-described-as.json"
     described.write_text(json.dumps({"state": "loading"}))
     client = await fast_host(f'[toy]\nversion = "2"\ndescribed_as = "{described}"\n')

@@ -7,35 +7,20 @@ model: results of version 1 are outdated once the host runs version 2.
 import os
 import shutil
 
-from soundspan_hooks import HOST, AnalyzerInfo
+from soundspan_hooks import AnalyzerInfo
 from soundspan_host.app import queue_reanalysis
 from soundspan_host.client import connect
 from soundspan_host.plugins import load_plugins
 from soundspan_host.queue import AnalysisQueue, QueuePolicy
 from soundspan_host.settings import read_settings
 from soundspan_plugins.clap.versions import model_version
-from tests.harness.library import eventually, rows, settled, write_wav
-
-
-async def job_versions(engine) -> list[tuple[str, str]]:
-    found = await rows(engine, "SELECT state, version FROM analysis_jobs ORDER BY content_id")
-    return [(row.state, row.version) for row in found]
-
-
-async def analyzed_library(fast_host, music_dir):
-    client = await fast_host('[toy]\nversion = "1"\n')
-    engine = client.app[HOST].engine
-    write_wav(music_dir / "a.wav", 200)
-    write_wav(music_dir / "b.wav", 210)
-    await eventually(lambda: settled(engine, 2), what="the first analysis")
-    await client.close()
-    return engine
+from tests.harness.library import analyzed_toy_library, job_versions, rows
 
 
 async def test_a_new_model_version_requeues_and_an_unavailable_analyzer_never_does(
     fast_host, toy_analyzer, music_dir
 ):
-    engine = await analyzed_library(fast_host, music_dir)
+    engine = await analyzed_toy_library(fast_host, music_dir)
     queue = AnalysisQueue(engine, QueuePolicy())
 
     # an analyzer that cannot load reports a version that says nothing about its results
@@ -53,7 +38,7 @@ async def test_a_new_model_version_requeues_and_an_unavailable_analyzer_never_do
 async def test_a_cli_command_on_a_private_host_requeues_nothing(
     write_settings, fast_host, toy_analyzer, music_dir, tmp_path
 ):
-    engine = await analyzed_library(fast_host, music_dir)
+    engine = await analyzed_toy_library(fast_host, music_dir)
     write_settings('[toy]\nversion = "2"\n')  # this shell's environment has another model
     settings_file = tmp_path / "settings.toml"
 
@@ -67,7 +52,7 @@ async def test_a_cli_command_on_a_private_host_requeues_nothing(
 async def test_a_worker_takes_only_jobs_for_its_own_model_version(
     fast_host, toy_analyzer, music_dir
 ):
-    engine = await analyzed_library(fast_host, music_dir)
+    engine = await analyzed_toy_library(fast_host, music_dir)
     queue = AnalysisQueue(engine, QueuePolicy(), owner=f"stale:{os.getpid()}")
     await queue_reanalysis(queue, [AnalyzerInfo("toy", "2", "toy", False, 3, "cpu")])
 

@@ -315,18 +315,3 @@ async def playlist_tracks(engine: AsyncEngine, track_ids: Sequence[str]) -> list
         )
         by_id = {row.id: row for row in rows}
     return [by_id[track_id] for track_id in dict.fromkeys(track_ids) if track_id in by_id]
-
-
-async def library_totals(engine: AsyncEngine) -> dict[str, int]:
-    async with engine.connect() as connection:
-        row = (
-            await connection.execute(
-                text(
-                    "SELECT count(*) FILTER (WHERE missing_since IS NULL) AS tracks,"
-                    " count(*) FILTER (WHERE missing_since IS NOT NULL) AS missing,"
-                    " count(DISTINCT content_id) FILTER (WHERE missing_since IS NULL) AS contents"
-                    " FROM recorded_tracks"
-                )
-            )
-        ).one()
-        return {"tracks": row.tracks, "missing": row.missing, "distinct_contents": row.contents}

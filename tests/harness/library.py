@@ -15,6 +15,8 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from soundspan_hooks import HOST
+
 SAMPLE_RATE = 16000
 T = TypeVar("T")
 
@@ -130,3 +132,21 @@ async def present_paths(engine: AsyncEngine, paths: set[str]) -> bool:
     """Exactly these paths are present tracks."""
     present = {path for path, (_, _, missing) in (await tracks(engine)).items() if not missing}
     return present == paths
+
+
+async def job_versions(engine: AsyncEngine) -> list[tuple[str, str]]:
+    """(state, model version) of each analysis job, by content."""
+    found = await rows(engine, "SELECT state, version FROM analysis_jobs ORDER BY content_id")
+    return [(row.state, row.version) for row in found]
+
+
+async def analyzed_toy_library(fast_host, music_dir: Path) -> AsyncEngine:
+    """Two WAVs analyzed by the toy at version 1, by a host stopped again: results of a model
+    that a later host's version may make outdated."""
+    client = await fast_host('[toy]\nversion = "1"\n')
+    engine = client.app[HOST].engine
+    write_wav(music_dir / "a.wav", 200)
+    write_wav(music_dir / "b.wav", 210)
+    await eventually(lambda: settled(engine, 2), what="the first analysis")
+    await client.close()
+    return engine
