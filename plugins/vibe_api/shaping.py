@@ -8,17 +8,19 @@ title normalisation is the small, predictable kind a listener can reason about.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 DEFAULT_MAX_PER_ARTIST = 3
 DEFAULT_MAX_PER_ALBUM = 2
 CANDIDATES_PER_RESULT = 4  # the first look; a list thinned by caps looks further
 MAX_CANDIDATES = 2000
+NAMES_REMEMBERED = 50_000  # normalised names kept (a few MB)
 
 BRACKETED = re.compile(r"[(\[{][^)\]}]*[)\]}]")
 # " - Remastered 2011", " - Live at Wembley", " - Radio Edit": a dash suffix naming a version
@@ -30,35 +32,47 @@ FEATURING = re.compile(r"\s(feat|ft|featuring)\b\.?\s.*$")
 NOT_WORD = re.compile(r"[^\w\s]")
 
 
+@functools.lru_cache(maxsize=NAMES_REMEMBERED)
 def normalised(text: str | None) -> str | None:
     """A title or artist as one recording's name: lowercase, no accents, no bracketed
-    suffix ("(Live)", "[Remastered 2011]"), no " - Remaster" and no "feat. X"."""
+    suffix ("(Live)", "[Remastered 2011]"), no " - Remaster" and no "feat. X".
+
+    Remembered: a list of 200 walks some 300 candidates whose artists repeat, and each
+    request's artists and albums are the next one's too."""
     if not text:
         return None
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
+    plain = (text if text.isascii() else _without_accents(text)).casefold()
     stripped = FEATURING.sub("", VERSION_SUFFIX.sub("", BRACKETED.sub(" ", plain)))
     words = " ".join(NOT_WORD.sub(" ", stripped).split())
     return words or " ".join(NOT_WORD.sub(" ", plain).split()) or None  # "(untitled)" stays
 
 
-def recording_key(track: Any) -> tuple[str, str] | None:
-    """Same artist and title: one recording. A track without both never folds."""
-    artist, title = normalised(track.artist), normalised(track.title)
-    return (artist, title) if artist and title else None
+def _without_accents(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
-def artist_key(track: Any) -> str | None:
-    return normalised(track.artist)
+class TrackKeys(NamedTuple):
+    """What the rules compare of a track, normalised once."""
+
+    artist: str | None
+    recording: tuple[str, str] | None  # same artist and title: one recording
+    album: tuple[str, str] | None  # by its album artist, so two "Greatest Hits" stay two
 
 
-def album_key(track: Any) -> tuple[str, str] | None:
-    """An album by its artist (the album artist where tagged), so that two artists'
-    "Greatest Hits" stay two albums."""
-    album = normalised(track.album)
-    if album is None:
-        return None
-    return (normalised(track.album_artist) or normalised(track.artist) or "", album)
+def keys_of(track: Any) -> TrackKeys:
+    """A track without both artist and title never folds."""
+    artist, title, album = (
+        normalised(track.artist),
+        normalised(track.title),
+        normalised(track.album),
+    )
+    album_by = normalised(track.album_artist) or artist or ""
+    return TrackKeys(
+        artist,
+        (artist, title) if artist and title else None,
+        (album_by, album) if album is not None else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -91,12 +105,19 @@ class Shaper:
         self.artists: Counter[str] = Counter()
         self.albums: Counter[tuple[str, str]] = Counter()
         self.recordings: dict[tuple[str, str], Chosen | None] = {}
+        self._keys: dict[str, TrackKeys] = {}
         for seed in seeds:
             self.count(seed, None)
 
+    def keys(self, track: Any) -> TrackKeys:
+        keys = self._keys.get(track.id)
+        if keys is None:
+            keys = self._keys[track.id] = keys_of(track)
+        return keys
+
     def folds(self, track: Any) -> bool:
         """Whether the track is a version of one already kept (it is then listed under it)."""
-        key = recording_key(track)
+        key = self.keys(track).recording
         if key is None or key not in self.recordings:
             return False
         kept = self.recordings[key]
@@ -105,18 +126,19 @@ class Shaper:
         return True
 
     def within_caps(self, track: Any) -> bool:
-        artist, album = artist_key(track), album_key(track)
-        return (artist is None or self.artists[artist] < self.caps.per_artist) and (
-            album is None or self.albums[album] < self.caps.per_album
+        keys = self.keys(track)
+        return (keys.artist is None or self.artists[keys.artist] < self.caps.per_artist) and (
+            keys.album is None or self.albums[keys.album] < self.caps.per_album
         )
 
     def count(self, track: Any, chosen: Chosen | None) -> None:
-        if (artist := artist_key(track)) is not None:
-            self.artists[artist] += 1
-        if (album := album_key(track)) is not None:
-            self.albums[album] += 1
-        if (recording := recording_key(track)) is not None:
-            self.recordings.setdefault(recording, chosen)
+        keys = self.keys(track)
+        if keys.artist is not None:
+            self.artists[keys.artist] += 1
+        if keys.album is not None:
+            self.albums[keys.album] += 1
+        if keys.recording is not None:
+            self.recordings.setdefault(keys.recording, chosen)
 
 
 def shape(
