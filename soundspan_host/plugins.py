@@ -30,6 +30,7 @@ BUILTIN_PLUGINS: dict[str, str] = {  # name in settings.toml -> module
     "status_page": "soundspan_plugins.status_page",
     "subsonic": "soundspan_plugins.subsonic",
     "jellyfin": "soundspan_plugins.jellyfin",
+    "lyrion": "soundspan_plugins.lyrion",
     "instant_mix": "soundspan_plugins.instant_mix",
 }
 

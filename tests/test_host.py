@@ -33,8 +33,10 @@ CLAP_OFF = builtin("clap", False)
 SUBSONIC_OFF = builtin("subsonic", False)
 MIX_OFF = builtin("instant_mix", False)
 JELLYFIN_OFF = builtin("jellyfin", False)
+LYRION_OFF = builtin("lyrion", False)
 BUILTINS = [
-    WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE, SUBSONIC_OFF, JELLYFIN_OFF, MIX_OFF,
+    WATCHER, MUSICNN_OFF, CLAP_OFF, VIBE_API, STATUS_PAGE, SUBSONIC_OFF, JELLYFIN_OFF,
+    LYRION_OFF, MIX_OFF,
 ]  # fmt: skip
 
 

@@ -72,3 +72,22 @@ def test_doctor_says_when_no_music_server_plugin_gives_the_ids(write_settings, t
         sections=with_server, music_dir=tmp_path, data_dir=tmp_path
     )
     assert check.status == "ok" and "10.0.0.0/8" in check.detail
+
+
+def test_doctor_says_which_server_a_request_without_server_means(write_settings, tmp_path):
+    servers = (
+        '[jellyfin]\nenabled = true\nurl = "http://jf.lan"\napi_key = "k"\n'
+        '[lyrion]\nenabled = true\nurl = "http://lms.lan"\n'
+    )
+    undecided = write_settings(servers + "[instant_mix]\nenabled = true\n").settings.sections
+    [check] = instant_mix.soundspan_doctor(
+        sections=undecided, music_dir=tmp_path, data_dir=tmp_path
+    )
+    assert check.status == "warn" and "default_server" in check.fix
+    assert "jellyfin, lyrion" in check.fix
+    chosen = write_settings(
+        servers + '[instant_mix]\nenabled = true\ndefault_server = "lyrion"\n'
+    ).settings.sections
+    [check] = instant_mix.soundspan_doctor(sections=chosen, music_dir=tmp_path, data_dir=tmp_path)
+    assert check.status == "ok" and "[lyrion]'s server" in check.detail
+    assert "server=jellyfin" in check.detail

@@ -63,8 +63,8 @@ def test_the_shared_library_has_no_hooks_and_imports_no_plugin():
 
 def test_every_built_in_plugin_is_found():
     assert PLUGIN_NAMES == [
-        "clap", "instant_mix", "jellyfin", "musicnn", "status_page", "subsonic", "vibe_api",
-        "watcher",
+        "clap", "instant_mix", "jellyfin", "lyrion", "musicnn", "status_page", "subsonic",
+        "vibe_api", "watcher",
     ]  # fmt: skip
 
 

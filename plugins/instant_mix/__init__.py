@@ -3,7 +3,7 @@ Navidrome, Jellyfin and Lyrion call (similar songs, song paths, similar artists,
 answered from our index, keyed by the music server's own song ids.
 
 The lists come from vibe_api and the ids from the plugin that matches the server (subsonic,
-jellyfin), both through hooks. Off by default: it needs a music server plugin for the ids.
+jellyfin, lyrion), both through hooks. Off by default: it needs a music server plugin for the ids.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def soundspan_open_without_token(host: HostContext, request: web.Request) -> boo
 
 # the built-in plugins that match a music server's ids; the doctor reads settings only, so it
 # knows them by section (a third-party one answers the hooks all the same)
-MUSIC_SERVERS = ("subsonic", "jellyfin")
+MUSIC_SERVERS = ("subsonic", "jellyfin", "lyrion")
 
 
 @hookimpl
@@ -60,18 +60,33 @@ def soundspan_doctor(sections, music_dir, data_dir) -> list[Check]:
                 "instant mix",
                 "warn",
                 "no music server plugin matches song ids: every player's request gets a 409",
-                "enable [subsonic] (Navidrome, gonic...) or [jellyfin] for the server the"
-                " players use",
+                "enable [subsonic] (Navidrome, gonic...), [jellyfin] or [lyrion] for the server"
+                " the players use",
             )
         ]
     settings: InstantMixSettings = sections[NAME]
+    default = settings.default_server or (
+        "subsonic" if "subsonic" in servers or len(servers) > 1 else servers[0]
+    )
+    if default not in servers:
+        why = f"[instant_mix] default_server {default!r} is not enabled"
+        if settings.default_server is None:
+            why = f"several music server plugins are enabled ({', '.join(servers)})"
+        return [
+            Check(
+                "instant mix",
+                "warn",
+                f"{why}: a request without server= (every player's plugin) gets an error",
+                f"set [instant_mix] default_server to one of {', '.join(servers)}",
+            )
+        ]
     open_to = ", ".join(settings.clients_without_token)
     return [
         Check(
             "instant mix",
             "ok",
-            "answers the AudioMuse-AI API with the song ids of "
-            + " and ".join(f"[{name}]'s server" for name in servers)
+            f"answers the AudioMuse-AI API with the ids of [{default}]'s server"
+            + "".join(f", or [{name}]'s with server={name}" for name in servers if name != default)
             + (f"; without a token for {open_to}" if open_to else ""),
         )
     ]

@@ -9,6 +9,7 @@ from typing import Any
 
 from soundspan_hooks import HostContext, RankedTrack
 from soundspan_plugins.instant_mix.errors import ApiError
+from soundspan_plugins.instant_mix.settings import NAME
 
 # the first look is a tenth larger than the answer, for the few tracks the server lacks; a list
 # thinned more than that asks for twice as many, up to the ceiling
@@ -17,23 +18,38 @@ MORE_CANDIDATES = 2
 
 
 class ServerSongs:
-    """One request's music server (`server=`, or the first there is)."""
+    """One request's music server: `server=`, else [instant_mix] default_server, else the one
+    the plugins agree on (subsonic where enabled, else the only one)."""
 
     def __init__(self, host: HostContext, server: str | None) -> None:
         self.host = host
-        self.server = server
+        self.server = server or host.section(NAME).default_server
 
     async def _ask(self, hook_name: str, **kwargs: Any) -> Any:
-        answer = getattr(self.host.hook, hook_name)(host=self.host, server=self.server, **kwargs)
+        hook = getattr(self.host.hook, hook_name)
+        answer = hook(host=self.host, server=self.server, **kwargs)
         if answer is None:
-            if self.server is not None:
-                raise ApiError(400, f"no music server plugin answers for server={self.server!r}")
-            raise ApiError(
-                409,
-                "no music server plugin is enabled to match song ids: enable [subsonic] or"
-                " [jellyfin]",
-            )
+            raise self._nobody_answers([impl.plugin_name for impl in hook.get_hookimpls()])
         return await answer
+
+    def _nobody_answers(self, servers: list[str]) -> ApiError:
+        if self.server is not None:
+            return ApiError(
+                400,
+                f"no music server plugin answers for server={self.server[:100]!r}; enabled: "
+                f"{', '.join(servers) or 'none'}",
+            )
+        if servers:
+            return ApiError(
+                409,
+                f"several music server plugins are enabled ({', '.join(servers)}): set "
+                "[instant_mix] default_server to the one whose ids the player's plugin sends",
+            )
+        return ApiError(
+            409,
+            "no music server plugin is enabled to match song ids: enable [subsonic], [jellyfin]"
+            " or [lyrion]",
+        )
 
     async def track_of(self, song_id: str) -> str:
         """Our track matched to the song; a 404 where none is (the server then asks its next
@@ -43,7 +59,8 @@ class ServerSongs:
             raise ApiError(
                 404,
                 f"song {song_id[:100]!r} is not matched to a track of this library (yet); "
-                "GET /api/subsonic/unmatched (or /api/jellyfin/status) tells what is unmatched",
+                "GET /api/subsonic/unmatched (or /api/jellyfin/status, /api/lyrion/status) "
+                "tells what is unmatched",
             )
         return found[song_id]
 

@@ -16,7 +16,14 @@ class InstantMixSettings(PluginSettings):
         False,
         description="Answer the AudioMuse-AI API that Navidrome's, Jellyfin's and Lyrion's "
         "plugins call (Instant Mix, radio, Don't Stop The Music), with the music server's ids "
-        "(needs [subsonic] or [jellyfin] for them).",
+        "(needs [subsonic], [jellyfin] or [lyrion] for them).",
+    )
+    default_server: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="The music server plugin whose ids a request without `server=` means (the "
+        "players' plugins send none), e.g. jellyfin where [subsonic] is on too; unset: "
+        "subsonic where it is enabled, else the one music server plugin enabled.",
     )
     clients_without_token: list[str] = Field(
         [],

@@ -14,12 +14,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from soundspan_hooks import Check, HostContext, LibraryEvent, SettingsSection, hookimpl
-from soundspan_plugins.jellyfin import item_ids
 from soundspan_plugins.jellyfin.api import COORDINATOR, openapi_fragment, routes
 from soundspan_plugins.jellyfin.client import JellyfinClient, JellyfinError
-from soundspan_plugins.jellyfin.coordinator import MatchCoordinator
-from soundspan_plugins.jellyfin.matching import PathMapping
+from soundspan_plugins.jellyfin.coordinator import match_coordinator
+from soundspan_plugins.jellyfin.item_ids import IDS
 from soundspan_plugins.jellyfin.settings import NAME, JellyfinSettings
+from soundspan_plugins.shared.server_matches import kept_fresh
 
 
 @hookimpl
@@ -51,47 +51,27 @@ def soundspan_library_event(host: HostContext, event: LibraryEvent) -> None:
 
 @hookimpl
 def soundspan_server_track_ids(host: HostContext, server, song_ids: list[str]):
-    if _answers_for(host, server):
-        return item_ids.tracks_for_items(host.engine, song_ids)
-    return None
+    return IDS.track_ids(host, server, song_ids)
 
 
 @hookimpl
 def soundspan_server_song_ids(host: HostContext, server, track_ids: list[str]):
-    if _answers_for(host, server):
-        return item_ids.items_for_tracks(host.engine, track_ids)
-    return None
+    return IDS.song_ids(host, server, track_ids)
 
 
 @hookimpl
 def soundspan_server_artist_name(host: HostContext, server, artist_id: str):
-    if _answers_for(host, server):
-        return item_ids.artist_name(host.engine, artist_id)
-    return None
+    return IDS.artist_name(host, server, artist_id)
 
 
 @hookimpl
 def soundspan_server_artist_ids(host: HostContext, server, song_ids: list[str]):
-    if _answers_for(host, server):
-        return item_ids.artist_ids(host.engine, song_ids)
-    return None
-
-
-def _answers_for(host: HostContext, server: str | None) -> bool:
-    """Whether this plugin answers for `server`, and has started (a CLI's host may not)."""
-    return item_ids.is_ours(host, server) and COORDINATOR in host.app
+    return IDS.artist_ids(host, server, song_ids)
 
 
 @hookimpl
 def soundspan_lifespan(host: HostContext):
     return _matching(host)
-
-
-def _mapping(settings: JellyfinSettings) -> PathMapping | None:
-    """The prefixes set, or None: learnt at each refresh."""
-    if settings.server_path_prefix or settings.library_path_prefix:
-        return PathMapping(settings.server_path_prefix, settings.library_path_prefix)
-    return None
 
 
 @asynccontextmanager
@@ -102,20 +82,10 @@ async def _matching(host: HostContext) -> AsyncIterator[None]:
         client = JellyfinClient(
             session, settings.url, settings.api_key.get_secret_value(), settings.user_id
         )
-        coordinator = MatchCoordinator(
-            host.engine,
-            client,
-            _mapping(settings),
-            refresh_seconds=settings.refresh_seconds,
-            retry_seconds=settings.retry_seconds,
-            change_delay_seconds=settings.change_delay_seconds,
-        )
-        host.app[COORDINATOR] = coordinator
-        coordinator.start()
-        try:
+        async with kept_fresh(
+            host.app, COORDINATOR, match_coordinator(host.engine, client, settings)
+        ):
             yield
-        finally:
-            await coordinator.stop()
 
 
 @hookimpl

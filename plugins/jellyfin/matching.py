@@ -1,62 +1,25 @@
-"""Which Jellyfin item is which of our tracks: by path, through a prefix mapping (Jellyfin
-reports absolute paths as its container sees them; ours are relative to the music dir),
-given in the settings or learnt from the paths themselves. Pure: no I/O."""
+"""Which Jellyfin item is which of our tracks: by path, through the prefix mapping of
+plugins/shared/server_paths.py (Jellyfin reports absolute paths as its container sees them).
+Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
+from soundspan_plugins.shared.server_paths import (
+    Matching,
+    PathMapping,
+    ServerItem,
+    learnt_mapping,
+    match_items,
+)
 
-def _slashed(path: str) -> str:
-    return path.replace("\\", "/")
-
-
-@dataclass(frozen=True)
-class PathMapping:
-    """An item at `server_prefix`/X on the server is our `library_prefix`/X (both folders;
-    an empty one is the root)."""
-
-    server_prefix: str = ""
-    library_prefix: str = ""
-
-    def ours(self, server_path: str) -> str | None:
-        path = _slashed(server_path)
-        folder = _slashed(self.server_prefix).rstrip("/")
-        if folder:
-            if not path.startswith(folder + "/"):
-                return None
-            rest = path[len(folder) + 1 :]
-        else:
-            rest = path.lstrip("/")
-        library = _slashed(self.library_prefix).strip("/")
-        return f"{library}/{rest}" if library else rest
+__all__ = ["JellyfinItem", "Matching", "PathMapping", "learnt_mapping", "match_items"]
 
 
-def learnt_mapping(server_paths: list[str], our_paths: set[str]) -> PathMapping | None:
-    """The server folder under which most items' paths are paths of ours (each path votes for
-    the folder above the longest tail of it that is one of ours); None where none is."""
-    votes: Counter[str] = Counter()
-    for server_path in server_paths:
-        parts = _slashed(server_path).split("/")
-        for cut in range(len(parts)):
-            if "/".join(parts[cut:]) in our_paths:
-                votes["/".join(parts[:cut])] += 1
-                break
-    if not votes:
-        return None
-    return PathMapping(votes.most_common(1)[0][0], "")
-
-
-@dataclass(frozen=True)
-class JellyfinItem:
-    """An audio item as /Items lists it, with what matching and the hooks read."""
-
-    id: str
-    path: str | None
-    artist_id: str | None  # its first ArtistItems entry: a MusicArtist item's id
-    artist_name: str | None
+class JellyfinItem(ServerItem):
+    """An audio item as /Items lists it; its artist is its first ArtistItems entry (a
+    MusicArtist item's id)."""
 
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> JellyfinItem:
@@ -71,57 +34,3 @@ class JellyfinItem:
             artist_name=first.get("Name") or (names[0] if names else None)
             or item.get("AlbumArtist") or None,
         )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Matching:
-    """The matches of one listing, and what was left unmatched and why."""
-
-    items: int  # audio items listed
-    rows: list[dict[str, str | None]]  # item_id, track_id, artist_id, artist_name, path
-    mapping: PathMapping | None  # None: none given and none could be learnt
-    learnt: bool
-    without_path: int  # items Jellyfin reports no path for
-    outside_mapping: int  # items whose path is not under server_prefix
-    not_in_library: int  # items whose mapped path is no track of ours
-    example_unmatched: str | None  # one such item's path, to set the mapping by
-    unmatched_items: frozenset[str]  # the ids of the items with a path and no track
-
-
-def match_items(
-    items: list[JellyfinItem], tracks_by_path: dict[str, str], given: PathMapping | None
-) -> Matching:
-    """Each item whose path maps onto one of our tracks' paths, with that track's id;
-    `given` None: the mapping is learnt from the paths."""
-    mapping = given or learnt_mapping([i.path for i in items if i.path], set(tracks_by_path))
-    rows: list[dict[str, str | None]] = []
-    without_path = outside = missing = 0
-    example = None
-    unmatched: set[str] = set()
-    for item in items:
-        if item.path is None:
-            without_path += 1
-            continue
-        ours = mapping.ours(item.path) if mapping else None
-        track_id = tracks_by_path.get(ours) if ours is not None else None
-        if track_id is None:
-            if ours is None:
-                outside += 1
-            else:
-                missing += 1
-            example = example or item.path
-            unmatched.add(item.id)
-            continue
-        rows.append(
-            {
-                "item_id": item.id,
-                "track_id": track_id,
-                "artist_id": item.artist_id,
-                "artist_name": item.artist_name,
-                "path": item.path,
-            }
-        )
-    return Matching(
-        len(items), rows, mapping, given is None, without_path, outside, missing, example,
-        frozenset(unmatched),
-    )  # fmt: skip

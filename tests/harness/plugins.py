@@ -6,6 +6,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+
+from soundspan_host.plugins import load_plugins
+from soundspan_host.settings import read_settings
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -47,3 +51,11 @@ TOY_ANALYZER = PluginSource("toy_analyzer", "soundspan_test_toy", "toy", "0.1.0"
 # a WAV's first eight samples are its embedding, so every list is known in advance
 VECTOR_ANALYZER = PluginSource("vector_analyzer", "soundspan_test_vectors", "vectors", "0.1.0")
 TEST_PLUGINS = (ECHO_PLUGIN, TOY_ANALYZER, VECTOR_ANALYZER)
+
+
+def enabled_hooks(folder: Path, settings_text: str) -> SimpleNamespace:
+    """What a host started on this settings.toml (written in `folder`) holds of its plugins:
+    `.hook`, the hooks of the enabled ones."""
+    path = folder / "settings.toml"
+    path.write_text(settings_text)
+    return SimpleNamespace(hook=load_plugins(read_settings(path)).manager.hook)

@@ -1,0 +1,18 @@
+"""LMS's ids for our tracks and back, for plugins that answer Lyrion's own mixers (the
+AudioMuse-AI mixer asks by LMS track id and looks the answers' ids up in LMS), from the stored
+matches: a track's artist is its first one. The queries, and which requests are ours, are
+every matched server's (plugins/shared/server_ids.py)."""
+
+from __future__ import annotations
+
+from soundspan_hooks import HostContext
+from soundspan_plugins.lyrion.api import COORDINATOR
+from soundspan_plugins.lyrion.settings import NAME
+from soundspan_plugins.shared import server_ids
+
+SERVER_NAME = NAME  # what `server=` names this plugin's server by
+IDS = server_ids.MatchedIds(SERVER_NAME, COORDINATOR)
+
+
+def is_ours(host: HostContext, server: str | None) -> bool:
+    return server_ids.is_ours(host, server, SERVER_NAME)
