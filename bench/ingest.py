@@ -13,19 +13,21 @@ Phase B, latency on an idle host: M files written straight into <music>/latency/
     0.5 s. Latency of a file = its job's finished_at (database clock, same machine) minus
     time.time() just before the file was written: p50 / p90 / max.
 
-Also reported: peak RSS of the host process; per phase, CPU seconds used by the host, its
-PostgreSQL server and this script, and database transactions committed per file. Only the
-watcher and the noop analyzer are enabled; every other plugin is disabled through its
-SOUNDSPAN_<NAME>__ENABLED variable. `--workers 0` runs no analysis at all and times the
-queueing alone (watcher + catalogue).
+Also reported: peak RSS of the host process and of its file-reading processes; per phase, CPU
+seconds used by the host, its file-reading processes, its PostgreSQL server and this script, and
+database transactions committed per file. Only the watcher and the noop analyzer are enabled;
+every other plugin is disabled through its SOUNDSPAN_<NAME>__ENABLED variable. `--workers 0`
+runs no analysis at all and times the queueing alone (watcher + catalogue).
 
 Run from the repository root:
 
     .venv/bin/python bench/ingest.py [--files 10000] [--latency-files 50] [--folder-files N]
-                                     [--debounce 1.0] [--workers 4] [--batch-files 500] [--keep]
+                                     [--debounce 1.0] [--workers 4] [--batch-files 500]
+                                     [--read-processes auto] [--keep]
 
 `--batch-files 1` records settled files one at a time, one transaction each, as ingest did
-before it recorded bursts in batches (issue 16): the same run, before and after.
+before it recorded bursts in batches (issue 16); `--read-processes 0` reads files in the host's
+own threads, as before they were read in processes (issue 27): the same run, before and after.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -44,6 +47,7 @@ import wave
 from pathlib import Path
 
 import asyncpg
+import psutil
 from common import BenchHost, host_environment, remove_work
 
 from soundspan_host.plugins import ENTRY_POINT_GROUP
@@ -121,7 +125,7 @@ class Tones:
 
 
 def ingest_environment(
-    work: Path, site: Path, debounce: float, workers: int, batch_files: int
+    work: Path, site: Path, debounce: float, workers: int, batch_files: int, read_processes: str
 ) -> dict:
     """Only the watcher and noop enabled. The settings a result depends on are set here
     explicitly, at their defaults, so that a changed settings.toml does not change the bench."""
@@ -131,6 +135,7 @@ def ingest_environment(
         SOUNDSPAN_WATCHER__DEBOUNCE_SECONDS=str(debounce),
         SOUNDSPAN_WATCHER__POLL_INTERVAL="0.0",  # inotify
         SOUNDSPAN_WATCHER__BATCH_FILES=str(batch_files),
+        SOUNDSPAN_WATCHER__READ_PROCESSES=read_processes,
         SOUNDSPAN_NOOP__WORKERS=str(workers),
         SOUNDSPAN_NOOP__POLL_INTERVAL="5.0",
         PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
@@ -245,13 +250,13 @@ async def throughput_phase(
     `bring_in` returns {relative path: time.time() it arrived} and is timed itself.
     """
     before = await db.fetchrow(JOB_COUNTS)
-    cpu_before = host.cpu_seconds()
+    cpu_before = cpu_seconds(host)
     commits_before = await commits(db)
     started = time.time()
     created = bring_in()
     copied = time.time() - started
     counts = await wait_for_jobs(db, before["queued"] + count, label, until_done)
-    cpu_after = host.cpu_seconds()
+    cpu_after = cpu_seconds(host)
     await asyncio.sleep(2.0)
     commits_after = await commits(db)
     done_latency, recorded_latency = await per_file_latency(db, folder, created)
@@ -268,6 +273,19 @@ async def throughput_phase(
         "cpu_s": {name: cpu_after[name] - cpu_before[name] for name in cpu_after},
         "commits_per_file": (commits_after - commits_before) / count,
     }
+
+
+def cpu_seconds(host: BenchHost) -> dict[str, float]:
+    """BenchHost's CPU seconds, and those of the host's file-reading processes (its spawned
+    children: the noop analyzer starts none)."""
+    readers = 0.0
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(host.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "spawn_main" in " ".join(child.cmdline()):
+                    times = child.cpu_times()
+                    readers += times.user + times.system
+    return {**host.cpu_seconds(), "readers": readers}
 
 
 def since(epoch: float | None, started: float) -> float | None:
@@ -297,7 +315,7 @@ async def latency_phase(
 ) -> dict:
     """Write `count` files one every 0.5 s into <music>/latency; time each to its job's end."""
     before = await db.fetchrow(JOB_COUNTS)
-    cpu_before = host.cpu_seconds()
+    cpu_before = cpu_seconds(host)
     created = {}
     next_at = time.monotonic()
     for index in range(count):
@@ -308,7 +326,7 @@ async def latency_phase(
         next_at += LATENCY_INTERVAL_SECONDS
         await asyncio.sleep(max(next_at - time.monotonic(), 0))
     counts = await wait_for_jobs(db, before["queued"] + count, "latency", until_done)
-    cpu_after = host.cpu_seconds()
+    cpu_after = cpu_seconds(host)
     done_latency, recorded_latency = await per_file_latency(db, "latency", created)
     return {
         "files": count,
@@ -371,7 +389,9 @@ async def measure(args: argparse.Namespace, work: Path, host: BenchHost) -> dict
         await db.close()
 
 
-def print_report(args, settings, startup_s, results, peak_rss, stopped, problems) -> None:
+def print_report(
+    args, settings, startup_s, results, peak_rss, reader_peaks, stopped, problems
+) -> None:
     """The results, as plain text."""
 
     def row(name: str, value: object) -> None:
@@ -384,7 +404,8 @@ def print_report(args, settings, startup_s, results, peak_rss, stopped, problems
     print(
         f"  {sys.executable} bench/ingest.py --files {args.files} "
         f"--folder-files {args.folder_files} --latency-files {args.latency_files} "
-        f"--debounce {args.debounce} --workers {args.workers} --batch-files {args.batch_files}"
+        f"--debounce {args.debounce} --workers {args.workers} --batch-files {args.batch_files} "
+        f"--read-processes {args.read_processes}"
     )
     print("settings:")
     for name, value in settings.items():
@@ -404,7 +425,7 @@ def print_report(args, settings, startup_s, results, peak_rss, stopped, problems
                 row(f"files/s (all {what})", f"{phase['files'] / took:.0f}")
         row("per file: arrival -> recorded p50/p90/max", seconds(phase["per_file_recorded_s"]))
         row("per file: arrival -> job done p50/p90/max", seconds(phase["per_file_done_s"]))
-        row("CPU s host / postgres / bench", _cpu(phase["cpu_s"]))
+        row("CPU s host / readers / postgres / bench", _cpu(phase["cpu_s"]))
         row("database commits per file", f"{phase['commits_per_file']:.2f}")
     if "latency" in results:
         phase = results["latency"]
@@ -412,8 +433,14 @@ def print_report(args, settings, startup_s, results, peak_rss, stopped, problems
         row("done / failed", f"{phase['done']} / {phase['failed']}")
         row("created -> job done p50/p90/max (s)", seconds(phase["latency_s"]))
         row("created -> track recorded p50/p90/max (s)", seconds(phase["recorded_s"]))
-        row("CPU s host / postgres / bench", _cpu(phase["cpu_s"]))
+        row("CPU s host / readers / postgres / bench", _cpu(phase["cpu_s"]))
     row("peak RSS of the host process", f"{peak_rss / 2**20:.0f} MiB")
+    row(
+        "peak RSS of its read processes",
+        " + ".join(f"{peak / 2**20:.0f}" for peak in reader_peaks) + " MiB"
+        if reader_peaks
+        else "-",
+    )
     row("host stop (SIGTERM)", f"exit {stopped[0]} after {stopped[1]:.1f} s")
     row("WARNING/ERROR lines in the host log", len(problems))
     for line in problems[:10]:
@@ -421,7 +448,7 @@ def print_report(args, settings, startup_s, results, peak_rss, stopped, problems
 
 
 def _cpu(cpu: dict[str, float]) -> str:
-    return f"{cpu['host']:.1f} / {cpu['postgres']:.1f} / {cpu['bench']:.1f}"
+    return " / ".join(f"{cpu[name]:.1f}" for name in ("host", "readers", "postgres", "bench"))
 
 
 def main() -> None:
@@ -449,6 +476,11 @@ def main() -> None:
         default=500,
         help="[watcher] batch_files (default 500); 1: one file per transaction, as before",
     )
+    parser.add_argument(
+        "--read-processes",
+        default="auto",
+        help='[watcher] read_processes (default "auto"); 0: read in the host\'s threads, as before',
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
     args = parser.parse_args()
     if args.folder_files is None:
@@ -458,10 +490,12 @@ def main() -> None:
     site = work / "site"
     install_noop_plugin(site)
     (work / "music").mkdir()
-    env = ingest_environment(work, site, args.debounce, args.workers, args.batch_files)
+    env = ingest_environment(
+        work, site, args.debounce, args.workers, args.batch_files, args.read_processes
+    )
     host = BenchHost(work, env)
     try:
-        startup_s = host.start()
+        startup_s = host.start(sample_workers=True)
         enabled = sorted(plugin["name"] for plugin in host.plugins() if plugin["enabled"])
         if enabled != ["noop", "watcher"]:
             raise RuntimeError(f"expected only the noop and watcher plugins, got {enabled}")
@@ -477,7 +511,8 @@ def main() -> None:
         else:
             remove_work(work)
     peak = host.memory.peak if host.memory else 0
-    print_report(args, bench_settings(env), startup_s, results, peak, stopped, problems)
+    readers = list(host.workers.peaks.values()) if host.workers else []
+    print_report(args, bench_settings(env), startup_s, results, peak, readers, stopped, problems)
 
 
 if __name__ == "__main__":

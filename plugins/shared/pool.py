@@ -32,6 +32,10 @@ class WorkerCrashed(RuntimeError):
     """The worker process running an analysis died; the attempt can be retried."""
 
 
+class WorkersNotStarting(WorkerCrashed):
+    """Fresh worker processes stop before they take any work: no retry will do better."""
+
+
 # read once, when BLAS, OpenMP or torch load; torch and onnxruntime also take the count in code
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _environment_lock = threading.Lock()
@@ -112,9 +116,11 @@ class ModelPool:
         load: Callable[..., Any],
         load_args: tuple[Any, ...] = (),
         threads: int = 1,
+        doing: str = "analyzing",
     ) -> None:
         self.name = name
         self.workers = workers
+        self.doing = doing  # what a crash message says the worker was doing
         self._start = (load, load_args)
         self._context = _BudgetedSpawnContext(threads)
         self._pool = self._new_pool()
@@ -139,13 +145,13 @@ class ModelPool:
             try:
                 return await self._schedule(task, args)
             except BrokenProcessPool:
-                raise WorkerCrashed(
+                raise WorkersNotStarting(
                     f"the {self.name} worker processes keep stopping before they take work "
                     "(does the model load? see the log above)"
                 ) from None
         except ProcessExpired as error:
             raise WorkerCrashed(
-                f"the {self.name} worker process stopped while analyzing "
+                f"the {self.name} worker process stopped while {self.doing} "
                 f"({_exit_reason(error.exitcode)})"
             ) from None
 

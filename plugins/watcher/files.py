@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
-import math
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import mutagen
 from mutagen import MutagenError
@@ -24,11 +22,6 @@ from soundspan_plugins.watcher.identity import BoundedReader, identity
 log = logging.getLogger(__name__)
 
 MUTAGEN_READ_BUDGET_BYTES = 64 * 1024 * 1024  # tags with cover art, never a file without end
-# files read at once in a burst: part of each read waits on the disk or runs in PyAV's C code,
-# where another thread can go on
-READ_THREADS = 2
-T = TypeVar("T")
-R = TypeVar("R")
 
 # EasyID3 and Vorbis comments know "isrc"; EasyMP4 does not, so name the freeform atom that
 # MusicBrainz Picard writes for it
@@ -78,20 +71,6 @@ def read_facts(path: Path) -> TrackFacts:
         mtime=status.st_mtime,
         **(_tags(tagged) if tagged is not None else {}),
     )
-
-
-async def read_in_threads(read: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
-    """`read(items)` split over READ_THREADS threads; the results in the items' order."""
-    if not items:
-        return []
-    size = math.ceil(len(items) / READ_THREADS)
-    parts = await asyncio.gather(
-        *(
-            asyncio.to_thread(read, items[start : start + size])
-            for start in range(0, len(items), size)
-        )
-    )
-    return [result for part in parts for result in part]
 
 
 # mutagen's easy keys for the tags not named as TrackFacts names them, the first found wins;

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 from soundspan_hooks import HostContext, LibraryEvent, LibraryEventKind
 from soundspan_hooks.coordinator import RefreshCoordinator
-from soundspan_plugins.watcher.files import AudioFiles, NotMusicFile, read_in_threads
+from soundspan_plugins.watcher.files import AudioFiles
+from soundspan_plugins.watcher.reading import FileReads, Unread, auto_processes
 from soundspan_plugins.watcher.settings import WatcherSettings
 from soundspan_plugins.watcher.watching import LibraryWatcher
 
@@ -51,8 +52,11 @@ class Ingest:
             [*settings.ignore, *excluded],
             settings.follow_symlinks_outside,
         )
+        processes = settings.read_processes
+        self.reads = FileReads(self.files, auto_processes() if processes == "auto" else processes)
         self.watcher = LibraryWatcher(
             self.files,
+            self.reads,
             self.emit,
             self.rescan_soon,
             settings.debounce_seconds,
@@ -76,6 +80,7 @@ class Ingest:
 
     async def start(self, reconcile: bool) -> None:
         """Follow the music dir; `reconcile`: compare it with the database now, too."""
+        self.reads.start()
         await self.watcher.start()  # watch first: nothing changed during the reconcile is lost
         self.reconciles.start()
         if reconcile:
@@ -95,8 +100,11 @@ class Ingest:
         return f"{type(error).__name__}: {error}"
 
     async def stop(self) -> None:
-        await self.watcher.stop()
-        await self.reconciles.stop()
+        try:
+            await self.watcher.stop()
+            await self.reconciles.stop()
+        finally:
+            await self.reads.close()
 
     async def emit(self, events: list[LibraryEvent]) -> list[bool]:
         """Record events in their order; for each, False if the database refuses that file for
@@ -165,9 +173,7 @@ class Ingest:
         recording: asyncio.Task[list[str]] | None = None
         try:  # the next batch is read while the one before is being recorded
             for start in range(0, len(differing), self.batch_files):
-                read = await read_in_threads(
-                    self._read, differing[start : start + self.batch_files]
-                )
+                read = await self._read(differing[start : start + self.batch_files])
                 if recording is not None:
                     counts.update(await recording)
                 recording = asyncio.create_task(self._emit_counted(read))
@@ -194,20 +200,20 @@ class Ingest:
                 counted.append(outcome.kind.value if next(recorded) else "unrecordable")
         return counted
 
-    def _read(self, changes: list[tuple[LibraryEventKind, str]]) -> list[LibraryEvent | str]:
+    async def _read(self, changes: list[tuple[LibraryEventKind, str]]) -> list[LibraryEvent | str]:
         """Each file's event with its facts, or the count it adds to instead (why not read)."""
+        read = await self.reads.read([relative for _, relative in changes])
         outcomes: list[LibraryEvent | str] = []
-        for kind, relative in changes:
-            try:
-                outcomes.append(LibraryEvent(kind, relative, facts=self.files.read(relative)))
-            except NotMusicFile as refused:
-                log.info("reconcile: skipped %s: %s", relative, refused.strerror)
-                outcomes.append("skipped")
-            except FileNotFoundError:
-                outcomes.append("vanished")  # gone since the walk; its deletion event follows
-            except OSError as error:
-                log.warning("reconcile: cannot read %s (%s); skipped", relative, error)
-                outcomes.append("unreadable")
+        for (kind, relative), facts in zip(changes, read, strict=True):
+            if not isinstance(facts, Unread):
+                outcomes.append(LibraryEvent(kind, relative, facts=facts))
+                continue
+            if facts.outcome == "skipped":
+                log.info("reconcile: skipped %s: %s", relative, facts.reason)
+            elif facts.outcome == "unreadable":
+                log.warning("reconcile: cannot read %s (%s); skipped", relative, facts.reason)
+            # vanished: gone since the walk; its deletion event follows
+            outcomes.append(facts.outcome)
         return outcomes
 
 

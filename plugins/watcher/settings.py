@@ -3,7 +3,9 @@ and gathered, and what is left alone."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, NonNegativeInt
 
 from soundspan_hooks import PluginSettings
 
@@ -34,6 +36,14 @@ class WatcherSettings(PluginSettings):
         ge=1,
         description="Files read and recorded together at most when many arrive at once "
         "(1: one at a time).",
+    )
+    read_processes: Literal["auto"] | NonNegativeInt = Field(
+        "auto",
+        description="Processes that read new files (tags, audio identity) beside the host: "
+        '"auto" is one fewer than its CPUs, 1 to 2 (past that, the host recording what they '
+        "read is the bound); each holds ~90 MiB from the first file it reads. 0 reads in the "
+        "host's own threads: no memory added, but reading then competes with the host's event "
+        "loop, and a decoder crash stops the host.",
     )
     reconcile_on_start: bool = Field(
         True, description="Compare the disk with the database at start-up."

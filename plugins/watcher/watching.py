@@ -33,7 +33,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from soundspan_hooks import LibraryEvent, LibraryEventKind
-from soundspan_plugins.watcher.files import AudioFiles, NotMusicFile, read_in_threads
+from soundspan_plugins.watcher.files import AudioFiles
+from soundspan_plugins.watcher.reading import FileReads, Unread
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class LibraryWatcher:
     def __init__(
         self,
         files: AudioFiles,
+        reads: FileReads,
         emit: Callable[[list[LibraryEvent]], Awaitable[object]],
         emit_failed: Callable[[], None],
         debounce_seconds: float,
@@ -69,6 +71,7 @@ class LibraryWatcher:
         batch_files: int,
     ) -> None:
         self.files = files
+        self.reads = reads
         self.emit = emit
         self.emit_failed = emit_failed
         self.debounce_seconds = debounce_seconds
@@ -195,7 +198,7 @@ class LibraryWatcher:
                 changes = [await self._ordered.get()]
                 while len(changes) < self.batch_files and not self._ordered.empty():
                     changes.append(self._ordered.get_nowait())
-                events = await read_in_threads(self._read, changes)
+                events = await self._read(changes)
                 if recording is not None:
                     await recording
                 recording = asyncio.create_task(self._record(events))
@@ -210,25 +213,26 @@ class LibraryWatcher:
             log.exception("watcher: could not record a library change; will rescan")
             self.emit_failed()
 
-    def _read(self, changes: list[_Change]) -> list[LibraryEvent]:
+    async def _read(self, changes: list[_Change]) -> list[LibraryEvent]:
         """The events of these changes, with the facts of each file that is still readable."""
+        vanished = LibraryEventKind.VANISHED
+        read = iter(await self.reads.read([c.relative for c in changes if c.kind is not vanished]))
         events = []
         for change in changes:
-            if change.kind is LibraryEventKind.VANISHED:
+            if change.kind is vanished:
                 events.append(LibraryEvent(change.kind, change.relative))
                 continue
-            try:
-                facts = self.files.read(change.relative)
-            except NotMusicFile as refused:
-                log.info("watcher: skipped %s: %s", change.relative, refused.strerror)
-                continue
-            except FileNotFoundError:
-                continue  # gone again before it could be read; its deletion follows
-            except OSError as error:
+            facts = next(read)
+            if not isinstance(facts, Unread):
+                events.append(LibraryEvent(change.kind, change.relative, change.old, facts))
+            elif facts.outcome == "skipped":
+                log.info("watcher: skipped %s: %s", change.relative, facts.reason)
+            elif facts.outcome == "unreadable":
                 path = self.files.music_dir / change.relative
-                log.warning("watcher: cannot read %s (%s); skipped until it changes", path, error)
-                continue
-            events.append(LibraryEvent(change.kind, change.relative, change.old, facts))
+                log.warning(
+                    "watcher: cannot read %s (%s); skipped until it changes", path, facts.reason
+                )
+            # vanished: gone again before it could be read; its deletion follows
         return events
 
 
