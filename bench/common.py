@@ -175,9 +175,8 @@ class BenchHost:
         """CPU seconds (user + system) so far of the host process and of its PostgreSQL."""
         host = psutil.Process(self.process.pid).cpu_times()
         database = 0.0
-        pid_file = self.work / "data" / "postgres" / "postmaster.pid"
         with contextlib.suppress(OSError, ValueError, psutil.Error):
-            postmaster = psutil.Process(int(pid_file.read_text().split("\n", 1)[0]))
+            postmaster = psutil.Process(self.postmaster_pid())
             for process in [postmaster, *postmaster.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
                     times = process.cpu_times()
@@ -188,6 +187,11 @@ class BenchHost:
             "postgres": database,
             "bench": me.user + me.system,
         }
+
+    def postmaster_pid(self) -> int:
+        """The embedded PostgreSQL's main process (from its postmaster.pid)."""
+        pid_file = self.work / "data" / "postgres" / "postmaster.pid"
+        return int(pid_file.read_text().split("\n", 1)[0])
 
     def tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -76,6 +76,19 @@ MAP_LINE = re.compile(
 # --- the load generator (its own process, driven by commands) ----------------------------------
 
 
+def latency_summary(samples: list[tuple[float, float, int]]) -> dict:
+    """p50/p99/max of timed requests (wall time at start, seconds, answer size); their sizes."""
+    times = [seconds for _, seconds, _ in samples]
+    sizes = [size for _, _, size in samples]
+    return {
+        "p50_ms": 1000 * percentile(times, 0.5),
+        "p99_ms": 1000 * percentile(times, 0.99),
+        "max_ms": 1000 * max(times),
+        "n": len(samples),
+        "sizes": (min(sizes), max(sizes)),
+    }
+
+
 class Client:
     """What the load generator can be asked to do, each an HTTP measurement."""
 
@@ -118,16 +131,7 @@ class Client:
         timed = self._timed_path if route == "path" else self._timed_mix
         for _ in range(WARM_UP_REQUESTS):
             await timed(analyzer)
-        samples = [await timed(analyzer) for _ in range(requests)]
-        times = [seconds for _, seconds, _ in samples]
-        sizes = [size for _, _, size in samples]
-        return {
-            "p50_ms": 1000 * percentile(times, 0.5),
-            "p99_ms": 1000 * percentile(times, 0.99),
-            "max_ms": 1000 * max(times),
-            "n": requests,
-            "sizes": (min(sizes), max(sizes)),
-        }
+        return latency_summary([await timed(analyzer) for _ in range(requests)])
 
     async def map(self, analyzer: str) -> dict:
         started = time.perf_counter()
@@ -179,12 +183,12 @@ class Client:
             await beside
 
 
-async def _serve(base: str, count: int, commands, answers) -> None:
+async def _serve(base: str, count: int, commands, answers, client_class: type[Client]) -> None:
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=1800)
     async with aiohttp.ClientSession(base, timeout=timeout) as session:
-        client = Client(session, count)
+        client = client_class(session, count)
         while (command := await asyncio.to_thread(commands.get)) is not None:
             name, arguments = command
             try:
@@ -193,19 +197,19 @@ async def _serve(base: str, count: int, commands, answers) -> None:
                 answers.put(("error", f"{name}: {error!r}"))
 
 
-def client_process(base: str, count: int, commands, answers) -> None:
-    asyncio.run(_serve(base, count, commands, answers))
+def client_process(base: str, count: int, commands, answers, client_class=Client) -> None:
+    asyncio.run(_serve(base, count, commands, answers, client_class))
 
 
 class LoadGenerator:
-    """The client process, asked one measurement at a time."""
+    """The client process, asked one measurement at a time (`client_class`'s methods)."""
 
-    def __init__(self, base: str, count: int) -> None:
+    def __init__(self, base: str, count: int, client_class: type[Client] = Client) -> None:
         context = multiprocessing.get_context("spawn")
         self.commands = context.Queue()
         self.answers = context.Queue()
         self.process = context.Process(
-            target=client_process, args=(base, count, self.commands, self.answers)
+            target=client_process, args=(base, count, self.commands, self.answers, client_class)
         )
         self.process.start()
 
@@ -273,14 +277,17 @@ def map_lines(host: BenchHost) -> list[dict]:
     return found
 
 
-def cold_map(host: BenchHost, generator: LoadGenerator, analyzer: str) -> dict:
-    """The first map request, with the host's peak RSS and the CPU spent during it."""
+def cold_map(
+    host: BenchHost, generator: LoadGenerator, analyzer: str, command: str = "map", **arguments
+) -> dict:
+    """The first map request (the load generator's `command`, a dict with the map's answer),
+    with the host's peak RSS and the CPU spent during it."""
     process = psutil.Process(host.process.pid)
     rss_before = process.memory_info().rss
     sampler = MemorySampler(host.process.pid)
     sampler.start()
     cpu_before = host.cpu_seconds()
-    answer = generator.ask("map", analyzer=analyzer)
+    answer = generator.ask(command, analyzer=analyzer, **arguments)
     cpu_after = host.cpu_seconds()
     sampler.stopping.set()
     sampler.join()
