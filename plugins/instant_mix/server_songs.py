@@ -39,12 +39,14 @@ class ServerSongs:
                 f"no music server plugin answers for server={self.server[:100]!r}; enabled: "
                 f"{', '.join(servers) or 'none'}",
             )
-        if servers:
+        if len(servers) > 1:
             return ApiError(
                 409,
                 f"several music server plugins are enabled ({', '.join(servers)}): set "
                 "[instant_mix] default_server to the one whose ids the player's plugin sends",
             )
+        if servers:  # enabled, but its matching has not started
+            return ApiError(503, f"[{servers[0]}] is not matching song ids yet")
         return ApiError(
             409,
             "no music server plugin is enabled to match song ids: enable [subsonic], [jellyfin]"
