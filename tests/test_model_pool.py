@@ -131,3 +131,37 @@ async def test_an_analysis_error_comes_back_whole_and_the_pool_lives_on():
     assert caught.value.reason == "the file is empty (0 bytes)."
     assert str(caught.value.path) == "/music/empty.mp3"
     assert name == "tiny"
+
+
+async def test_idle_workers_stop_and_the_next_call_starts_fresh_ones(tmp_path):
+    go = tmp_path / "go"
+    pool = ModelPool("test", workers=1, load=load_model, load_args=("tiny",), idle_seconds=0.5)
+    try:
+        # a call that outlasts idle_seconds is not idle: its process stays
+        slow = asyncio.ensure_future(pool.run(wait_for_file, str(go)))
+        await asyncio.sleep(1.5)
+        go.touch()
+        busy_pid = await slow
+        rested, _, _, _ = await pool.run(describe, "")
+        await eventually(lambda: _gone(rested), what="the idle worker's end")
+        fresh, name, loads, _ = await pool.run(describe, "")
+        workers = {child.pid for child in psutil.Process().children(recursive=True)}
+    finally:
+        await pool.close()
+    assert rested == busy_pid  # the long call's process was kept
+    assert fresh != rested and name == "tiny" and loads == 1  # the model loaded anew
+    assert fresh in workers
+
+
+async def test_a_call_while_idle_workers_stop_waits_for_fresh_ones():
+    pool = ModelPool("test", workers=2, load=load_model, load_args=("tiny",), idle_seconds=0.01)
+    try:
+        first, _, _, _ = await pool.run(describe, "")
+        answers = []
+        for _ in range(20):  # calls land before, during and after each stop
+            answers.append(await pool.run(describe, ""))
+            await asyncio.sleep(0.01)
+    finally:
+        await pool.close()
+    assert [name for _, name, _, _ in answers] == ["tiny"] * 20
+    assert len({pid for pid, _, _, _ in answers} | {first}) > 2  # workers were started anew

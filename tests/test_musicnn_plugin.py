@@ -125,6 +125,25 @@ async def test_bad_and_odd_audio_each_get_an_outcome(musicnn_host, music_dir):
     assert patches[catalogue["surround.wav"][1]] == 1
 
 
+async def test_idle_workers_stop_and_the_next_track_starts_them(
+    start_musicnn_host, music_dir, caplog
+):
+    caplog.set_level(logging.INFO, logger="soundspan_plugins.shared.pool")
+    musicnn_host = await start_musicnn_host("idle_minutes = 0.02\n")  # 1.2 s
+    engine = musicnn_host.app[HOST].engine
+    write_wave(music_dir / "first.wav", tone(4.0, 16000), 16000)
+    await eventually(lambda: settled(engine, 1), timeout=120, what="the first analysis")
+
+    async def rested() -> bool:
+        return "MusiCNN: worker processes stopped after 1 s without work" in caplog.text
+
+    await eventually(rested, what="the idle workers' stop")
+    write_wave(music_dir / "second.wav", tone(6.0, 16000), 16000)
+    await eventually(lambda: settled(engine, 2), timeout=120, what="the second analysis")
+    assert {state for state, _ in (await jobs(engine, "musicnn")).values()} == {"done"}
+    assert len(await rows(engine, "SELECT content_id FROM musicnn_results")) == 2
+
+
 async def test_with_no_local_workers_it_is_ready_for_remote_ones(fast_host, monkeypatch):
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_MUSICNN__WORKERS", "0")

@@ -26,7 +26,7 @@ from soundspan_plugins.musicnn.onnx_export import CONVERTER_VERSION, ensure_onnx
 from soundspan_plugins.musicnn.precision import choose_model, version_suffix
 from soundspan_plugins.musicnn.settings import NAME, MusicnnSettings
 from soundspan_plugins.musicnn.worker import load_tagger
-from soundspan_plugins.shared.pool import ModelPool
+from soundspan_plugins.shared.pool import ModelPool, idle_seconds
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ async def _load_model(host: HostContext, runtime: MusicnnRuntime) -> None:
         load_tagger,
         (str(choice.path), card, settings.threads_per_worker, runtime.device),
         threads=settings.threads_per_worker,
+        idle_seconds=idle_seconds(settings.idle_minutes),
     )
     runtime.card, runtime.pool = card, pool  # from here the plugin's lifespan closes it
     try:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from soundspan_hooks import PluginSettings, WorkerCount, legacy_env
+from soundspan_plugins.shared.pool import idle_minutes_setting
 from soundspan_plugins.shared.track_audio import max_audio_minutes_setting
 
 NAME = "musicnn"
@@ -47,3 +48,4 @@ class MusicnnSettings(PluginSettings):
     )
     top_tags: int = Field(5, ge=1, le=50, description="How many top tags a track keeps.")
     max_audio_minutes: float = max_audio_minutes_setting()
+    idle_minutes: float = idle_minutes_setting()

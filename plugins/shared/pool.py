@@ -20,12 +20,29 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
+from pydantic import Field
 
 log = logging.getLogger(__name__)
 
 Result = TypeVar("Result")
 
 _loaded_model: Any = None  # in a worker process: what the pool's `load` returned
+
+
+def idle_minutes_setting() -> float:
+    """The `idle_minutes` setting of an analyzer's section: one rule, said one way."""
+    return Field(
+        10.0,
+        ge=0,
+        description="Minutes without a track to analyze after which the worker processes stop, "
+        "giving the model's memory back; the next track starts them again (a few seconds). "
+        "0: keep them running.",
+    )
+
+
+def idle_seconds(minutes: float) -> float | None:
+    """A pool's `idle_seconds` from an `idle_minutes` setting (0: never idle)."""
+    return minutes * 60 or None
 
 
 class WorkerCrashed(RuntimeError):
@@ -107,6 +124,10 @@ class ModelPool:
     crashed worker's own call apart from its neighbours' (the standard pool breaks and fails
     every call in flight), and it stops a worker whose call is cancelled, so a hung read or
     decode can be given a deadline and a stop never waits on it.
+
+    With `idle_seconds`, the processes stop once no call has run for that long, and the next
+    call starts fresh ones (pebble starts a pool's processes at its first call): a library
+    that is analyzed gives the models' memory back (hundreds of MiB a worker) between bursts.
     """
 
     def __init__(
@@ -117,13 +138,18 @@ class ModelPool:
         load_args: tuple[Any, ...] = (),
         threads: int = 1,
         doing: str = "analyzing",
+        idle_seconds: float | None = None,
     ) -> None:
         self.name = name
         self.workers = workers
         self.doing = doing  # what a crash message says the worker was doing
+        self.idle_seconds = idle_seconds
         self._start = (load, load_args)
         self._context = _BudgetedSpawnContext(threads)
         self._pool = self._new_pool()
+        self._calls = 0  # running or waiting for a worker
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._resting: asyncio.Task[None] | None = None
 
     def _new_pool(self) -> ProcessPool:
         return ProcessPool(
@@ -136,6 +162,19 @@ class ModelPool:
     async def run(self, task: Callable[..., Result], *args: Any) -> Result:
         """Run `task(model, *args)` in a worker process. Cancelling the call stops its process
         (a fresh one takes its place); a process that dies fails its own call only."""
+        self._calls += 1
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        try:
+            return await self._run(task, args)
+        finally:
+            self._calls -= 1
+            if self._calls == 0 and self.idle_seconds is not None:
+                loop = asyncio.get_running_loop()
+                self._idle_timer = loop.call_later(self.idle_seconds, self._rest)
+
+    async def _run(self, task: Callable[..., Result], args: tuple[Any, ...]) -> Result:
         try:
             return await self._schedule(task, args)
         except BrokenProcessPool:
@@ -156,6 +195,8 @@ class ModelPool:
             ) from None
 
     async def _schedule(self, task: Callable[..., Result], args: tuple[Any, ...]) -> Result:
+        if self._resting is not None:  # the old processes finish stopping first
+            await asyncio.shield(self._resting)
         pool = self._pool
         if not pool.active:
             log.warning("%s: the worker processes were lost; starting fresh ones", self.name)
@@ -169,7 +210,31 @@ class ModelPool:
 
     async def close(self) -> None:
         """Stop every worker process now; calls still running are cancelled."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._resting is not None:
+            await self._resting
         await asyncio.to_thread(_stop, self._pool)
+
+    def _rest(self) -> None:
+        """Idle for `idle_seconds`: stop the processes; a fresh, unstarted pool takes the
+        next call."""
+        self._idle_timer = None
+        if self._calls or self._resting is not None:
+            return
+        idle, self._pool = self._pool, self._new_pool()
+        log.info(
+            "%s: worker processes stopped after %.0f s without work; the next one starts them",
+            self.name,
+            self.idle_seconds,
+        )
+        self._resting = asyncio.create_task(self._stop_idle(idle))
+
+    async def _stop_idle(self, idle: ProcessPool) -> None:
+        try:
+            await asyncio.to_thread(_stop, idle)
+        finally:
+            self._resting = None
 
 
 async def run_in_own_process(name: str, step: Callable[..., Result], *args: Any) -> Result:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 AUTO_PROCESSES_MAX = 2  # past two, recording what they read on the event loop is the bound
 CHUNK_FILES = 50  # files a call reads: ~50 ms of work for one round trip
+IDLE_SECONDS = 60  # a quiet library gets its reading processes' memory back (~90 MiB each)
 READ_THREADS = 2  # with read_processes = 0: part of a read waits on the disk or in C code
 
 
@@ -83,11 +84,16 @@ class FileReads:
         self._pool: ModelPool | None = None
 
     def start(self) -> None:
-        """Make the pool; its processes start with the first read (a quiet library never
-        pays for them)."""
+        """Make the pool; its processes start with the first read and stop after a minute
+        without one (a quiet library never pays for them)."""
         if self.processes > 0:
             self._pool = ModelPool(
-                "file reading", self.processes, _reader, (self.files,), doing="reading files"
+                "file reading",
+                self.processes,
+                _reader,
+                (self.files,),
+                doing="reading files",
+                idle_seconds=IDLE_SECONDS,
             )
 
     async def close(self) -> None:
