@@ -174,19 +174,24 @@ class BenchHost:
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) so far of the host process and of its PostgreSQL."""
         host = psutil.Process(self.process.pid).cpu_times()
-        database = 0.0
+        me = psutil.Process().cpu_times()
+        return {
+            "host": host.user + host.system,
+            "postgres": sum(self.database_cpu_seconds().values()),
+            "bench": me.user + me.system,
+        }
+
+    def database_cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds so far of each PostgreSQL process: compare by pid, since backends come
+        and go (a total would drop when one exits)."""
+        seconds = {}
         with contextlib.suppress(OSError, ValueError, psutil.Error):
             postmaster = psutil.Process(self.postmaster_pid())
             for process in [postmaster, *postmaster.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
                     times = process.cpu_times()
-                    database += times.user + times.system
-        me = psutil.Process().cpu_times()
-        return {
-            "host": host.user + host.system,
-            "postgres": database,
-            "bench": me.user + me.system,
-        }
+                    seconds[process.pid] = times.user + times.system
+        return seconds
 
     def postmaster_pid(self) -> int:
         """The embedded PostgreSQL's main process (from its postmaster.pid)."""

@@ -17,9 +17,13 @@ and analyzed first, as autovacuum would do it later):
   * bench/api.py's GET /api/vibe/similar/{id}?analyzer=musicnn (20 results, our ids) for the
     same seeds, whose p50 on a quiet machine is in RESULTS.md: a yardstick of the load.
 
+With `--only CASE`, one case runs alone, and the CPU each request costs is printed: the host
+process's, PostgreSQL's (all its processes) and the load generator's, from their CPU times
+over the run (warm-ups included): what a request takes on a machine where they share cores.
+
 Run from the repository root:
 
-    .venv/bin/python bench/instant_mix.py [--tracks 100000] [--requests 1000] [--keep]
+    .venv/bin/python bench/instant_mix.py [--tracks 100000] [--requests 1000] [--only CASE] [--keep]
 """
 
 from __future__ import annotations
@@ -96,11 +100,12 @@ async def prepare(host: BenchHost, count: int) -> dict:
         await db.close()
 
 
-async def _client(base: str, song_ids: list[str], requests: int) -> dict:
+async def _client(base: str, song_ids: list[str], requests: int, names: list[str]) -> dict:
     import aiohttp
 
     rng = random.Random(11)
-    results: dict = {}
+    cases = {name: CASES[name] for name in names}  # a spawned process has them all
+    results: dict = {"cpu_s": -time.process_time()}
     async with aiohttp.ClientSession(base, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def one(params: dict) -> tuple[float, int]:
@@ -119,11 +124,11 @@ async def _client(base: str, song_ids: list[str], requests: int) -> dict:
 
         # the cases take turns, so that whatever else the machine does falls on all alike
         for _ in range(WARM_UP):
-            for params in CASES.values():
+            for params in cases.values():
                 await one(params)
-        timed: dict[str, list[tuple[float, int]]] = {name: [] for name in CASES}
+        timed: dict[str, list[tuple[float, int]]] = {name: [] for name in cases}
         for _ in range(requests):
-            for name, params in CASES.items():
+            for name, params in cases.items():
                 timed[name].append(await one(params))
         for name, answers in timed.items():
             times = [seconds for seconds, _ in answers]
@@ -133,17 +138,20 @@ async def _client(base: str, song_ids: list[str], requests: int) -> dict:
                 "n": requests,
                 "min_songs": min(songs for _, songs in answers),
             }
+    results["cpu_s"] += time.process_time()
     return results
 
 
-def client_process(base: str, song_ids: list[str], requests: int, queue) -> None:
-    queue.put(asyncio.run(_client(base, song_ids, requests)))
+def client_process(base: str, song_ids: list[str], requests: int, names: list[str], queue) -> None:
+    queue.put(asyncio.run(_client(base, song_ids, requests, names)))
 
 
 def run_client(base: str, song_ids: list[str], requests: int) -> dict:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=client_process, args=(base, song_ids, requests, queue))
+    process = context.Process(
+        target=client_process, args=(base, song_ids, requests, list(CASES), queue)
+    )
     process.start()
     results = queue.get(timeout=1800)
     process.join()
@@ -156,8 +164,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per case")
+    parser.add_argument("--only", choices=sorted(CASES), help="one case alone, with its CPU")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
     args = parser.parse_args()
+    if args.only:
+        for name in set(CASES) - {args.only}:
+            del CASES[name]
 
     work = Path(tempfile.mkdtemp(prefix="soundspan-instant-mix-bench-"))
     (work / "music").mkdir()
@@ -168,7 +180,16 @@ def main() -> None:
         host.wait_for_models()
         timings = asyncio.run(prepare(host, args.tracks))
         print("load generator ...", file=sys.stderr)
+        host_before, database_before = host.cpu_seconds()["host"], host.database_cpu_seconds()
         results = run_client(host.url(""), timings.pop("matched_ids"), args.requests)
+        database_after = host.database_cpu_seconds()  # backends that ended are left out
+        cpu = {
+            "host": host.cpu_seconds()["host"] - host_before,
+            "postgres": sum(
+                seconds - database_before.get(pid, 0.0) for pid, seconds in database_after.items()
+            ),
+            "load generator": results.pop("cpu_s"),
+        }
     except BaseException:
         print(f"host log tail:\n{host.tail()}", file=sys.stderr)
         raise
@@ -176,8 +197,9 @@ def main() -> None:
         stopped, problems = stop_and_clean(host, work, args.keep)
 
     print("\n== soundspan instant mix benchmark ==")
+    only = f" --only {args.only}" if args.only else ""
     print(f"  {sys.executable} bench/instant_mix.py --tracks {args.tracks}"
-          f" --requests {args.requests}")  # fmt: skip
+          f" --requests {args.requests}{only}")  # fmt: skip
     print(f"  host start {startup_s:.1f} s; COPY {timings['copy_s']:.1f} s;"
           f" unmatched tracks {timings['unmatched']}")  # fmt: skip
     for name, values in results.items():
@@ -186,6 +208,14 @@ def main() -> None:
             f" p99 {values['p99_ms']:.1f} ms (n={values['n']}, fewest songs in an answer"
             f" {values['min_songs']})"
         )
+    sent = (WARM_UP + args.requests) * len(CASES)
+    print(
+        "  CPU per request, warm-ups included: "
+        + ", ".join(
+            f"{part} {1000 * cpu[part] / sent:.2f} ms"
+            for part in ("host", "postgres", "load generator")
+        )
+    )
     print(f"  host stop: exit {stopped[0]} after {stopped[1]:.1f} s; "
           f"{len(problems)} WARNING/ERROR lines")  # fmt: skip
     for line in problems[:10]:

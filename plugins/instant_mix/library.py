@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from soundspan_plugins.shared.rows import named_rows
+
 MAX_WORDS = 8
 COLUMNS = "t.id, t.path, t.title, t.artist, t.album, t.album_artist"
 
@@ -40,7 +42,7 @@ async def tracks_by_artist(engine: AsyncEngine, artist: str, limit: int) -> list
             ),
             {"artist": artist, "limit": limit},
         )
-        return list(rows)
+        return named_rows(rows)
 
 
 async def tracks_matching(engine: AsyncEngine, words: str, limit: int) -> list[Any]:
@@ -60,7 +62,7 @@ async def tracks_matching(engine: AsyncEngine, words: str, limit: int) -> list[A
             ),
             params,
         )
-        return list(rows)
+        return named_rows(rows)
 
 
 def song_title(title: str | None, path: str) -> str:

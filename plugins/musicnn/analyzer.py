@@ -108,7 +108,7 @@ class MusicnnAnalyzer(PooledAnalyzer):
                 ),
                 {"genres": sorted(GENRE_TAGS), "ids": content_ids},
             )
-            return {row.content_id: row.tag for row in rows}
+            return {content: tag for content, tag in rows}
 
     async def content_tags(self, content_ids: list[str]) -> dict[str, list[str]]:
         """Each content's top tags (as many as [musicnn] top_tags kept), likeliest first."""
@@ -119,7 +119,7 @@ class MusicnnAnalyzer(PooledAnalyzer):
                 ),
                 {"ids": content_ids},
             )
-            return {row.content_id: [tag for tag, _ in row.top_tags] for row in rows}
+            return {content: [tag for tag, _ in top] for content, top in rows}
 
     async def search_tags(self, text_query: str, limit: int) -> TagSearch:
         """Contents ranked by the summed probability of the model's tags the query names."""
@@ -142,7 +142,7 @@ class MusicnnAnalyzer(PooledAnalyzer):
                     "limit": limit,
                 },
             )
-            results = tuple(ContentScore(row.content_id, float(row.score)) for row in rows)
+            results = tuple(ContentScore(content, float(score)) for content, score in rows)
         return TagSearch(analyzer="musicnn-tags", matched_tags=matched, results=results)
 
 

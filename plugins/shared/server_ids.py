@@ -78,7 +78,7 @@ class MatchedIds:
     async def _pairs(self, host: HostContext, sql: str, ids: list[str]) -> dict[str, str]:
         async with host.engine.connect() as connection:
             rows = await connection.execute(text(sql), {"ids": list(ids)})
-            return {row.key: row.value for row in rows}
+            return {key: value for key, value in rows}
 
     async def _artist_name(self, host: HostContext, artist_id: str) -> str | None:
         async with host.engine.connect() as connection:

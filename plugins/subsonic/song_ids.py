@@ -31,7 +31,7 @@ async def tracks_for_songs(engine: AsyncEngine, song_ids: list[str]) -> dict[str
             ),
             {"ids": list(song_ids)},
         )
-        return {row.song_id: row.track_id for row in rows}
+        return {song_id: track_id for song_id, track_id in rows}
 
 
 async def songs_for_tracks(engine: AsyncEngine, track_ids: list[str]) -> dict[str, str]:
@@ -43,7 +43,7 @@ async def songs_for_tracks(engine: AsyncEngine, track_ids: list[str]) -> dict[st
             ),
             {"ids": list(track_ids)},
         )
-        return {row.track_id: row.song_id for row in rows}
+        return {track_id: song_id for track_id, song_id in rows}
 
 
 async def artist_name(client: SubsonicClient, artist_id: str) -> str | None:

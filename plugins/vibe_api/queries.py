@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from soundspan_hooks import TRACK_TAGS
+from soundspan_plugins.shared.rows import named_rows
 
 if TYPE_CHECKING:  # exclusions builds on this module
     from soundspan_plugins.vibe_api.exclusions import Exclusions
@@ -60,7 +61,7 @@ async def find_tracks(
             ),
             params,
         )
-        return list(rows), total
+        return named_rows(rows), total
 
 
 async def track_by_id(engine: AsyncEngine, track_id: str) -> Any | None:
@@ -143,7 +144,7 @@ async def representative_tracks(
             ),
             {**exclusions.params, "ids": list(content_ids)},
         )
-        return {row.content_id: row for row in rows}
+        return {row.content_id: row for row in named_rows(rows)}
 
 
 async def nearest_contents(
@@ -172,7 +173,7 @@ async def nearest_contents(
             ),
             {**exclusions.params, "source": str(source), "id": content_id, "limit": limit},
         )
-        return [(row.content_id, float(row.distance)) for row in rows]
+        return [(content, float(distance)) for content, distance in rows]
 
 
 async def nearest_to_vector(
@@ -217,7 +218,7 @@ async def _nearest(
         ),
         {**exclusions.params, "query": vector_literal(vector), "limit": limit},
     )
-    return [(row.content_id, float(row.distance)) for row in rows]
+    return [(content, float(distance)) for content, distance in rows]
 
 
 async def search_widely(connection: Any) -> None:
@@ -271,8 +272,8 @@ async def embeddings(
                 {"ids": list(content_ids)},
             )
         ).all()
-    vectors = decode_vectors([row.packed for row in rows])
-    return {row.content_id: vector for row, vector in zip(rows, vectors, strict=True)}
+    vectors = decode_vectors([packed for _, packed in rows])
+    return {content: vector for (content, _), vector in zip(rows, vectors, strict=True)}
 
 
 async def present_embeddings(
@@ -297,11 +298,8 @@ async def present_embeddings(
             execution_options={"yield_per": batch},
         )
         async for rows in result.partitions(batch):
-            yield (
-                [row.id for row in rows],
-                [row.content_id for row in rows],
-                decode_vectors([row.packed for row in rows]),
-            )
+            track_ids, content_ids, packed = zip(*rows, strict=True)
+            yield list(track_ids), list(content_ids), decode_vectors(packed)
 
 
 async def embeddings_signature(engine: AsyncEngine, table: str) -> tuple[Any, ...]:
@@ -327,5 +325,5 @@ async def playlist_tracks(engine: AsyncEngine, track_ids: Sequence[str]) -> list
             ),
             {"ids": list(track_ids)},
         )
-        by_id = {row.id: row for row in rows}
+        by_id = {row.id: row for row in named_rows(rows)}
     return [by_id[track_id] for track_id in dict.fromkeys(track_ids) if track_id in by_id]
