@@ -32,7 +32,7 @@ from soundspan_host.analyzers import provided_analyzers
 from soundspan_host.api_token import api_token_file, required_api_token
 from soundspan_host.catalog import Catalog
 from soundspan_host.cpu_budget import CpuBudget, host_budget
-from soundspan_host.database import open_database
+from soundspan_host.database import open_database, reading
 from soundspan_host.database.worker_role import grant_worker_access
 from soundspan_host.errors import ConfigError
 from soundspan_host.failures import OPENAPI as FAILURES_OPENAPI
@@ -72,6 +72,7 @@ class Host:
 
     plugins: Plugins
     engine: AsyncEngine
+    reader: AsyncEngine
     music_dir: Path
     data_dir: Path
     app: web.Application
@@ -262,6 +263,7 @@ async def open_host(
     host = Host(
         plugins=plugins,
         engine=engine,
+        reader=await stack.enter_async_context(reading(engine)),
         music_dir=music_dir,
         data_dir=settings.data_dir,
         app=app,

@@ -160,6 +160,7 @@ async def test_a_restarted_database_loses_and_duplicates_nothing(
     for number in range(20):
         write_wav(music_dir / f"{number:02}.wav", 1000 + number)
     await eventually(lambda: _queued(engine, 20), what="20 queued jobs")
+    assert (await client.get("/api/tracks")).status == 200  # the reader's pool holds a connection
 
     port = own_server.port
     await asyncio.to_thread(own_server.stop)
@@ -175,6 +176,10 @@ async def test_a_restarted_database_loses_and_duplicates_nothing(
     counts = await stores_per_content(engine)
     assert len(counts) == 21 and set(counts.values()) == {1}
     assert {state for state, _ in (await jobs(engine)).values()} == {"done"}
+    # the API's reads (the autocommit reader's pool) find the new server too, at once
+    answer = await client.get("/api/tracks", params={"limit": 50})
+    assert answer.status == 200, await answer.text()
+    assert (await answer.json())["total"] == 21
 
 
 async def _queued(engine, count):

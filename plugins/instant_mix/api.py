@@ -57,7 +57,7 @@ async def similar_tracks(request: web.Request) -> web.Response:
     if query.item_id is not None:
         seed = await songs.track_of(query.item_id)
     else:
-        seed = await library.track_by_title_and_artist(host.engine, query.title, query.artist)
+        seed = await library.track_by_title_and_artist(host.reader, query.title, query.artist)
         if seed is None:
             raise ApiError(404, f"no track {query.title[:100]!r} by {query.artist[:100]!r} here")
     max_per_artist = _settings(host).max_per_artist
@@ -126,7 +126,7 @@ async def alchemy(request: web.Request) -> web.Response:
             into.append(await songs.track_of(item.id))
             continue
         name = await songs.artist_name(item.id) or item.id  # the server's id, or a name
-        tracks = await library.tracks_by_artist(host.engine, name, ARTIST_SEED_TRACKS)
+        tracks = await library.tracks_by_artist(host.reader, name, ARTIST_SEED_TRACKS)
         if not tracks:
             raise ApiError(404, f"no analyzed track by artist {item.id[:100]!r} here")
         into.extend(track.id for track in tracks)
@@ -156,7 +156,7 @@ async def search_tracks(request: web.Request) -> web.Response:
     if limit <= 0:
         return web.json_response([])
     host = request.app[HOST]
-    rows = await library.tracks_matching(host.engine, words, 2 * (query.start + limit))
+    rows = await library.tracks_matching(host.reader, words, 2 * (query.start + limit))
     song_ids = await ServerSongs(host, query.server).songs_of([row.id for row in rows])
     found = [row for row in rows if row.id in song_ids][query.start : query.start + limit]
     return web.json_response(

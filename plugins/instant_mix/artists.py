@@ -22,7 +22,7 @@ async def similar_artists(
     host: HostContext, songs: ServerSongs, query: SimilarArtistsQuery
 ) -> list[dict[str, Any]]:
     name = await _artist_named(songs, query)
-    seeds = await library.tracks_by_artist(host.engine, name, SEED_TRACKS)
+    seeds = await library.tracks_by_artist(host.reader, name, SEED_TRACKS)
     if not seeds:
         raise ApiError(404, f"no analyzed track by artist {name[:100]!r} here")
     near = await vibe_list(

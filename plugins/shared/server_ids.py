@@ -76,12 +76,12 @@ class MatchedIds:
         return self._artist_name(host, artist_id) if self._answers(host, server) else None
 
     async def _pairs(self, host: HostContext, sql: str, ids: list[str]) -> dict[str, str]:
-        async with host.engine.connect() as connection:
+        async with host.reader.connect() as connection:
             rows = await connection.execute(text(sql), {"ids": list(ids)})
             return {key: value for key, value in rows}
 
     async def _artist_name(self, host: HostContext, artist_id: str) -> str | None:
-        async with host.engine.connect() as connection:
+        async with host.reader.connect() as connection:
             return await connection.scalar(
                 text(
                     f"SELECT artist_name FROM {self.table} WHERE artist_id = :id"

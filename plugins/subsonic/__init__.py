@@ -80,14 +80,14 @@ def soundspan_send_playlist(host: HostContext, name: str, track_ids: list[str], 
 @hookimpl
 def soundspan_server_track_ids(host: HostContext, server, song_ids: list[str]):
     if _answers_for(host, server):
-        return server_ids.tracks_for_songs(host.engine, song_ids)
+        return server_ids.tracks_for_songs(host.reader, song_ids)
     return None
 
 
 @hookimpl
 def soundspan_server_song_ids(host: HostContext, server, track_ids: list[str]):
     if _answers_for(host, server):
-        return server_ids.songs_for_tracks(host.engine, track_ids)
+        return server_ids.songs_for_tracks(host.reader, track_ids)
     return None
 
 

@@ -90,7 +90,7 @@ def soundspan_openapi() -> dict:
 @hookimpl
 async def soundspan_status_fields(host: HostContext) -> dict[str, Any]:
     """The exclude rules in force and the present tracks they leave out."""
-    return {"excluded": await library_excluded(host.engine, settings_of(host).exclusions)}
+    return {"excluded": await library_excluded(host.reader, settings_of(host).exclusions)}
 
 
 @hookimpl

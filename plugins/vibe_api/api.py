@@ -46,7 +46,7 @@ async def list_tracks(request: web.Request) -> web.Response:
     query = parse(TrackQuery, dict(request.query))
     host = request.app[HOST]
     rows, total = await queries.find_tracks(
-        host.engine, query.path, query.q, query.limit, query.offset
+        host.reader, query.path, query.q, query.limit, query.offset
     )
     return web.json_response(
         {
@@ -71,7 +71,7 @@ async def get_track(request: web.Request) -> web.Response:
         {
             "track": track_json(track),
             "missing": track.missing_since is not None,
-            "analyses": await queries.analysis_states(host.engine, track.content_id),
+            "analyses": await queries.analysis_states(host.reader, track.content_id),
             "results": details,
         }
     )
@@ -133,7 +133,7 @@ async def create_playlist(request: web.Request) -> web.Response:
     track_ids = await playlist_track_ids(host, body)
     if body.send_to is not None:
         return await _send(host, body, track_ids)
-    tracks = await queries.playlist_tracks(host.engine, track_ids)
+    tracks = await queries.playlist_tracks(host.reader, track_ids)
     if not tracks:
         raise web.HTTPNotFound(reason="none of the playlist's tracks is in the library")
     try:

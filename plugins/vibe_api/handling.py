@@ -19,7 +19,7 @@ TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 async def track_or_404(host: HostContext, track_id: str) -> Any:
     plausible = len(track_id) <= 64 and "\x00" not in track_id
-    track = await queries.track_by_id(host.engine, track_id) if plausible else None
+    track = await queries.track_by_id(host.reader, track_id) if plausible else None
     if track is None:
         raise web.HTTPNotFound(reason=f"no track with id {track_id[:64]!r}")
     return track
@@ -110,14 +110,14 @@ async def track_named(
     if track_id:
         return await track_or_404(host, track_id)
     if path:
-        track = await queries.track_by_path(host.engine, path)
+        track = await queries.track_by_path(host.reader, path)
         if track is None:
             raise web.HTTPNotFound(
                 reason=f"no track at {path[:200]!r}: give the path relative to the music dir,"
                 " exactly as /api/tracks lists it"
             )
         return track
-    track = await queries.track_by_musicbrainz_id(host.engine, recording_id)
+    track = await queries.track_by_musicbrainz_id(host.reader, recording_id)
     if track is None:
         raise web.HTTPNotFound(
             reason=f"no track tagged with MusicBrainz recording id {recording_id[:64]!r}"

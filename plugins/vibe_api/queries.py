@@ -152,7 +152,7 @@ async def nearest_contents(
 ) -> list[tuple[str, float]] | None:
     """Contents nearest to one content by cosine distance, itself left out, with a present
     track the rules keep; None if unanalyzed."""
-    async with engine.begin() as connection:
+    async with engine.connect() as connection:
         await search_widely(connection)
         source = (
             await connection.execute(
@@ -186,7 +186,7 @@ async def nearest_to_vector(
 ) -> list[tuple[str, float]]:
     """Contents nearest to a query vector (e.g. an embedded text) by cosine distance, with a
     present track the rules keep."""
-    async with engine.begin() as connection:
+    async with engine.connect() as connection:
         return await _nearest(connection, table, vector, limit, exclusions)
 
 
@@ -198,8 +198,8 @@ async def nearest_to_each(
     *,
     exclusions: Exclusions,
 ) -> list[list[tuple[str, float]]]:
-    """For each query vector, the contents nearest to it; one transaction for all."""
-    async with engine.begin() as connection:
+    """For each query vector, the contents nearest to it; one connection for all."""
+    async with engine.connect() as connection:
         return [await _nearest(connection, table, vector, limit, exclusions) for vector in vectors]
 
 
@@ -222,15 +222,18 @@ async def _nearest(
 
 
 async def search_widely(connection: Any) -> None:
-    """How this transaction's HNSW searches walk the graph: on until enough present tracks
+    """How this connection's HNSW searches walk the graph: on until enough present tracks
     pass the filter (a relaxed iterative scan), from a candidate list of EF_SEARCH (pgvector's
     default is 40: at a million tracks it finds 0.87 of the true 10 nearest, 200 finds 0.93,
     and as fast where a list looks at 80 or more; bench/RESULTS.md, "A million tracks").
-    One statement: `set_config(..., true)` is `SET LOCAL`."""
+
+    One statement, for the session (`set_config(..., false)`): on the host's autocommit
+    reader a `SET LOCAL` would end with its own statement. It stays on the pooled connection,
+    where only these searches read it (every one sets it first)."""
     await connection.execute(
         text(
-            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-            " set_config('hnsw.ef_search', :ef_search, true)"
+            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false),"
+            " set_config('hnsw.ef_search', :ef_search, false)"
         ),
         {"ef_search": str(EF_SEARCH)},
     )

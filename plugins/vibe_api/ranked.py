@@ -51,13 +51,13 @@ async def similar_tracks(
 
     async def nearest(count: int) -> list[tuple[str, float]]:
         found = await queries.nearest_contents(
-            host.engine, analyzer.embedding_table, track.content_id, count, exclusions=exclusions
+            host.reader, analyzer.embedding_table, track.content_id, count, exclusions=exclusions
         )
         if found is None:
             raise web.HTTPConflict(reason=f"track {track.id} has no {analyzer.name} analysis yet")
         return found
 
-    tracks_of = functools.partial(queries.representative_tracks, host.engine, exclusions=exclusions)
+    tracks_of = functools.partial(queries.representative_tracks, host.reader, exclusions=exclusions)
     if shaped:
         caps = Caps.asked(max_per_artist, 0)
         first_look = limit + limit // FIRST_LOOK_MARGIN + 1

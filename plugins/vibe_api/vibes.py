@@ -63,7 +63,7 @@ async def similar_answer(
 
     async def nearest(count: int) -> list[tuple[str, float]]:
         found = await queries.nearest_contents(
-            host.engine,
+            host.reader,
             analyzer.embedding_table,
             track.content_id,
             count,
@@ -82,7 +82,7 @@ async def similar_answer(
     if not exclusions_of(host).conditions():
         return answer
     table = analyzer.embedding_table
-    source = (await queries.embeddings(host.engine, table, [track.content_id]))[track.content_id]
+    source = (await queries.embeddings(host.reader, table, [track.content_id]))[track.content_id]
     point = (source, _reach(chosen, query.limit))
     return await _telling_excluded(host, answer, table, [point], [track])
 
@@ -94,7 +94,7 @@ async def search_answer(host: HostContext, body: SearchRequest) -> dict[str, Any
 
         async def nearest(count: int) -> list[tuple[str, float]]:
             return await queries.nearest_to_vector(
-                host.engine, table, embedding.vector, count, exclusions=exclusions_of(host)
+                host.reader, table, embedding.vector, count, exclusions=exclusions_of(host)
             )
 
         chosen = await shaped_nearest(nearest, _tracks_of(host), _caps(body), [], body.limit)
@@ -121,7 +121,7 @@ async def search_answer(host: HostContext, body: SearchRequest) -> dict[str, Any
     ranking = [result.content_id for result in tag_search.results]
     if len(chosen) >= body.limit:
         ranking = ranking[: ranking.index(chosen[-1].content_id)]
-    excluded = await excluded_among(host.engine, exclusions_of(host), ranking)
+    excluded = await excluded_among(host.reader, exclusions_of(host), ranking)
     return answer | ({"excluded": excluded} if excluded else {})
 
 
@@ -142,14 +142,14 @@ async def path_answer(host: HostContext, query: PathQuery) -> dict[str, Any]:
         raise web.HTTPBadRequest(reason="from and to are the same recording")
     analyzer = pick_analyzer(await host.describe_analyzers(), query.analyzer)
     table = analyzer.embedding_table
-    known = await queries.embeddings(host.engine, table, [start.content_id, end.content_id])
+    known = await queries.embeddings(host.reader, table, [start.content_id, end.content_id])
     for track in (start, end):
         if track.content_id not in known:
             raise _not_analyzed(track, analyzer)
     ideal = waypoints(known[start.content_id], known[end.content_id], query.length)
     # room for the tracks used by earlier steps and for those the caps leave out
     candidates = await queries.nearest_to_each(
-        host.engine, table, ideal[1:-1], limit=2 * query.length + 10, exclusions=exclusions_of(host)
+        host.reader, table, ideal[1:-1], limit=2 * query.length + 10, exclusions=exclusions_of(host)
     )
     every_content = {content for found in candidates for content, _ in found}
     tracks = await _tracks_of(host)(list(every_content))
@@ -234,7 +234,7 @@ async def mix_answer(host: HostContext, body: MixRequest) -> dict[str, Any]:
 
     async def nearest(count: int) -> list[tuple[str, float]]:
         found = await queries.nearest_to_vector(
-            host.engine,
+            host.reader,
             analyzer.embedding_table,
             query,
             count + len(own_contents),
@@ -267,9 +267,9 @@ async def _place(
     """An item's unit vector in the analyzer's space: a track's embedding, else a text's,
     through the analyzer's text tower or, without one, the tracks its words' tags name."""
     table = analyzer.embedding_table
-    track = await queries.track_by_id(host.engine, item) if TRACK_ID.match(item) else None
+    track = await queries.track_by_id(host.reader, item) if TRACK_ID.match(item) else None
     if track is not None:
-        known = await queries.embeddings(host.engine, table, [track.content_id])
+        known = await queries.embeddings(host.reader, table, [track.content_id])
         if track.content_id not in known:
             raise _not_analyzed(track, analyzer)
         return _unit(known[track.content_id]), "track", analyzer.name, track
@@ -279,7 +279,7 @@ async def _place(
         return _unit(np.asarray(embedding.vector)), "text", analyzer.name, None
     tag_search = await _search_tags(host, item, TAG_CENTROID_TRACKS)
     known = await queries.embeddings(
-        host.engine, table, [result.content_id for result in tag_search.results]
+        host.reader, table, [result.content_id for result in tag_search.results]
     )
     if not known:
         raise web.HTTPNotFound(
@@ -319,7 +319,7 @@ async def _tags_named(host: HostContext, text: str) -> tuple[str, ...]:
 
 def _tracks_of(host: HostContext) -> Any:
     return functools.partial(
-        queries.representative_tracks, host.engine, exclusions=exclusions_of(host)
+        queries.representative_tracks, host.reader, exclusions=exclusions_of(host)
     )
 
 
@@ -340,7 +340,7 @@ async def _telling_excluded(
     """The answer with `excluded` (how many tracks the rules left out of it, and by which
     rule) where they left some out."""
     contents = {*own_contents, *(seed.content_id for seed in seeds)}
-    excluded = await excluded_near(host.engine, table, exclusions_of(host), points, contents)
+    excluded = await excluded_near(host.reader, table, exclusions_of(host), points, contents)
     return answer | ({"excluded": excluded} if excluded else {})
 
 

@@ -84,6 +84,25 @@ async def open_database(
                 await asyncio.to_thread(embedded.stop)
 
 
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """A second engine on the same database for reads that need no transaction, in
+    autocommit: a read is two round trips (the pool's liveness check and the statement) where
+    one on `engine` takes six (the check opens and closes a transaction of its own, and the
+    read is wrapped in BEGIN and ROLLBACK). Each round trip wakes the server and the host in
+    turn, which on a small box is most of a quick read's time (bench/RESULTS.md, issue 25)."""
+    reader = create_async_engine(
+        engine.url,
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=True,  # what lets the host outlive a restarted database
+        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+    try:
+        yield reader
+    finally:
+        await reader.dispose()
+
+
 async def prepare_schema(engine: AsyncEngine, plugin_migrations: Sequence[Path] = ()) -> None:
     """Check the server answers, create the vector extension, apply every migration."""
     try:
