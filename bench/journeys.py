@@ -319,7 +319,8 @@ async def map_parts(host: BenchHost, table: str, labels: bool) -> dict:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from soundspan_plugins.musicnn.analyzer import MusicnnAnalyzer
-    from soundspan_plugins.vibe_api import queries, vibe_map
+    from soundspan_plugins.vibe_api import map_process, queries
+    from soundspan_plugins.vibe_api.exclusions import NOTHING_EXCLUDED
 
     engine = create_async_engine(host.database_url.replace("postgresql:", "postgresql+asyncpg:"))
     stub = SimpleNamespace(engine=engine)
@@ -334,8 +335,8 @@ async def map_parts(host: BenchHost, table: str, labels: bool) -> dict:
             rows += len(tracks)
         parts["one streaming pass"] = time.perf_counter() - started
         started = time.perf_counter()
-        track_ids, content_ids, coordinates = await vibe_map._pca(stub, table)
-        parts["_pca (two passes + eigh)"] = time.perf_counter() - started
+        track_ids, content_ids, coordinates = await map_process.pca(engine, table, NOTHING_EXCLUDED)
+        parts["pca (two passes + eigh)"] = time.perf_counter() - started
         if labels:
             started = time.perf_counter()
             found = await MusicnnAnalyzer(stub).content_labels(content_ids)
@@ -346,7 +347,7 @@ async def map_parts(host: BenchHost, table: str, labels: bool) -> dict:
         points = [
             {"id": track, "x": x, "y": y, "label": found.get(content)}
             for track, content, (x, y) in zip(
-                track_ids, content_ids, vibe_map._fit_square(coordinates).tolist(), strict=True
+                track_ids, content_ids, map_process.fit_square(coordinates).tolist(), strict=True
             )
         ]
         json.dumps({"points": points}).encode()

@@ -21,8 +21,9 @@ so the bench's memory does not grow with `--tracks`. Measured:
     with limit 20 and 200 per analyzer, POST /api/vibe/search (tiny CLAP text tower, with
     clap), GET /api/vibe/path length 12 per analyzer;
   * the first GET /api/vibe/map?analyzer=musicnn (a full computation): its time, the host's RSS
-    and CPU during it, its size; and similar requests (musicnn, limit 20) one at a time before,
-    during and after it, those overlapping it apart from the others;
+    and CPU during it, the peak RSS and CPU of the process the host spawns to draw it, its
+    size; and similar requests (musicnn, limit 20) one at a time before, during and after it,
+    those overlapping it apart from the others;
   * the peak RSS of the host process and of PostgreSQL's processes over the whole run.
 
 Like journeys.py, it first waits (up to 15 minutes) for the load average to fall to 1.5, unless
@@ -61,7 +62,7 @@ from api import (
     stop_and_clean,
     track_id,
 )
-from common import BenchHost
+from common import BenchHost, ChildMemory
 from journeys import (
     PATH_LENGTH,
     WARM_UP_REQUESTS,
@@ -141,7 +142,11 @@ class ScaleClient(Client):
 
     async def map_beside(self, analyzer: str, before: int, after: int) -> dict:
         """The map (journeys' `map`), with similar requests (musicnn, limit 20) one at a time
-        beside it: `before` of them before it is asked for, and `after` once it answered."""
+        beside it: `before` of them before it is asked for, and `after` once it answered.
+
+        The map's JSON is parsed once the similar requests are done: parsed at once, its
+        hundreds of milliseconds (seconds at a million tracks) in this process's event loop
+        were counted in the similar request then in flight, as if the host were slow."""
         similar: list[tuple[float, float, int]] = []
         done = asyncio.Event()
 
@@ -156,18 +161,48 @@ class ScaleClient(Client):
         beside = asyncio.create_task(similar_beside())
         try:
             await until(before)
-            started = time.time()
-            answer = await self.map(analyzer)
-            answer["window"] = (started, time.time())
+            started, timer = time.time(), time.perf_counter()
+            body = await self._get("/api/vibe/map", analyzer=analyzer)
+            seconds, window = time.perf_counter() - timer, (started, time.time())
             await until(len(similar) + after)
         finally:
             done.set()
             await beside
-        answer["similar"] = similar
-        return answer
+        parsed = json.loads(body)
+        points = parsed["points"]
+        return {
+            "s": seconds,
+            "bytes": len(body),
+            "points": len(points),
+            "labelled": sum(point["label"] is not None for point in points),
+            "method": parsed["method"],
+            "window": window,
+            "similar": similar,
+        }
 
 
 # --- memory -----------------------------------------------------------------------------------
+
+
+class SpawnedProcesses(ChildMemory):
+    """ChildMemory (each spawned process's peak RSS), with the CPU seconds each had used when
+    last seen: the map's own process, where the host draws it in one."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.cpu: dict[int, float] = {}
+
+    def run(self) -> None:
+        me = psutil.Process(self.pid)
+        while not self.stopping.wait(0.1):
+            with contextlib.suppress(psutil.Error):
+                for child in me.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        if "spawn_main" in " ".join(child.cmdline()):
+                            rss = child.memory_info().rss
+                            self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
+                            times = child.cpu_times()
+                            self.cpu[child.pid] = times.user + times.system
 
 
 class PostgresMemory(threading.Thread):
@@ -295,9 +330,16 @@ def measure_http(host: BenchHost, args, analyzers: list[str], started: float) ->
         measured = {"cases": list(zip(cases, answers, strict=True))}
         measured["http_at_s"] = time.monotonic() - started
         print("the first musicnn map, similar requests beside it ...", file=sys.stderr)
+        spawned = SpawnedProcesses(host.process.pid)
+        spawned.start()
         measured["map"] = cold_map(
             host, generator, "musicnn", command="map_beside", before=BESIDE_MAP, after=BESIDE_MAP
         )
+        spawned.stopping.set()
+        spawned.join()
+        measured["map"]["spawned"] = {
+            pid: {"rss_peak": peak, "cpu": spawned.cpu[pid]} for pid, peak in spawned.peaks.items()
+        }
         measured["map_lines"] = map_lines(host)
         return measured
     finally:
@@ -469,6 +511,11 @@ def report_map(row, results: dict) -> None:
         f"{answer['rss_before'] / 2**20:,.0f} / {answer['rss_peak'] / 2**20:,.0f} /"
         f" {answer['rss_after'] / 2**20:,.0f} MiB",
     )
+    for pid, spawned in answer["spawned"].items():
+        row(
+            f"  spawned process {pid} (the map's own): peak RSS; CPU",
+            f"{spawned['rss_peak'] / 2**20:,.0f} MiB; {spawned['cpu']:.1f} s",
+        )
     start, end = answer["window"]
     during, outside = [], []
     for wall, seconds, _ in answer["similar"]:

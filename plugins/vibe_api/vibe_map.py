@@ -1,27 +1,36 @@
 """A 2-D map of the library per analyzer: PCA of the embeddings (UMAP when chosen and
 installed), computed on first request, kept as ready-to-send JSON and refreshed in the
-background when analyzed tracks come, move or go."""
+background when analyzed tracks come, move or go. Each computation runs in a process of its
+own (map_process.py); the host only fetches the labels and keeps the answer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import importlib.util
-import json
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from aiohttp import web
 
 from soundspan_hooks import AnalyzerInfo, HostContext
 from soundspan_hooks.coordinator import RefreshCoordinator
-from soundspan_plugins.vibe_api import queries
+from soundspan_plugins.shared.pool import ModelPool, WorkerCrashed
+from soundspan_plugins.vibe_api import map_process, queries
 from soundspan_plugins.vibe_api.exclusions import NOTHING_EXCLUDED, Exclusions
 from soundspan_plugins.vibe_api.handling import tag_keeper
 
 log = logging.getLogger(__name__)
+
+# labels fetched per call of the tag keeper's hook: a call's rows become a dict on the event
+# loop, so each call is kept short (MusiCNN's labels took 2.6 s for 100,000 contents, mostly
+# PostgreSQL's; bench/RESULTS.md), with other requests served between calls
+LABELS_PER_CALL = 10_000
 
 
 @dataclass(frozen=True)
@@ -63,12 +72,22 @@ class LibraryMaps:
         if analyzer.name not in self._maps:
             async with self._lock(analyzer.name):
                 if analyzer.name not in self._maps:  # unless a request before us made it
-                    signature = await queries.embeddings_signature(
-                        self.host.engine, analyzer.embedding_table
-                    )
-                    await self._compute(analyzer, signature)
-                    self._analyzers[analyzer.name] = analyzer
+                    await self._first(analyzer)
         return self._maps[analyzer.name].body
+
+    async def _first(self, analyzer: AnalyzerInfo) -> None:
+        """The first computation, for a request: a map process that cannot start or dies is a
+        503 that says so (the process's error is logged), never a request left hanging."""
+        signature = await queries.embeddings_signature(self.host.engine, analyzer.embedding_table)
+        try:
+            await self._compute(analyzer, signature)
+        except (WorkerCrashed, map_process.DrawingLost) as error:
+            log.warning("vibe map of %s not drawn: %s", analyzer.name, error)
+            raise web.HTTPServiceUnavailable(
+                reason=f"the library map of {analyzer.name} could not be drawn: {error};"
+                " asking again tries anew"
+            ) from None
+        self._analyzers[analyzer.name] = analyzer
 
     def outdate(self, analyzer: str) -> None:
         """A result was stored: recompute at the next refresh even if the counts still match."""
@@ -99,101 +118,55 @@ class LibraryMaps:
         read shows as a new signature at the next refresh."""
         started = time.monotonic()
         self._outdated.discard(analyzer.name)
-        table = analyzer.embedding_table
-        if self.method == "umap":
-            track_ids, content_ids, coordinates = await _umap(self.host, table, self.exclusions)
-        else:
-            track_ids, content_ids, coordinates = await _pca(self.host, table, self.exclusions)
-        keeper = tag_keeper(self.host)
-        labels = content_ids and keeper and await keeper.content_labels(content_ids)
-        answer = {"analyzer": analyzer.name, "method": self.method, "computed_at": time.time()}
-        # 100k points take half a second to encode: not on the event loop
-        body = await asyncio.to_thread(
-            _encoded, answer, track_ids, content_ids, coordinates, labels or {}
+        # one thread for its BLAS: the map is background work, the other cores are the
+        # requests'; a fresh process each time, so its memory goes back when it ends
+        drawing = ModelPool(
+            "vibe map", 1, map_process.Drawing, threads=1, doing="drawing the library map"
         )
+        try:
+            points = await drawing.run(
+                map_process.draw,
+                self.host.engine.url.render_as_string(hide_password=False),
+                analyzer.embedding_table,
+                self.exclusions,
+                self.method,
+            )
+            await self._label(drawing, points)
+            answer = {"analyzer": analyzer.name, "method": self.method, "computed_at": time.time()}
+            body = await _answer(drawing, answer)
+        finally:
+            await drawing.close()
         self._maps[analyzer.name] = LibraryMap(signature, body)
         log.info(
             "vibe map of %s: %d tracks by %s in %.1f s",
             analyzer.name,
-            len(track_ids),
+            points,
             self.method,
             time.monotonic() - started,
         )
 
-
-async def _pca(
-    host: HostContext, table: str, exclusions: Exclusions = NOTHING_EXCLUDED
-) -> tuple[list[str], list[str], np.ndarray]:
-    """Principal components in two streaming passes, so memory stays flat at any size:
-    the first gathers the mean and covariance, the second projects."""
-    count, total, products = 0, None, None
-    async for _, _, vectors in queries.present_embeddings(
-        host.engine, table, exclusions=exclusions
-    ):
-        batch = vectors.astype(np.float64)
-        batch_products = await asyncio.to_thread(np.matmul, batch.T, batch)
-        count += len(batch)
-        total = batch.sum(axis=0) if total is None else total + batch.sum(axis=0)
-        products = batch_products if products is None else products + batch_products
-    if not count:
-        return [], [], np.zeros((0, 2))
-    mean = total / count
-    covariance = products / count - np.outer(mean, mean)
-    _, eigenvectors = np.linalg.eigh(covariance)  # ascending: the last two are the widest
-    axes = eigenvectors[:, [-1, -2]]
-    axes *= np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])  # the same map every time
-    track_ids, content_ids, parts = [], [], []
-    async for tracks, contents, vectors in queries.present_embeddings(
-        host.engine, table, exclusions=exclusions
-    ):
-        track_ids += tracks
-        content_ids += contents
-        parts.append((vectors - mean) @ axes)
-    return track_ids, content_ids, np.concatenate(parts)
+    async def _label(self, drawing: ModelPool, points: int) -> None:
+        """Hand the map's process each point's label, LABELS_PER_CALL contents at a time: the
+        labels come from another plugin's hook, which only the host can call, and a million at
+        once would be one long step on the event loop (reading the rows, pickling them)."""
+        keeper = tag_keeper(self.host)
+        if keeper is None:
+            return
+        for start in range(0, points, LABELS_PER_CALL):
+            content_ids = await drawing.run(map_process.contents, start, start + LABELS_PER_CALL)
+            labels = await keeper.content_labels(content_ids)
+            await drawing.run(map_process.add_labels, labels)
 
 
-async def _umap(
-    host: HostContext, table: str, exclusions: Exclusions
-) -> tuple[list[str], list[str], np.ndarray]:
-    import umap  # only when chosen and installed (umap-learn)
-
-    track_ids, content_ids, parts = [], [], []
-    async for tracks, contents, vectors in queries.present_embeddings(
-        host.engine, table, exclusions=exclusions
-    ):
-        track_ids += tracks
-        content_ids += contents
-        parts.append(vectors)
-    if len(track_ids) < 3:
-        return track_ids, content_ids, np.zeros((len(track_ids), 2))
-    vectors = np.concatenate(parts)
-    reducer = umap.UMAP(n_components=2, metric="cosine", random_state=0)
-    return track_ids, content_ids, await asyncio.to_thread(reducer.fit_transform, vectors)
-
-
-def _encoded(
-    answer: dict[str, Any],
-    track_ids: list[str],
-    content_ids: list[str],
-    coordinates: np.ndarray,
-    labels: dict[str, str],
-) -> bytes:
-    points = [
-        {"id": track_id, "x": x, "y": y, "label": labels.get(content_id)}
-        for track_id, content_id, (x, y) in zip(
-            track_ids, content_ids, _fit_square(coordinates).tolist(), strict=True
-        )
-    ]
-    return json.dumps({**answer, "points": points}).encode()
-
-
-def _fit_square(coordinates: np.ndarray) -> np.ndarray:
-    """Centred in [-1, 1] on both axes with one scale, so distances keep their proportions."""
-    if not len(coordinates):
-        return coordinates
-    centred = coordinates - (coordinates.max(axis=0) + coordinates.min(axis=0)) / 2
-    reach = np.abs(centred).max()
-    return np.round(centred / reach if reach > 0 else centred, 4)
+async def _answer(drawing: ModelPool, answer: dict[str, Any]) -> bytes:
+    """The JSON the map's process writes for `answer`, read in a thread (see write_answer)."""
+    descriptor, path = tempfile.mkstemp(prefix="soundspan-vibe-map-", suffix=".json")
+    os.close(descriptor)
+    try:
+        await drawing.run(map_process.write_answer, answer, path)
+        return await asyncio.to_thread(Path(path).read_bytes)
+    finally:
+        os.unlink(path)
 
 
 def umap_installed() -> bool:
