@@ -43,10 +43,11 @@ EXTRAS_OF = {
     "plugins/vibe_api": ("umap",),  # only when installed: vibe_map.py asks find_spec first
     "tests": ("test", "clap", "musicnn"),
     "bench": ("test", "clap", "musicnn"),
+    "bench/musicnn_openvino.py": ("test", "musicnn", "openvino-bench"),
 }
 # a module of an extra that no install here holds, so importlib.metadata cannot name its
 # distribution
-NOT_INSTALLED = {"umap": "umap-learn"}
+NOT_INSTALLED = {"umap": "umap-learn", "openvino": "openvino", "nncf": "nncf"}
 # development tools that run in a throwaway venv of their own (their docstrings say how)
 OWN_VENV = {"bench/musicnn_reference.py", "tests/fixtures/laion_clap/record_checkpoint_keys.py"}
 MODEL_LIBRARIES = {"torch", "transformers", "onnx", "onnxruntime", "huggingface-hub"}
@@ -102,7 +103,12 @@ def allowed_for(path: Path) -> tuple[set[str], tuple[str, ...]]:
     """The distributions `path` may import from, and the extras among them."""
     relative = path.relative_to(ROOT).as_posix()
     extras = next(
-        (names for where, names in EXTRAS_OF.items() if relative.startswith(f"{where}/")), ()
+        (
+            names
+            for where, names in sorted(EXTRAS_OF.items(), reverse=True)  # a file before its folder
+            if relative == where or relative.startswith(f"{where}/")
+        ),
+        (),
     )
     return CORE.union(*(EXTRAS[name] for name in extras)), extras
 
