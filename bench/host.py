@@ -1,27 +1,31 @@
-"""End-to-end benchmark (issue 16): one analyzer through the whole host on real music.
+"""End-to-end benchmark (issues 16, 27): analyzers through the whole host on real music.
 
 The model benchmarks (bench/musicnn.py, bench/clap.py) time a pool alone; this one times what a
 user waits for: watcher -> catalogue -> queue -> pool -> result stored. It starts a real
 `python -m soundspan_host serve` (embedded PostgreSQL, inotify watcher, vibe_api for the status)
-in a temp dir with an empty music dir and ONE analyzer on (`--analyzer`; the other off), its
-workers, threads and precision set explicitly (defaults: the plugin's own).
+in a temp dir with an empty music dir and the analyzers of `--analyzer` on (`both`: MusiCNN and
+CLAP; `each`: three hosts one after the other, MusiCNN alone, CLAP alone and both, each on a
+fresh data dir, the same tracks), their workers, threads and precision as given (else the
+plugins' own: `auto` workers share the CPUs out between the analyzers on).
 
-When GET /api/vibe/status says the analyzer is "ready" (start-up is reported apart: to
+When GET /api/vibe/status says every analyzer on is "ready" (start-up is reported apart: to
 /healthz and to ready, which includes converting or exporting the model into the fresh data
 dir), the real tracks (bench/real_music.py: Debian's soundtracks, Ogg Vorbis; hard links, or
 copies, staged beforehand) are moved into the music dir as one folder, and the clock runs until
-the last job is done (its finished_at in the database; the status is polled every 0.5 s).
+the last job of every analyzer is done (its finished_at in the database; the status is polled
+every 0.5 s); each analyzer's figures are its own jobs'.
 Reported: four-minute tracks/min (audio minutes analyzed / 4 / minutes) and tracks/min over
 ready -> all done; the status API's own `tracks_per_minute` and `audio_minutes_per_minute`
 (its last reading before the run ended, when it stops measuring) beside the same formula over
-the database's finishes; peak RSS of each pool worker (psutil over the host's children, every
-0.1 s: by ready, and overall) and of the host; a markdown block for bench/RESULTS.md.
+the database's finishes; the memory of the whole host from its launch (bench/whole_host.py:
+the host, its workers and helpers, PostgreSQL), first start included, as the model cache of a
+fresh data dir is empty: CLAP's export runs; a markdown block for bench/RESULTS.md.
 
 CLAP: no trained weights are reachable, so by default a RANDOM CLAP is saved into the temp dir
 (`--make-random-clap DIR` saves it where it can be reused, `--clap-model DIR` runs any model
 folder): speed and memory only, its embeddings mean nothing.
 
-    .venv/bin/python bench/host.py --analyzer musicnn|clap [--tracks 41] [--workers 2]
+    .venv/bin/python bench/host.py --analyzer musicnn|clap|both|each [--tracks 41] [--workers 2]
         [--threads 1] [--precision auto|fp32|int8] [--max-windows 12] [--keep]
 """
 
@@ -44,6 +48,7 @@ import asyncpg
 import psutil
 from common import BenchHost, host_environment, remove_work
 from real_music import RealTrack, debian_music
+from whole_host import WholeHostMemory, comparison, memory_rows
 
 from soundspan_plugins.clap.settings import ClapSettings
 
@@ -51,7 +56,13 @@ POLL_SECONDS = 0.5  # during the run: the status costs the host a little CPU eac
 READY_POLL_SECONDS = 0.1
 READY_TIMEOUT_SECONDS = 1800.0  # a first CLAP export and int8 check take minutes on 2 cores
 STALL_SECONDS = 600.0  # no job finished this long: the run is abandoned
-DISAGREEMENT = 0.10  # the API's pace and the measured one, relative, before saying so
+RUNS = {
+    "musicnn": [("musicnn",)],
+    "clap": [("clap",)],
+    "both": [("musicnn", "clap")],
+    "each": [("musicnn",), ("clap",), ("musicnn", "clap")],
+}
+NAMES = {"musicnn": "MusiCNN", "clap": "CLAP"}
 # the random CLAP's text tower reads the tests' small tokenizer: roberta-base's is unreachable
 RANDOM_TEXT_VOCABULARY = 300
 
@@ -86,19 +97,23 @@ def save_random_clap(directory: Path) -> None:
     laion_feature_extractor(num_mel_bins=64, fusion=False).save_pretrained(directory)
 
 
-def analyzer_settings(args: argparse.Namespace) -> dict[str, str]:
-    """The analyzer's SOUNDSPAN_* settings, every one a result depends on set explicitly."""
-    prefix = f"SOUNDSPAN_{args.analyzer.upper()}__"
-    settings = {
-        "WORKERS": str(args.workers),
-        "THREADS_PER_WORKER": str(args.threads),
-        "PRECISION": args.precision,
-    }
-    if args.analyzer == "clap":
-        settings.update(
-            MODEL=str(args.clap_model), ALLOW_DOWNLOAD="false", MAX_WINDOWS=str(args.max_windows)
-        )
-    return {prefix + name: value for name, value in settings.items()}
+def analyzer_settings(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, str]:
+    """The analyzers' SOUNDSPAN_* settings: those given, and CLAP's model and window cap."""
+    settings = {}
+    for name in names:
+        prefix = f"SOUNDSPAN_{name.upper()}__"
+        given = {"WORKERS": args.workers, "THREADS_PER_WORKER": args.threads}
+        settings.update({prefix + key: str(value) for key, value in given.items() if value})
+        settings[prefix + "PRECISION"] = args.precision
+        if name == "clap":
+            settings.update(
+                {
+                    prefix + "MODEL": str(args.clap_model),
+                    prefix + "ALLOW_DOWNLOAD": "false",
+                    prefix + "MAX_WINDOWS": str(args.max_windows),
+                }
+            )
+    return settings
 
 
 def stage_tracks(tracks: list[RealTrack], staging: Path) -> None:
@@ -112,45 +127,51 @@ def stage_tracks(tracks: list[RealTrack], staging: Path) -> None:
             shutil.copy(track.path, destination)
 
 
-def analyzer_status(host: BenchHost, name: str) -> tuple[dict, dict]:
-    """(this analyzer's entry, the library totals) from GET /api/vibe/status."""
+def analyzer_status(host: BenchHost) -> tuple[dict, dict]:
+    """({analyzer: its entry}, the library totals) from GET /api/vibe/status."""
     with urllib.request.urlopen(host.url("/api/vibe/status"), timeout=10) as answer:
         status = json.load(answer)
-    [entry] = [analyzer for analyzer in status["analyzers"] if analyzer["name"] == name]
-    return entry, status["library"]
+    return {entry["name"]: entry for entry in status["analyzers"]}, status["library"]
 
 
-def wait_until_ready(host: BenchHost, name: str, launched: float) -> dict:
-    """Poll the status until the analyzer is ready; its entry then."""
+def wait_until_ready(host: BenchHost, names: tuple[str, ...], launched: float) -> dict:
+    """Poll the status until every analyzer of `names` is ready; their entries then."""
     while time.time() - launched < READY_TIMEOUT_SECONDS:
-        entry, _ = analyzer_status(host, name)
-        if entry["state"] == "ready":
-            return entry
-        if entry["state"] == "unavailable":
-            raise RuntimeError(f"{name} is unavailable: {entry['reason']}\n{host.tail()}")
+        entries, _ = analyzer_status(host)
+        for name in names:
+            if entries[name]["state"] == "unavailable":
+                reason = entries[name]["reason"]
+                raise RuntimeError(f"{name} is unavailable: {reason}\n{host.tail()}")
+        if all(entries[name]["state"] == "ready" for name in names):
+            return {name: entries[name] for name in names}
         time.sleep(READY_POLL_SECONDS)
-    raise RuntimeError(f"{name} not ready within {READY_TIMEOUT_SECONDS} s:\n{host.tail()}")
+    raise RuntimeError(f"{names} not ready within {READY_TIMEOUT_SECONDS} s:\n{host.tail()}")
 
 
-def follow_run(host: BenchHost, name: str, tracks: int, started: float) -> dict:
+def follow_run(host: BenchHost, names: tuple[str, ...], tracks: int, started: float) -> dict:
     """Poll the status until every track is recorded and every job finished; what it said."""
-    seen = {"first_busy": None, "all_queued": None, "api": None}
+    seen: dict = {"all_queued": None}
+    seen.update({name: {"first_busy": None, "api": None} for name in names})
     last_change, last_counts = time.time(), None
     while True:
-        entry, library = analyzer_status(host, name)
-        counts, now = entry["counts"], time.time()
-        if seen["first_busy"] is None and counts["running"] + counts["done"] > 0:
-            seen["first_busy"] = now - started
+        entries, library = analyzer_status(host)
+        now = time.time()
         if seen["all_queued"] is None and library["tracks"] >= tracks:
             seen["all_queued"] = now - started
-        if entry["tracks_per_minute"] is not None:
-            seen["api"] = {key: entry[key] for key in ("tracks_per_minute", "counts")}
-            seen["api"].update(
-                audio_minutes_per_minute=entry["audio_minutes_per_minute"], at=now - started
-            )
-        finished = counts["done"] + counts["failed"]
-        if library["tracks"] >= tracks and finished >= library["distinct_contents"]:
-            return {**seen, "counts": counts, "contents": library["distinct_contents"]}
+        for name in names:
+            entry, mine = entries[name], seen[name]
+            counts = mine["counts"] = entry["counts"]
+            if mine["first_busy"] is None and counts["running"] + counts["done"] > 0:
+                mine["first_busy"] = now - started
+            if entry["tracks_per_minute"] is not None:
+                mine["api"] = {key: entry[key] for key in ("tracks_per_minute", "counts")}
+                mine["api"].update(
+                    audio_minutes_per_minute=entry["audio_minutes_per_minute"], at=now - started
+                )
+        counts = [seen[name]["counts"] for name in names]
+        finished = [count["done"] + count["failed"] for count in counts]
+        if library["tracks"] >= tracks and min(finished) >= library["distinct_contents"]:
+            return {**seen, "contents": library["distinct_contents"]}
         if counts != last_counts:
             last_change, last_counts = now, counts
         elif now - last_change > STALL_SECONDS:
@@ -158,48 +179,54 @@ def follow_run(host: BenchHost, name: str, tracks: int, started: float) -> dict:
         time.sleep(POLL_SECONDS)
 
 
-async def finishes(host: BenchHost, name: str) -> list[tuple[float, float | None]]:
-    """(finished_at epoch, audio seconds) of each done job, in order, from the database."""
+async def finishes(host: BenchHost, names: tuple[str, ...]) -> dict[str, list]:
+    """Per analyzer, (finished_at epoch, audio seconds) of each done job, in order."""
     db = await asyncpg.connect(host.database_url)
     try:
-        return [(row["at"], row["seconds"]) for row in await db.fetch(FINISHES, name)]
+        return {
+            name: [(row["at"], row["seconds"]) for row in await db.fetch(FINISHES, name)]
+            for name in names
+        }
     finally:
         await db.close()
 
 
-def run(args: argparse.Namespace, work: Path, tracks: list[RealTrack], load: tuple) -> dict:
-    """Start the host, wait for the model, drop the tracks in, follow the run to its end."""
+def run(
+    args: argparse.Namespace,
+    names: tuple[str, ...],
+    work: Path,
+    tracks: list[RealTrack],
+    load: tuple,
+) -> dict:
+    """Start the host, wait for the models, drop the tracks in, follow the run to its end."""
     stage_tracks(tracks, work / "staging" / "debian")
     (work / "music").mkdir()
-    env = host_environment(work, {"watcher", "vibe_api", args.analyzer}, **analyzer_settings(args))
+    env = host_environment(work, {"watcher", "vibe_api", *names}, **analyzer_settings(args, names))
     host = BenchHost(work, env)
-    result: dict = {"load_before": load}
-    launched = time.time()
+    result: dict = {"load_before": load, "names": names}
+    memory = WholeHostMemory(host)
+    memory.start()
+    launched = memory.launched
     try:
-        result["healthz_s"] = host.start(READY_TIMEOUT_SECONDS, sample_workers=True)
-        workers = host.workers
-        result["ready"] = wait_until_ready(host, args.analyzer, launched)
+        result["healthz_s"] = host.start(READY_TIMEOUT_SECONDS)
+        result["ready"] = wait_until_ready(host, names, launched)
         started = time.time()
-        result["ready_s"] = started - launched
+        result["ready_s"] = memory.ready_s = started - launched
         (work / "staging" / "debian").rename(work / "music" / "debian")
-        pool = [pid for pid in workers.peaks if psutil.pid_exists(pid)]
-        result["rss_at_ready"] = {pid: workers.peaks[pid] for pid in pool}
-        result["run"] = follow_run(host, args.analyzer, len(tracks), started)
-        result["finishes"] = asyncio.run(finishes(host, args.analyzer))
+        result["run"] = follow_run(host, names, len(tracks), started)
+        result["finishes"] = asyncio.run(finishes(host, names))
         result["started"] = started
-        result["rss"] = dict(workers.peaks)
-        result["pool"] = pool
     except BaseException:
         print(f"host log tail:\n{host.tail()}", file=sys.stderr)
         raise
     finally:
         result["stopped"] = host.stop()
-        result["host_rss"] = host.memory.peak if host.memory else 0
+        result["memory"] = memory.stop()
         result["problems"] = host.problems()
         result["log_lines"] = [
             line
             for line in host.tail(10**6).splitlines()
-            if " workers x " in line or "not trained" in line
+            if " workers x " in line or "not trained" in line or "exporting" in line
         ]
     return result
 
@@ -213,22 +240,20 @@ def cpu_model() -> str:
 
 
 def command(args: argparse.Namespace) -> str:
-    line = (
-        f".venv/bin/python bench/host.py --analyzer {args.analyzer} --tracks {args.tracks}"
-        f" --workers {args.workers} --threads {args.threads} --precision {args.precision}"
-    )
-    if args.analyzer == "clap":
-        line += f" --max-windows {args.max_windows}"
-        if args.make_random_clap:
-            line += f" --make-random-clap {args.make_random_clap}"
-        elif args.clap_model_given:
-            line += f" --clap-model {args.clap_model}"
+    line = f".venv/bin/python bench/host.py --analyzer {args.analyzer} --tracks {args.tracks}"
+    for option, value in (("workers", args.workers), ("threads", args.threads)):
+        line += f" --{option} {value}" if value else ""
+    line += f" --precision {args.precision} --max-windows {args.max_windows}"
+    if args.make_random_clap:
+        line += f" --make-random-clap {args.make_random_clap}"
+    elif args.clap_model_given:
+        line += f" --clap-model {args.clap_model}"
     return line
 
 
-def report(args: argparse.Namespace, tracks: list[RealTrack], result: dict) -> None:
-    """The figures, then a markdown block for bench/RESULTS.md."""
-    done = result["finishes"]
+def analyzer_rows(name: str, tracks: list[RealTrack], result: dict) -> list[tuple[str, str]]:
+    """One analyzer's figures over the run: its own jobs' finishes."""
+    done = result["finishes"][name]
     end = done[-1][0]
     minutes = (end - result["started"]) / 60
     if any(seconds is None for _, seconds in done):  # the host knows no length: ours, then
@@ -240,32 +265,20 @@ def report(args: argparse.Namespace, tracks: list[RealTrack], result: dict) -> N
     span = (end - done[0][0]) / 60
     formula_tracks = (len(done) - 1) / span if span > 0 else None
     formula_audio = sum(s or 0 for _, s in done[1:]) / 60 / span if span > 0 else None
-    followed, api = result["run"], result["run"]["api"]
-    measured_tracks = len(done) / minutes
-    ready = result["ready"]
-    rss_mib = {pid: peak / 2**20 for pid, peak in result["rss"].items()}
-    pool_rss = [rss_mib.get(pid, 0.0) for pid in result["pool"]]
-    at_ready = [result["rss_at_ready"][pid] / 2**20 for pid in result["pool"]]
-    others = [mib for pid, mib in rss_mib.items() if pid not in result["pool"]]
-    load = " ".join(f"{value:.2f}" for value in result["load_before"])
-
-    def mib(values: list[float]) -> str:
-        return ", ".join(f"{value:.0f}" for value in sorted(values)) or "-"
+    followed, ready = result["run"][name], result["ready"][name]
+    api = followed["api"]
 
     def rate(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
     rows = [
-        ("tracks (distinct contents)", f"{len(tracks)} ({followed['contents']})"),
         ("done / failed", f"{followed['counts']['done']} / {followed['counts']['failed']}"),
         ("audio analyzed", f"{audio_minutes:.1f} min"),
-        ("start: to /healthz, to ready", f"{result['healthz_s']:.1f} s, {result['ready_s']:.1f} s"),
-        ("ready -> all tracks recorded", f"{followed['all_queued'] or 0:.1f} s"),
         ("ready -> first job running (poll 0.5 s)", f"{followed['first_busy'] or 0:.1f} s"),
         ("ready -> first job done", f"{done[0][0] - result['started']:.1f} s"),
-        ("ready -> all done", f"{minutes * 60:.1f} s"),
+        ("**ready -> all done**", f"**{minutes * 60:.1f} s**"),
         ("**four-minute tracks/min**", f"**{audio_minutes / 4 / minutes:.1f}**"),
-        ("**tracks/min**", f"**{measured_tracks:.1f}**"),
+        ("**tracks/min**", f"**{len(done) / minutes:.1f}**"),
         ("audio min/min", f"{audio_minutes / minutes:.1f}"),
         (
             "status API at its last reading: tracks/min, audio min/min",
@@ -277,43 +290,44 @@ def report(args: argparse.Namespace, tracks: list[RealTrack], result: dict) -> N
             "the API's formula, first -> last finish",
             f"{rate(formula_tracks)}, {rate(formula_audio)}",
         ),
-        ("peak RSS per worker, by ready (MiB)", mib(at_ready)),
-        ("**peak RSS per worker (MiB)**", f"**{mib(pool_rss)}**"),
-        ("other spawned processes' peak RSS (MiB)", mib(others)),
-        ("peak RSS of the host process", f"{result['host_rss'] / 2**20:.0f} MiB"),
         ("model, device", f"{ready['model_id']}, {ready['device']}, version {ready['version']}"),
     ]
     if ready["detail"]:
         rows.append(("detail", ready["detail"]))
-    name = "MusiCNN" if args.analyzer == "musicnn" else "CLAP"
-    windows = f", max_windows {args.max_windows}" if args.analyzer == "clap" else ""
-    cores = f"{os.cpu_count()} cores ({psutil.cpu_count(logical=False)} physical)"
+    return [(f"{NAMES[name]}: {label}", value) for label, value in rows]
 
+
+def report(args: argparse.Namespace, tracks: list[RealTrack], result: dict) -> None:
+    """One run's figures, a markdown block for bench/RESULTS.md."""
+    names = result["names"]
+    load = " ".join(f"{value:.2f}" for value in result["load_before"])
+    cores = f"{os.cpu_count()} cores ({psutil.cpu_count(logical=False)} physical)"
+    shape = f"{args.workers or 'auto'} x {args.threads or 'default'}"
     print(
-        f"\n### {name} end to end through the host: {args.workers} x {args.threads}, "
-        f"precision {args.precision}{windows} (bench/host.py)\n"
+        f"\n### {' + '.join(NAMES[name] for name in names)} end to end through the host, first "
+        f"start: workers {shape}, precision {args.precision} (bench/host.py)\n"
     )
-    if args.analyzer == "clap" and not ready["trained"]:
+    if "clap" in names and not result["ready"]["clap"]["trained"]:
         print(
-            "**RANDOM CLAP WEIGHTS** (larger_clap_music's audio tower sizes): speed and memory "
-            "only; its embeddings mean nothing.\n"
+            "**RANDOM CLAP WEIGHTS** (larger_clap_music's sizes, max_windows "
+            f"{args.max_windows}): speed and memory only; its embeddings mean nothing.\n"
         )
     print(f"    {command(args)}\n")
     print(
         f"Machine: {cpu_model()}, {cores}, Python {platform.python_version()}; "
         f"load average before the run: {load}.\n"
     )
+    followed = result["run"]
+    rows = [
+        ("tracks (distinct contents)", f"{len(tracks)} ({followed['contents']})"),
+        ("start: to /healthz, to ready", f"{result['healthz_s']:.1f} s, {result['ready_s']:.1f} s"),
+        ("ready -> all tracks recorded", f"{followed['all_queued'] or 0:.1f} s"),
+    ]
+    for name in names:
+        rows += analyzer_rows(name, tracks, result)
     print("| measure | value |\n|---|---|")
-    for label, value in rows:
+    for label, value in rows + memory_rows(result["memory"]):
         print(f"| {label} | {value} |")
-    if api is not None and api["tracks_per_minute"]:
-        gap = api["tracks_per_minute"] / measured_tracks - 1
-        if abs(gap) > DISAGREEMENT:
-            print(
-                f"\nThe status API's tracks/min differs from the measured one by {gap:+.0%}: "
-                "it times from the first finish, not from ready (the lead-in above), and "
-                "stops measuring before the last finish."
-            )
     print("\nhost log:")
     for line in result["log_lines"]:
         print(f"    {line}")
@@ -327,28 +341,21 @@ def report(args: argparse.Namespace, tracks: list[RealTrack], result: dict) -> N
 
 
 def arguments() -> argparse.Namespace:
-    clap = ClapSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--analyzer", choices=("musicnn", "clap"), required=True)
+    parser.add_argument("--analyzer", choices=tuple(RUNS), required=True)
     parser.add_argument("--tracks", type=int, default=None, help="real tracks (default: all)")
-    parser.add_argument("--workers", type=int, default=None, help="default: the plugin's")
+    parser.add_argument("--workers", type=int, default=None, help="default: the plugins' (auto)")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker")
     parser.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto")
-    parser.add_argument("--max-windows", type=int, default=clap.max_windows, help="[clap]")
+    parser.add_argument(
+        "--max-windows", type=int, default=ClapSettings().max_windows, help="[clap]"
+    )
     parser.add_argument("--clap-model", type=Path, help="[clap] model: a model folder")
     parser.add_argument(
         "--make-random-clap", type=Path, metavar="DIR", help="save a random CLAP here and run it"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dirs (and logs)")
     args = parser.parse_args()
-    if args.analyzer == "musicnn":
-        from soundspan_plugins.musicnn import MusicnnSettings
-
-        defaults = MusicnnSettings()
-    else:
-        defaults = clap
-    args.workers = defaults.workers if args.workers is None else args.workers
-    args.threads = defaults.threads_per_worker if args.threads is None else args.threads
     args.clap_model_given = args.clap_model is not None
     return args
 
@@ -360,22 +367,32 @@ def main() -> None:
     count = min(args.tracks or len(all_tracks), len(all_tracks))
     tracks = all_tracks[:: max(1, len(all_tracks) // count)][:count]  # spread over both albums
     args.tracks = count
-    work = Path(tempfile.mkdtemp(prefix="soundspan-host-bench-"))
+    runs = RUNS[args.analyzer]
+    saved = Path(tempfile.mkdtemp(prefix="soundspan-host-bench-clap-"))
+    results = []
     try:
-        if args.analyzer == "clap" and (args.make_random_clap or args.clap_model is None):
-            args.clap_model = args.make_random_clap or work / "random-clap"
+        if args.analyzer != "musicnn" and (args.make_random_clap or args.clap_model is None):
+            args.clap_model = args.make_random_clap or saved / "random-clap"
             print(f"saving a RANDOM CLAP into {args.clap_model} ...", file=sys.stderr)
             save_random_clap(args.clap_model)
-        print(
-            f"{args.analyzer}: {count} tracks, {args.workers} x {args.threads} ...", file=sys.stderr
-        )
-        result = run(args, work, tracks, load)
+        for names in runs:
+            print(f"{' + '.join(names)}: {count} tracks ...", file=sys.stderr)
+            work = Path(tempfile.mkdtemp(prefix="soundspan-host-bench-"))
+            try:
+                results.append(run(args, names, work, tracks, load))
+            finally:
+                if args.keep:
+                    print(f"work dir kept: {work}", file=sys.stderr)
+                else:
+                    remove_work(work)
+            load = os.getloadavg()
     finally:
-        if args.keep:
-            print(f"work dir kept: {work}", file=sys.stderr)
-        else:
-            remove_work(work)
-    report(args, tracks, result)
+        shutil.rmtree(saved, ignore_errors=True)
+    for result in results:
+        report(args, tracks, result)
+    if len(results) > 1:
+        labels = [" + ".join(NAMES[name] for name in result["names"]) for result in results]
+        comparison(list(zip(labels, results, strict=True)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import psutil
 
 from soundspan_hooks import HOST
 from soundspan_host.app import STARTED_POLL_SECONDS
+from soundspan_plugins.clap.runtime import RUNTIME
 from tests.harness.library import (
     all_done,
     analyzed_toy_library,
@@ -68,6 +69,8 @@ async def test_clap_prepares_in_the_background_and_its_export_process_ends(
         # the export spawns a process that imports torch: seconds, seen by many looks
         if "exporting the audio tower" in (clap.detail or "") and not answered_while_exporting:
             assert clap.state == "loading" and clap.detail.startswith("preparing the model: ")
+            # before the text tower: the export's peak never adds to the host's torch
+            assert client.app[RUNTIME].text_tower is None
             answered_while_exporting.append((await client.get("/healthz")).status)
         return clap.state == "ready"
 

@@ -109,6 +109,31 @@ async def test_a_worker_embeds_a_track_without_importing_torch_or_transformers(
     assert float(np.asarray(result.embedding) @ expected) >= SAME_VERSION_MIN_COSINE
 
 
+def cache_read_in_a_fresh_process(source: ModelSource, cache_dir: Path) -> tuple:
+    """Run in a process of its own: what the host sees of the cache before it imports torch."""
+    from soundspan_plugins.clap.tower_cache import tower_cached
+
+    seen = tuple(tower_cached(source, cache_dir, wanted) for wanted in ("fp32", "int8"))
+    return seen, heavy_modules(None)
+
+
+async def test_the_host_tells_a_first_start_from_the_cache_without_torch(
+    tiny_model, onnx_cache, exported, tmp_path
+) -> None:
+    from soundspan_plugins.clap.precision import ensure_int8
+    from soundspan_plugins.shared.pool import run_in_own_process
+
+    empty = await run_in_own_process("cache", cache_read_in_a_fresh_process, tiny_model, tmp_path)
+    exported_only = await run_in_own_process(
+        "cache", cache_read_in_a_fresh_process, tiny_model, onnx_cache
+    )
+    ensure_int8(exported.files)
+    both = await run_in_own_process("cache", cache_read_in_a_fresh_process, tiny_model, onnx_cache)
+    assert empty == ((False, False), [])
+    assert exported_only[1] == [] and exported_only[0][0]  # int8: whether its test ran before
+    assert both == ((True, True), [])
+
+
 def test_a_second_start_reuses_the_export_and_the_int8_check(
     tiny_model, onnx_cache, exported
 ) -> None:
@@ -144,7 +169,7 @@ async def test_a_host_whose_int8_fails_the_check_analyzes_in_fp32_and_says_so(
     fast_host, monkeypatch, tiny_model, music_dir
 ) -> None:
     # no int8 graph can meet it
-    monkeypatch.setattr("soundspan_plugins.clap.precision.INT8_MIN_COSINE", 1.0)
+    monkeypatch.setattr("soundspan_plugins.clap.versions.INT8_MIN_COSINE", 1.0)
     monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
     monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", tiny_model.model)
     monkeypatch.setenv("CLAP_PRECISION", "int8")

@@ -1,7 +1,7 @@
-"""Export a CLAP audio tower (and its projection) to ONNX once per model, in the host process.
+"""Export a CLAP audio tower (and its projection) to ONNX once per model.
 
-The export runs where torch already is (the host keeps it for the text tower), is checked
-against torch on the probe clips, and is cached under the data dir keyed by the weights' content
+The export runs in a process of its own (runtime.py) that ends with it, is checked against
+torch on the probe clips, and is cached under the data dir keyed by the weights' content
 hash: `clap-audio-<hash>-e<version>.onnx`, the mel filter bank beside it (`-mel.npy`), and a JSON
 record written last, so an entry without its record (a crash mid-write) is rebuilt, never
 trusted. An export whose embeddings are not within SAME_VERSION_MIN_COSINE of torch's is
@@ -10,14 +10,21 @@ recorded and refused: the workers then run torch.
 The TorchScript exporter (`dynamo=False`) is used: it still works in torch 2.13, traces HTSAT
 with a dynamic batch axis in seconds, and needs no extra package (the dynamo exporter wants
 onnxscript and its dependencies only for this).
+
+Memory, larger_clap_music's audio tower (276 MB of weights): the process peaks while
+torch serializes the graph, holding the weights about three times over (its protobuf, the
+serialized string, Python's bytes) beside the model. Traced without autograd, the trace keeps
+no activations for a backward pass: 1.6 GiB at the peak instead of 2.1, the same graph byte for
+byte. torch's reference embeddings are taken before the export, and the model is let go before
+onnxruntime loads the graph for the check, so the check never holds both.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,68 +34,29 @@ import torch.nn.functional as F
 from soundspan_plugins.shared.files import (
     file_facts,
     move_into_place,
-    read_cache_record,
     temporary_path,
     write_atomically,
 )
+from soundspan_plugins.shared.memory import return_freed_memory
 
 from .embedding import embed_windows
 from .frontend import MelFrontEnd
 from .inference import INPUT_NAME, OUTPUT_NAME, OnnxAudioTower, OnnxTowerFiles
 from .loading import LoadedClap, load_clap
-from .versions import SAME_VERSION_MIN_COSINE, weights_digest
+from .tower_cache import EXPORTER_VERSION, ExportedTower, cached_export, export_entry
 from .windows import probe_clips
 from .worker import ModelSource
 
 log = logging.getLogger(__name__)
 
-EXPORTER_VERSION = 1  # bump when the exported graph or front end changes: entries are redone
 OPSET = 17
-
-
-@dataclass(frozen=True)
-class ExportedTower:
-    """A cached export and how its embeddings of the probe clips compare with torch's."""
-
-    files: OnnxTowerFiles
-    agreement: float  # the lowest cosine between ONNX's and torch's probe embeddings
-
-    @property
-    def accepted(self) -> bool:
-        return self.agreement >= SAME_VERSION_MIN_COSINE
-
-
-def _cache_entry(source: ModelSource, cache_dir: Path) -> tuple[str, Path, Path, Path]:
-    """The weights' digest, and the graph, mel filters and record of their cache entry."""
-    digest = weights_digest(source.model)
-    stem = f"clap-audio-{digest[:16]}-e{EXPORTER_VERSION}"
-    return (
-        digest,
-        cache_dir / f"{stem}.onnx",
-        cache_dir / f"{stem}-mel.npy",
-        cache_dir / f"{stem}.json",
-    )
-
-
-def cached_export(source: ModelSource, cache_dir: Path) -> ExportedTower | None:
-    """The export of `source`'s audio tower already in the cache, intact; None if there is
-    none (then ensure_exported makes it: best in a process of its own, see runtime.py)."""
-    digest, graph, filters, record_path = _cache_entry(source, cache_dir)
-    return read_cache_record(
-        record_path,
-        {"weights_sha256": digest, "exporter_version": EXPORTER_VERSION},
-        {"onnx_bytes": graph, "mel_filters_bytes": filters},
-        lambda record: ExportedTower(
-            OnnxTowerFiles(graph, _front_end(record, filters), "fp32"), record["agreement"]
-        ),
-    )
 
 
 def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
     """The cached export of `source`'s audio tower, exporting (and checking) only if needed."""
     if (cached := cached_export(source, cache_dir)) is not None:
         return cached
-    digest, graph, filters, record_path = _cache_entry(source, cache_dir)
+    digest, graph, filters, record_path = export_entry(source, cache_dir)
 
     log.info("CLAP: exporting the audio tower of %s to ONNX (once) ...", source.model)
     clap = load_clap(
@@ -99,15 +67,19 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
         allow_unsafe_checkpoint=source.allow_unsafe_checkpoint,
     )
     front_end = front_end_of(clap)
+    reference = embed_windows(clap, probe_clips())
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial_graph = temporary_path(cache_dir, ".onnx")
     partial_filters = temporary_path(cache_dir, ".npy")
     try:
         export_audio_tower(clap, partial_graph)
+        del clap  # the check below loads the graph: never both in memory at once
+        gc.collect()
+        return_freed_memory()
         with partial_filters.open("wb") as handle:
             np.save(handle, front_end.mel_filters)
         exported = OnnxTowerFiles(partial_graph, front_end, "fp32")
-        agreement = onnx_agreement(clap, exported)
+        agreement = onnx_agreement(reference, exported)
         for partial, final in ((partial_graph, graph), (partial_filters, filters)):
             move_into_place(partial, final)
     finally:
@@ -145,9 +117,12 @@ class _AudioTowerGraph(torch.nn.Module):
 
 
 def export_audio_tower(clap: LoadedClap, path: Path) -> None:
-    """Write `clap`'s audio tower and projection to `path` as ONNX, any batch size."""
+    """Write `clap`'s audio tower and projection to `path` as ONNX, any batch size.
+
+    Traced under no_grad: with autograd on, the traced run's output keeps every activation for
+    a backward pass until the export ends (half a GiB for HTSAT); the graph is the same."""
     example = torch.from_numpy(front_end_of(clap)(probe_clips()[:2]))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.no_grad():
         # the tracer's notes on HTSAT's shape checks (constant for 10-s clips) and the
         # TorchScript exporter's deprecation notice: nothing a user can act on
         warnings.simplefilter("ignore")
@@ -177,16 +152,8 @@ def front_end_of(clap: LoadedClap) -> MelFrontEnd:
     )
 
 
-def onnx_agreement(clap: LoadedClap, files: OnnxTowerFiles) -> float:
-    """The lowest cosine between torch's and the ONNX graph's embeddings of the probe clips."""
-    clips = probe_clips()
-    reference = embed_windows(clap, clips)
-    candidate = OnnxAudioTower(files).embed_windows(clips)
+def onnx_agreement(reference: np.ndarray, files: OnnxTowerFiles) -> float:
+    """The lowest cosine between torch's embeddings of the probe clips (`reference`) and the
+    ONNX graph's."""
+    candidate = OnnxAudioTower(files).embed_windows(probe_clips())
     return float(np.sum(reference * candidate, axis=1).min())
-
-
-def _front_end(record: dict, filters: Path) -> MelFrontEnd:
-    """The front end an export's record describes, with its stored filter bank."""
-    return MelFrontEnd(
-        np.load(filters), record["fft_size"], record["hop_length"], record["channels"]
-    )

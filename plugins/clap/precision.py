@@ -1,4 +1,4 @@
-"""Which audio tower the workers run: ONNX float32, ONNX int8, or torch; chosen in the host.
+"""Which audio tower the workers run: ONNX float32, ONNX int8, or torch.
 
 int8 is onnxruntime's dynamic quantization of the graph's MatMul and Gemm weights (the linear
 layers: nearly all of HTSAT's arithmetic), int8 weights and per-batch uint8 activations. No
@@ -24,20 +24,19 @@ from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dyna
 from soundspan_plugins.shared.files import (
     file_facts,
     move_into_place,
-    read_cache_record,
     temporary_path,
     write_atomically,
 )
 
+from . import versions
 from .inference import OnnxAudioTower, OnnxTowerFiles
 from .onnx_export import ensure_exported
+from .tower_cache import cached_int8, int8_entry
 from .versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
 from .windows import probe_clips
 from .worker import ModelSource
 
 log = logging.getLogger(__name__)
-
-INT8_MIN_COSINE = 0.99  # below it on a probe clip, int8 is not the model the user chose
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def choose_tower(
     min_cosine: float | None = None,
 ) -> TowerChoice:
     """The tower for `[clap] precision` = `setting` on `device`: int8 only when asked for and
-    within `min_cosine` (INT8_MIN_COSINE, read at each call) of float32 on the probe clips;
+    within `min_cosine` (versions.INT8_MIN_COSINE, read at each call) of float32 on the probe clips;
     torch on CUDA (its float16 tower is the one checked on a real GPU), or where the ONNX
     export disagrees with torch."""
     if device == "cuda":
@@ -76,7 +75,7 @@ def choose_tower(
         )
     if setting != "int8":
         return TowerChoice(exported.files)
-    min_cosine = INT8_MIN_COSINE if min_cosine is None else min_cosine
+    min_cosine = versions.INT8_MIN_COSINE if min_cosine is None else min_cosine
     try:
         int8, agreement = ensure_int8(exported.files)
     except Exception as error:
@@ -104,18 +103,10 @@ def torch_instead(why: str) -> TowerChoice:
 def ensure_int8(fp32: OnnxTowerFiles) -> tuple[OnnxTowerFiles, float]:
     """The cached int8 graph beside `fp32`'s and its lowest probe cosine to fp32, quantizing
     and checking only if needed."""
-    stem = f"{fp32.graph.stem}-{INT8_RECIPE}"
-    int8_path = fp32.graph.with_name(f"{stem}.onnx")
-    record_path = fp32.graph.with_name(f"{stem}.json")
-    int8 = replace(fp32, graph=int8_path, precision="int8")
-    agreement = read_cache_record(
-        record_path,
-        {"recipe": INT8_RECIPE},
-        {"source_onnx_bytes": fp32.graph, "int8_onnx_bytes": int8_path},
-        lambda record: float(record["agreement"]),
-    )
-    if agreement is not None:
-        return int8, agreement
+    if (cached := cached_int8(fp32)) is not None:
+        return cached
+    int8, record_path = int8_entry(fp32)
+    int8_path = int8.graph
 
     log.info("CLAP: quantizing %s to int8 (once) ...", fp32.graph.name)
     prepared = temporary_path(fp32.graph.parent, ".onnx")

@@ -1,5 +1,6 @@
-"""This host's CLAP as it starts: the weights found or downloaded, the text tower loaded in the
-host, and the audio tower chosen (ONNX fp32 or int8, or torch) and started in its worker pool.
+"""This host's CLAP as it starts: the weights found or downloaded, the audio tower exported
+once per model, the text tower loaded in the host, and the audio tower chosen (ONNX fp32 or
+int8, or torch) and started in its worker pool.
 
 torch and transformers are imported only once a model is there to load, so a host with CLAP
 switched off, or without weights, never pays for them.
@@ -8,13 +9,15 @@ switched off, or without weights, never pays for them.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,6 +33,10 @@ from soundspan_plugins.clap.fetching import (
 from soundspan_plugins.clap.model_source import locate_model
 from soundspan_plugins.clap.settings import NAME, ClapSettings
 from soundspan_plugins.shared.pool import ModelPool, run_in_own_process
+
+if TYPE_CHECKING:  # both import onnxruntime, and precision torch: not before a model is here
+    from soundspan_plugins.clap.precision import TowerChoice
+    from soundspan_plugins.clap.worker import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ class ClapRuntime:
     pool: ModelPool | None = None
     reason: str | None = None
     detail: str | None = None  # why the tower running is not the one asked for
+    first_choice: TowerChoice | None = None  # made in a first start's own process
     text_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -79,11 +87,13 @@ def worker_share(host: HostContext, runtime: ClapRuntime | None) -> WorkerShare:
 async def prepare(host: HostContext, runtime: ClapRuntime, wanted: HubCheckpoint | None) -> None:
     """Everything CLAP needs before it works, in the background while the host already
     answers (MusiCNN and the API serve meanwhile): the hub checkpoint `wanted` downloaded,
-    the text tower loaded, the audio tower chosen (exported once, in a process of its own)
-    and its pool started. Jobs wait meanwhile; the status names the step."""
+    on a first start the audio tower exported (make_tower_first), the text tower loaded, the
+    audio tower chosen and its pool started. Jobs wait meanwhile; the status names the step."""
     try:
         if wanted is not None and not await _download(runtime, wanted):
             return
+        if worker_share(host, runtime).workers > 0:
+            await make_tower_first(runtime)
         runtime.preparing = "loading the text tower"
         await asyncio.to_thread(load_text_tower, runtime)
         workers = worker_share(host, runtime).workers
@@ -171,38 +181,96 @@ def unavailable(runtime: ClapRuntime, error: ClapUnavailable) -> None:
     log.warning("CLAP unavailable: %s", error)
 
 
-async def start_pool(runtime: ClapRuntime, workers: int) -> None:
-    from soundspan_plugins.clap import precision
-    from soundspan_plugins.clap.onnx_export import cached_export, ensure_exported
-    from soundspan_plugins.clap.worker import ModelSource, load_audio_tower, loaded_precision
+async def make_tower_first(runtime: ClapRuntime) -> None:
+    """On a CPU, a first start exports the audio tower to ONNX (and quantizes it, for int8) in
+    a process of its own, before the host imports torch for the text tower: that process peaks
+    near 1.7 GiB for larger_clap_music (torch holds the weights three times over while it
+    writes the graph; int8's quantizer a little less), and the host's own 350 MiB of torch and
+    text tower would add to it, as int8's quantizer did in the host. Every later start finds
+    the tower in the cache and spawns nothing."""
+    from soundspan_plugins.clap import versions
+    from soundspan_plugins.clap.tower_cache import tower_cached
 
     settings = runtime.settings
-    source = ModelSource(
+    if settings.device == "cuda":
+        return
+    try:
+        await asyncio.to_thread(
+            locate_model, runtime.model, settings.allow_download, settings.cache_dir
+        )
+    except ClapUnavailable:
+        return  # load_text_tower says why
+    source = model_source(runtime)
+    if await asyncio.to_thread(tower_cached, source, runtime.onnx_cache, settings.precision):
+        return
+    runtime.preparing = "exporting the audio tower to ONNX (once per model)"
+    log.info("CLAP: exporting the audio tower of %s to ONNX (once) ...", runtime.model)
+    try:
+        runtime.first_choice = await run_in_own_process(
+            "CLAP export",
+            _choose_cpu_tower,
+            source,
+            runtime.onnx_cache,
+            settings.precision,
+            settings.device,
+            versions.INT8_MIN_COSINE,
+        )
+    except Exception as error:  # the process's end: killed, out of memory
+        precision = await _import_precision()
+        why = f"exporting the audio tower to ONNX failed ({error})"
+        runtime.first_choice = precision.torch_instead(why)
+
+
+def _choose_cpu_tower(
+    source: ModelSource, cache_dir: Path, setting: str, device: str, min_cosine: float
+) -> TowerChoice | None:
+    """precision.choose_tower in the first start's own process, for `[clap] device` = `device`:
+    None where "auto" finds a GPU (the workers run torch there: nothing to export)."""
+    import torch
+
+    from soundspan_plugins.clap.precision import choose_tower
+
+    if device == "auto" and torch.cuda.is_available():
+        return None
+    return choose_tower(source, cache_dir, setting, "cpu", min_cosine)
+
+
+def model_source(runtime: ClapRuntime) -> ModelSource:
+    from soundspan_plugins.clap.worker import ModelSource
+
+    settings = runtime.settings
+    return ModelSource(
         runtime.model,
         runtime.tokenizer,
         settings.allow_download,
         settings.cache_dir,
         settings.allow_unsafe_checkpoint,
     )
-    choice = None
-    if runtime.device == "cpu" and cached_export(source, runtime.onnx_cache) is None:
-        # torch's export holds a second copy of the model and its trace: ~1.5 GB more for
-        # larger_clap_music, given back to the system when the process ends
-        runtime.preparing = "exporting the audio tower to ONNX (once per model)"
-        log.info("CLAP: exporting the audio tower of %s to ONNX (once) ...", runtime.model)
-        try:
-            await run_in_own_process("CLAP export", ensure_exported, source, runtime.onnx_cache)
-        except Exception as error:  # the tracer's, onnxruntime's, or the process's end
-            choice = precision.torch_instead(f"exporting the audio tower to ONNX failed ({error})")
+
+
+async def _import_precision() -> ModuleType:
+    """precision.py, imported off the event loop: onnxruntime's quantizer takes seconds to
+    import (over ten on a busy NAS), and the status would not answer meanwhile."""
+    return await asyncio.to_thread(importlib.import_module, "soundspan_plugins.clap.precision")
+
+
+async def start_pool(runtime: ClapRuntime, workers: int) -> None:
+    from soundspan_plugins.clap import versions
+    from soundspan_plugins.clap.worker import load_audio_tower, loaded_precision
+
+    settings = runtime.settings
+    source = model_source(runtime)
+    choice = runtime.first_choice if runtime.device == "cpu" else None
     if choice is None:
         runtime.preparing = "choosing the audio tower's precision"
+        precision = await _import_precision()
         choice = await asyncio.to_thread(
             precision.choose_tower,
             source,
             runtime.onnx_cache,
             settings.precision,
             runtime.device,
-            precision.INT8_MIN_COSINE,
+            versions.INT8_MIN_COSINE,
         )
     runtime.detail = choice.detail
     runtime.preparing = "starting the worker processes"

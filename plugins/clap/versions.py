@@ -13,6 +13,8 @@ INT8_RECIPE = "int8q1"  # the int8 graph's recipe (precision.py): a new one re-a
 WINDOW_RECIPE = "i16-w10s"
 # Embeddings within this cosine of the torch tower's stand for them: the same model version.
 SAME_VERSION_MIN_COSINE = 0.9999
+# Below it on a probe clip, int8 is not the model the user chose (precision.py): fp32 runs.
+INT8_MIN_COSINE = 0.99
 
 
 def model_version(model: str, max_windows: int, precision: str = "fp32") -> str:
