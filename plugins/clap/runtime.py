@@ -32,7 +32,7 @@ from soundspan_plugins.clap.fetching import (
 )
 from soundspan_plugins.clap.model_source import locate_model
 from soundspan_plugins.clap.settings import NAME, ClapSettings
-from soundspan_plugins.shared.pool import ModelPool, run_in_own_process
+from soundspan_plugins.shared.pool import ModelPool, idle_seconds, run_in_own_process
 
 if TYPE_CHECKING:  # both import onnxruntime, and precision torch: not before a model is here
     from soundspan_plugins.clap.precision import TowerChoice
@@ -280,6 +280,7 @@ async def start_pool(runtime: ClapRuntime, workers: int) -> None:
         load_audio_tower,
         (source, choice.onnx, runtime.device, settings.threads_per_worker),
         threads=settings.threads_per_worker,
+        idle_seconds=idle_seconds(settings.idle_minutes),
     )
     try:
         await pool.warm_up()

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from soundspan_hooks import PluginSettings, WorkerCount, legacy_env
 from soundspan_plugins.clap.fetching import DEFAULT_MODEL
+from soundspan_plugins.shared.pool import idle_minutes_setting
 from soundspan_plugins.shared.track_audio import max_audio_minutes_setting
 
 NAME = "clap"
@@ -80,3 +81,4 @@ class ClapSettings(PluginSettings):
         "8 to 16 keep it busy.",
     )
     max_audio_minutes: float = max_audio_minutes_setting()
+    idle_minutes: float = idle_minutes_setting()
