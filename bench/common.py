@@ -229,10 +229,14 @@ class ChildMemory(threading.Thread):
             with contextlib.suppress(psutil.Error):
                 for child in me.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
-                        if "spawn_main" not in " ".join(child.cmdline()):
-                            continue  # multiprocessing's resource tracker, not a worker
-                        rss = child.memory_info().rss
-                        self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
+                        # not multiprocessing's resource tracker, which is no worker
+                        if "spawn_main" in " ".join(child.cmdline()):
+                            self.saw(child)
+
+    def saw(self, child: psutil.Process) -> None:
+        """One sample of a spawned process."""
+        rss = child.memory_info().rss
+        self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
 
 
 def remove_work(work: Path) -> None:

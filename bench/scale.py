@@ -192,17 +192,10 @@ class SpawnedProcesses(ChildMemory):
         super().__init__(pid)
         self.cpu: dict[int, float] = {}
 
-    def run(self) -> None:
-        me = psutil.Process(self.pid)
-        while not self.stopping.wait(0.1):
-            with contextlib.suppress(psutil.Error):
-                for child in me.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        if "spawn_main" in " ".join(child.cmdline()):
-                            rss = child.memory_info().rss
-                            self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
-                            times = child.cpu_times()
-                            self.cpu[child.pid] = times.user + times.system
+    def saw(self, child: psutil.Process) -> None:
+        super().saw(child)
+        times = child.cpu_times()
+        self.cpu[child.pid] = times.user + times.system
 
 
 class PostgresMemory(threading.Thread):
