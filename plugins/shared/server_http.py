@@ -52,7 +52,7 @@ async def json_answer(
                 raise error(f"{where}: {refused[answer.status]}", answer.status)
             if answer.status >= 400:
                 raise error(f"{where}: HTTP {answer.status} {answer.reason}", answer.status)
-            return json.loads(await _read_capped(answer, where, error))
+            return json.loads(await read_capped(answer, where, error))
     except ServerError:
         raise
     except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as failure:
@@ -107,15 +107,21 @@ def _why(error: BaseException, session: aiohttp.ClientSession, section: str) -> 
     return str(error) or type(error).__name__
 
 
-async def _read_capped(
-    answer: aiohttp.ClientResponse, where: str, error: type[ServerError]
+async def read_capped(
+    answer: aiohttp.ClientResponse,
+    where: str,
+    error: Callable[[str], Exception],
+    limit: int = MAX_ANSWER_BYTES,
+    why_never: str = "",
 ) -> bytes:
+    """The whole body, refused with `error` past `limit` bytes (after decompression);
+    `why_never` tells a user why no answer should be that big."""
     chunks, size = [], 0
     async for chunk in answer.content.iter_any():
         size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
+        if size > limit:
             raise error(
-                f"{where}: the answer is over {MAX_ANSWER_BYTES // 1024**2} MB; stopped reading"
+                f"{where}: the answer is over {limit // 1024**2} MB; stopped reading{why_never}"
             )
         chunks.append(chunk)
     return b"".join(chunks)

@@ -23,8 +23,8 @@ class PathMappingShown(BaseModel):
     learnt: bool = Field(description="Learnt from the paths (no prefix set), not set.")
 
 
-class MatchStatus(BaseModel):
-    """A plugin's status route names a subclass, its schema's name in the document."""
+class MatchRefreshState(BaseModel):
+    """Where a music server plugin's refreshes of its matches stand (subsonic's status too)."""
 
     state: Literal["never", "ok", "failed"]
     refreshing: bool
@@ -32,6 +32,11 @@ class MatchStatus(BaseModel):
     last_success: datetime | None
     last_attempt: datetime | None
     next_attempt: datetime | None
+
+
+class MatchStatus(MatchRefreshState):
+    """A plugin's status route names a subclass, its schema's name in the document."""
+
     items_on_server: int | None = Field(description="Tracks the last refresh listed.")
     matched: int = Field(description="Present tracks matched to an item now.")
     path_mapping: PathMappingShown | None = Field(

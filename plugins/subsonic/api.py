@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from soundspan_hooks import HOST
 from soundspan_hooks.openapi import Track, component_schemas, operation, parse, ref, track_json
+from soundspan_plugins.shared.server_status import MatchRefreshState
 from soundspan_plugins.subsonic.coordinator import MatchCoordinator
 from soundspan_plugins.subsonic.playlists_api import PLAYLISTS, SENDER
 
@@ -41,13 +42,7 @@ class BackgroundTask(BaseModel):
     last_crash: str | None
 
 
-class MatchStatus(BaseModel):
-    state: Literal["never", "ok", "failed"]
-    refreshing: bool
-    error: str | None = Field(description="Why the last refresh failed; the matches stay.")
-    last_success: datetime | None
-    last_attempt: datetime | None
-    next_attempt: datetime | None
+class MatchStatus(MatchRefreshState):
     songs_on_server: int | None
     tracks_checked: int
     matched: dict[str, int] = Field(

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from yarl import URL
+
+from soundspan_plugins.shared.server_http import read_capped, url_shown
 
 API_VERSION = "1.13.0"  # the first with token login; servers answer older clients alike
 CLIENT_NAME = "soundspan"
@@ -100,7 +101,15 @@ class SubsonicClient:
             async with self.session.get(self.base + endpoint, params=query) as answer:
                 if answer.status >= 400 and answer.content_type != "application/json":
                     raise SubsonicError(f"{where}: HTTP {answer.status} {answer.reason}")
-                body = json.loads(await _read_capped(answer, where))
+                body = json.loads(
+                    await read_capped(
+                        answer,
+                        where,
+                        SubsonicError,
+                        MAX_ANSWER_BYTES,
+                        " (no Subsonic answer we ask for is that big)",
+                    )
+                )
         except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as error:
             # from None: the cause's message carries the URL with the login in its query
             raise SubsonicError(f"cannot reach {where}: {self._why(error)}") from None
@@ -257,28 +266,6 @@ class _Listing:
             f"the server lists more than {self.max_songs} songs; stopped reading. A library"
             " that big needs a larger [subsonic] max_songs"
         )
-
-
-async def _read_capped(answer: aiohttp.ClientResponse, where: str) -> bytes:
-    """The whole body, refused past MAX_ANSWER_BYTES (after decompression)."""
-    chunks, size = [], 0
-    async for chunk in answer.content.iter_any():
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise SubsonicError(
-                f"{where}: the answer is over {MAX_ANSWER_BYTES // 1024**2} MB; stopped reading"
-                " (no Subsonic answer we ask for is that big)"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def url_shown(url: str) -> str:
-    """A URL as shown: without user, password or query."""
-    try:
-        return str(URL(url).with_user(None).with_query(None))
-    except ValueError:
-        return url
 
 
 def _flatten(params: dict[str, Any]) -> list[tuple[str, str]]:

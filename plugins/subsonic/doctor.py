@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from yarl import URL
 
 from soundspan_hooks import Check
-from soundspan_plugins.subsonic.client import SubsonicClient, SubsonicError, url_shown
+from soundspan_plugins.shared.server_http import url_shown
+from soundspan_plugins.subsonic.client import SubsonicClient, SubsonicError
 
 if TYPE_CHECKING:
     from soundspan_plugins.subsonic.settings import SubsonicSettings
