@@ -186,8 +186,8 @@ async def nearest_to_vector(
 ) -> list[tuple[str, float]]:
     """Contents nearest to a query vector (e.g. an embedded text) by cosine distance, with a
     present track the rules keep."""
-    async with engine.connect() as connection:
-        return await _nearest(connection, table, vector, limit, exclusions)
+    [nearest] = await nearest_to_each(engine, table, [vector], limit, exclusions=exclusions)
+    return nearest
 
 
 async def nearest_to_each(
@@ -200,13 +200,13 @@ async def nearest_to_each(
 ) -> list[list[tuple[str, float]]]:
     """For each query vector, the contents nearest to it; one connection for all."""
     async with engine.connect() as connection:
+        await search_widely(connection)  # for the session: once for every search
         return [await _nearest(connection, table, vector, limit, exclusions) for vector in vectors]
 
 
 async def _nearest(
     connection: Any, table: str, vector: Iterable[float], limit: int, exclusions: Exclusions
 ) -> list[tuple[str, float]]:
-    await search_widely(connection)
     rows = await connection.execute(
         text(
             nearest_first(
