@@ -256,6 +256,7 @@ async def open_host(
             settings.database_url,
             settings.data_dir,
             embedded_port=settings.embedded_database_port,
+            embedded_shared_buffers_mb=settings.embedded_database_shared_buffers_mb,
             plugin_migrations=migrations,
             migrate=migrate,
         )

@@ -1,21 +1,20 @@
 """The host's CPU budget: the CPUs this process may use, and each analyzer's share of them.
 
 The CPUs are the scheduler affinity's, bounded by the cgroup's CPU quota (a container's
-`--cpus`), not `os.cpu_count()`, which counts the whole machine. psutil reads the affinity but
-no cgroup quota, and the PyPI packages that read cgroups manage or monitor them instead (and are
-little kept), so the quota is read here from the cgroup files: a few lines, v2 and v1.
+`--cpus`, read in cgroups.py), not `os.cpu_count()`, which counts the whole machine.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from soundspan_hooks import WorkerCount, WorkerShare
+from soundspan_host.cgroups import tightest_limit
 from soundspan_host.plugins import Plugins
 
 GPU_WORKERS = 2  # `auto` on a GPU: two keep it busy (README "GPU": ~74 tracks/min for CLAP)
@@ -55,33 +54,7 @@ def read_cpu_limits(root: Path = Path("/")) -> CpuLimits:
 def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
     """The tightest CPU quota, in CPUs, of this process's cgroups and their ancestors (v2
     `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`); None where none is set."""
-    try:
-        lines = (root / "proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    cgroups = root / "sys/fs/cgroup"
-    quotas: list[float] = []
-    for line in lines:
-        if line.count(":") < 2:
-            continue
-        _, controllers, path = line.split(":", 2)
-        if not controllers:  # the v2 hierarchy
-            quotas += _quotas_along(cgroups, path, _v2_quota)
-        elif "cpu" in controllers.split(","):  # v1: mounted as "cpu,cpuacct" or "cpu"
-            mount = cgroups / controllers
-            quotas += _quotas_along(mount if mount.is_dir() else cgroups / "cpu", path, _v1_quota)
-    return min(quotas, default=None)
-
-
-def _quotas_along(mount: Path, path: str, read: Callable[[Path], float | None]) -> list[float]:
-    """The quotas set on the cgroup at `path` and on each of its ancestors: any of them caps
-    it. In a container with its own cgroup namespace `path` is "/", the container's own."""
-    found = []
-    for folder in (PurePosixPath(path), *PurePosixPath(path).parents):
-        quota = read(mount / str(folder).lstrip("/"))
-        if quota is not None:
-            found.append(quota)
-    return found
+    return tightest_limit(root, "cpu", _v2_quota, _v1_quota)
 
 
 def _v2_quota(folder: Path) -> float | None:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from dynaconf import Dynaconf
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -51,6 +51,12 @@ class HostSettings(BaseModel):
         le=65535,
         description="Port the embedded PostgreSQL opens at 127.0.0.1 for workers (password in "
         "data_dir/database-password); 0: none, the host uses a private Unix socket.",
+    )
+    embedded_database_shared_buffers_mb: Literal["auto"] | Annotated[int, Field(ge=16)] = Field(
+        "auto",
+        description="Megabytes the embedded PostgreSQL keeps as its page cache (shared_buffers). "
+        "auto: an eighth of the memory the host may use (a container's limit), 128 MB to 2 GB; "
+        "searches in a large library read their index from it.",
     )
     api_token: str | None = Field(
         None,

@@ -16,7 +16,9 @@ from pathlib import Path
 import asyncpg
 import psutil
 import pytest
+from sqlalchemy import text as sql
 
+from soundspan_host.database import open_database
 from soundspan_host.database.embedded import EmbeddedPostgres, listening_endpoints
 from soundspan_host.database.embedded_access import (
     SUPERUSER,
@@ -24,6 +26,7 @@ from soundspan_host.database.embedded_access import (
     socket_dir_for,
     worker_url,
 )
+from soundspan_host.database.embedded_memory import size_shared_buffers
 from soundspan_host.database.embedded_placement import (
     RUNTIME_ROOT,
     SERVER_OS_USER,
@@ -34,6 +37,7 @@ from soundspan_host.database.embedded_placement import (
 from soundspan_host.errors import ConfigError
 from tests.harness.processes import on_a_free_port, start_host_process, wait_healthy
 
+SHARED_BUFFERS_MB = sql("SELECT pg_size_bytes(current_setting('shared_buffers')) / 1048576")
 as_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="only a host run as root runs its database as another OS user"
 )
@@ -97,6 +101,16 @@ def test_start_stop_twice_on_the_same_data_dir_keeps_the_data(tmp_path):
     finally:
         second.stop()
     assert postgres_processes(second.pgdata) == []
+
+
+async def test_the_server_keeps_the_page_cache_the_setting_asks_for(tmp_path):
+    """PostgreSQL's 128 MB default is too small for a large library's search indexes."""
+    for setting, expected in ((48, 48), ("auto", size_shared_buffers("auto").megabytes)):
+        async with (
+            open_database(None, tmp_path, embedded_shared_buffers_mb=setting) as engine,
+            engine.connect() as connection,
+        ):
+            assert (await connection.execute(SHARED_BUFFERS_MB)).scalar() == expected
 
 
 def test_a_second_host_on_the_same_data_dir_is_refused(tmp_path):

@@ -7,6 +7,7 @@ similarity order, are known in advance.
 import shutil
 
 import pytest
+from sqlalchemy import text
 
 from soundspan_hooks import HOST
 from soundspan_hooks.openapi import RICHER_TAGS
@@ -79,6 +80,31 @@ async def test_similar_tracks_come_nearest_first_without_the_source_or_duplicate
     assert paths == ["Tones/near.wav", "Tones/middle.wav", "Tones/far.wav"]  # one near, not two
     scores = [result["score"] for result in body["results"]]
     assert scores == sorted(scores, reverse=True) and 0 < scores[-1] < scores[0] <= 1
+
+
+async def test_similar_to_an_unanalyzed_track_is_a_409_and_to_a_track_alone_an_empty_list(
+    library,
+):
+    """The search reads the source's vector inside its one statement: an empty answer is
+    then told apart (no analysis, or no other track analyzed)."""
+    source = await track_id(library, "Tones/source.wav")
+    engine = library.app[HOST].engine
+    async with engine.begin() as connection:
+        content = (
+            await connection.execute(
+                text("SELECT content_id FROM tracks WHERE id = :id"), {"id": source}
+            )
+        ).scalar()
+        await connection.execute(
+            text("DELETE FROM toy_results WHERE content_id <> :c"), {"c": content}
+        )
+    alone = await library.get(f"/api/vibe/similar/{source}")
+    assert alone.status == 200 and (await alone.json())["results"] == []
+    async with engine.begin() as connection:
+        await connection.execute(text("DELETE FROM toy_results"))
+    unanalyzed = await library.get(f"/api/vibe/similar/{source}")
+    assert unanalyzed.status == 409
+    assert "has no toy analysis yet" in (await unanalyzed.json())["error"]["message"]
 
 
 @pytest.mark.parametrize(

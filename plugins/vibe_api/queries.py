@@ -24,6 +24,7 @@ TRACK_COLUMNS = ", ".join(f"t.{column}" for column in ("id", "path", "content_id
 
 MAX_QUERY_WORDS = 8
 EF_SEARCH = 200  # the HNSW search's candidate list: see search_widely
+SEARCH_SETTINGS = "soundspan.hnsw_ef_search"  # a connection's info: the ef_search it was set to
 
 
 def like_literal(text_part: str) -> str:
@@ -151,29 +152,33 @@ async def nearest_contents(
     engine: AsyncEngine, table: str, content_id: str, limit: int, *, exclusions: Exclusions
 ) -> list[tuple[str, float]] | None:
     """Contents nearest to one content by cosine distance, itself left out, with a present
-    track the rules keep; None if unanalyzed."""
+    track the rules keep; None if unanalyzed.
+
+    One statement: the content's own vector is read inside it (pgvector walks the index from
+    a subquery's vector, as its README shows); only an empty answer asks whether it had one."""
+    source = f"(SELECT embedding FROM {table} WHERE content_id = :id)"
     async with engine.connect() as connection:
         await search_widely(connection)
-        source = (
-            await connection.execute(
-                text(f"SELECT embedding FROM {table} WHERE content_id = :id"), {"id": content_id}
-            )
-        ).scalar()
-        if source is None:
-            return None
         rows = await connection.execute(
             text(
                 nearest_first(
-                    f"SELECT e.content_id, e.embedding <=> CAST(:source AS vector) AS distance"
+                    f"SELECT e.content_id, e.embedding <=> {source} AS distance"
                     f" FROM {table} e WHERE e.content_id <> :id"
                     " AND EXISTS (SELECT 1 FROM library_tracks t WHERE t.content_id ="
                     f" e.content_id AND {exclusions.keeps()})"
-                    " ORDER BY e.embedding <=> CAST(:source AS vector) LIMIT :limit"
+                    f" AND {source} IS NOT NULL"
+                    f" ORDER BY e.embedding <=> {source} LIMIT :limit"
                 )
             ),
-            {**exclusions.params, "source": str(source), "id": content_id, "limit": limit},
+            {**exclusions.params, "id": content_id, "limit": limit},
         )
-        return [(content, float(distance)) for content, distance in rows]
+        found = [(content, float(distance)) for content, distance in rows]
+        if found:
+            return found
+        analyzed = await connection.execute(
+            text(f"SELECT 1 FROM {table} WHERE content_id = :id"), {"id": content_id}
+        )
+        return [] if analyzed.first() is not None else None
 
 
 async def nearest_to_vector(
@@ -227,9 +232,12 @@ async def search_widely(connection: Any) -> None:
     default is 40: at a million tracks it finds 0.87 of the true 10 nearest, 200 finds 0.93,
     and as fast where a list looks at 80 or more; bench/RESULTS.md, "A million tracks").
 
-    One statement, for the session (`set_config(..., false)`): on the host's autocommit
-    reader a `SET LOCAL` would end with its own statement. It stays on the pooled connection,
-    where only these searches read it (every one sets it first)."""
+    Set for the session (`set_config(..., false)`: on the host's autocommit reader a `SET
+    LOCAL` would end with its own statement), once per database connection: the pool keeps
+    `info` with the connection and clears it when it connects again. Only these searches
+    read the settings."""
+    if connection.info.get(SEARCH_SETTINGS) == EF_SEARCH:
+        return
     await connection.execute(
         text(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false),"
@@ -237,6 +245,7 @@ async def search_widely(connection: Any) -> None:
         ),
         {"ef_search": str(EF_SEARCH)},
     )
+    connection.info[SEARCH_SETTINGS] = EF_SEARCH
 
 
 def nearest_first(index_search: str) -> str:

@@ -7,12 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from soundspan_host.database.embedded import EmbeddedPostgres
+from soundspan_host.database.embedded_memory import size_shared_buffers
 from soundspan_host.database.migrations import missing_heads, upgrade_to_head
 from soundspan_host.errors import ConfigError
 
@@ -56,6 +58,7 @@ async def open_database(
     data_dir: Path,
     *,
     embedded_port: int = 0,
+    embedded_shared_buffers_mb: Literal["auto"] | int = "auto",
     plugin_migrations: Sequence[Path] = (),
     migrate: bool = True,
 ) -> AsyncIterator[AsyncEngine]:
@@ -63,7 +66,11 @@ async def open_database(
     false, as a worker, wait for the host to), and clean up after."""
     embedded = None
     if database_url is None:
-        embedded = EmbeddedPostgres(data_dir, port=embedded_port)
+        embedded = EmbeddedPostgres(
+            data_dir,
+            port=embedded_port,
+            shared_buffers=size_shared_buffers(embedded_shared_buffers_mb),
+        )
         url = await asyncio.to_thread(embedded.start)
     else:
         url = async_url(database_url)

