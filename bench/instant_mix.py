@@ -21,9 +21,14 @@ With `--only CASE`, one case runs alone, and the CPU each request costs is print
 process's, PostgreSQL's (all its processes) and the load generator's, from their CPU times
 over the run (warm-ups included): what a request takes on a machine where they share cores.
 
+With `--buffers 128,auto,auto,128`, the host restarts with each of these sizes of PostgreSQL's
+cache in turn (embedded_database_shared_buffers_mb), its tables and indexes read into it first
+(pg_prewarm), as a host that has served a while holds them.
+
 Run from the repository root:
 
-    .venv/bin/python bench/instant_mix.py [--tracks 100000] [--requests 1000] [--only CASE] [--keep]
+    .venv/bin/python bench/instant_mix.py [--tracks 100000] [--requests 1000] [--only CASE]
+        [--buffers LIST] [--keep]
 """
 
 from __future__ import annotations
@@ -158,6 +163,37 @@ def run_client(base: str, song_ids: list[str], requests: int) -> dict:
     return results
 
 
+async def prewarm(host: BenchHost) -> str:
+    """Read the tables and indexes a request reads into PostgreSQL's cache, as a host that has
+    served a while holds them (pg_prewarm, a contrib module); returns the cache's size."""
+    db = await asyncpg.connect(host.database_url)
+    try:
+        await db.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        await db.execute(
+            "SELECT pg_prewarm(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid ="
+            " c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')"
+            " AND c.relname ~ '^(tracks|musicnn_results|subsonic_matches)'"
+        )
+        return await db.fetchval("SHOW shared_buffers")
+    finally:
+        await db.close()
+
+
+def measure(host: BenchHost, song_ids: list[str], requests: int) -> tuple[dict, dict]:
+    """The cases' latencies, and the CPU each part of the machine spent on them."""
+    host_before, database_before = host.cpu_seconds()["host"], host.database_cpu_seconds()
+    results = run_client(host.url(""), song_ids, requests)
+    database_after = host.database_cpu_seconds()  # backends that ended are left out
+    cpu = {
+        "host": host.cpu_seconds()["host"] - host_before,
+        "postgres": sum(
+            seconds - database_before.get(pid, 0.0) for pid, seconds in database_after.items()
+        ),
+        "load generator": results.pop("cpu_s"),
+    }
+    return results, cpu
+
+
 def main() -> None:
     from random_clap import save_tiny_clap
 
@@ -165,6 +201,11 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per case")
     parser.add_argument("--only", choices=sorted(CASES), help="one case alone, with its CPU")
+    parser.add_argument(
+        "--buffers",
+        help="PostgreSQL cache sizes to take turns, e.g. 128,auto,auto,128 (MB or auto): the "
+        "host restarts with each, its cache prewarmed; default: the host's own, as loaded",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
     args = parser.parse_args()
     if args.only:
@@ -175,21 +216,22 @@ def main() -> None:
     (work / "music").mkdir()
     clap = save_tiny_clap(work / "tiny-clap", projection_dim=512)
     host = BenchHost(work, mix_environment(work, clap))
+    runs: list[tuple[str, dict, dict]] = []
     try:
         startup_s = host.start()
         host.wait_for_models()
         timings = asyncio.run(prepare(host, args.tracks))
-        print("load generator ...", file=sys.stderr)
-        host_before, database_before = host.cpu_seconds()["host"], host.database_cpu_seconds()
-        results = run_client(host.url(""), timings.pop("matched_ids"), args.requests)
-        database_after = host.database_cpu_seconds()  # backends that ended are left out
-        cpu = {
-            "host": host.cpu_seconds()["host"] - host_before,
-            "postgres": sum(
-                seconds - database_before.get(pid, 0.0) for pid, seconds in database_after.items()
-            ),
-            "load generator": results.pop("cpu_s"),
-        }
+        song_ids = timings.pop("matched_ids")
+        for buffers in args.buffers.split(",") if args.buffers else [None]:
+            label = "as loaded"
+            if buffers is not None:
+                host.stop()
+                host.env["SOUNDSPAN_EMBEDDED_DATABASE_SHARED_BUFFERS_MB"] = buffers
+                host.start()
+                host.wait_for_models()
+                label = f"shared_buffers {buffers}: {asyncio.run(prewarm(host))}, prewarmed"
+            print(f"load generator ({label}) ...", file=sys.stderr)
+            runs.append((label, *measure(host, song_ids, args.requests)))
     except BaseException:
         print(f"host log tail:\n{host.tail()}", file=sys.stderr)
         raise
@@ -198,24 +240,27 @@ def main() -> None:
 
     print("\n== soundspan instant mix benchmark ==")
     only = f" --only {args.only}" if args.only else ""
+    buffers = f" --buffers {args.buffers}" if args.buffers else ""
     print(f"  {sys.executable} bench/instant_mix.py --tracks {args.tracks}"
-          f" --requests {args.requests}{only}")  # fmt: skip
+          f" --requests {args.requests}{only}{buffers}")  # fmt: skip
     print(f"  host start {startup_s:.1f} s; COPY {timings['copy_s']:.1f} s;"
           f" unmatched tracks {timings['unmatched']}")  # fmt: skip
-    for name, values in results.items():
-        print(
-            f"  {name} {CASES[name]}: p50 {values['p50_ms']:.1f} ms,"
-            f" p99 {values['p99_ms']:.1f} ms (n={values['n']}, fewest songs in an answer"
-            f" {values['min_songs']})"
-        )
     sent = (WARM_UP + args.requests) * len(CASES)
-    print(
-        "  CPU per request, warm-ups included: "
-        + ", ".join(
-            f"{part} {1000 * cpu[part] / sent:.2f} ms"
-            for part in ("host", "postgres", "load generator")
+    for label, results, cpu in runs:
+        print(f"  {label}:")
+        for name, values in results.items():
+            print(
+                f"    {name} {CASES[name]}: p50 {values['p50_ms']:.1f} ms,"
+                f" p99 {values['p99_ms']:.1f} ms (n={values['n']}, fewest songs in an answer"
+                f" {values['min_songs']})"
+            )
+        print(
+            "    CPU per request, warm-ups included: "
+            + ", ".join(
+                f"{part} {1000 * cpu[part] / sent:.2f} ms"
+                for part in ("host", "postgres", "load generator")
+            )
         )
-    )
     print(f"  host stop: exit {stopped[0]} after {stopped[1]:.1f} s; "
           f"{len(problems)} WARNING/ERROR lines")  # fmt: skip
     for line in problems[:10]:
