@@ -222,12 +222,13 @@ async def copy_library(
     return time.monotonic() - started
 
 
-async def build_index(db: asyncpg.Connection, table: str) -> float:
-    """CREATE the migrations' HNSW index on `table` (`<analyzer>_results`); the seconds taken."""
+async def build_index(db: asyncpg.Connection, table: str, options: str = "") -> float:
+    """CREATE the migrations' HNSW index on `table` (`<analyzer>_results`), or one built with
+    `options` (" WITH (m = 32, ...)"); the seconds taken."""
     started = time.monotonic()
     await db.execute(
         f"CREATE INDEX {table.removesuffix('_results')}_results_embedding ON {table}"
-        " USING hnsw (embedding vector_cosine_ops)"
+        f" USING hnsw (embedding vector_cosine_ops){options}"
     )
     return time.monotonic() - started
 

@@ -8,9 +8,14 @@ measures that too, for several ef_search values, against the exact answer comput
 source, on bench/api.py's library (clustered synthetic embeddings; COPY in chunks, the
 migrations' HNSW index built after it).
 
-Run from the repository root (a million tracks: about 7 minutes on 2 cores):
+With `--builds 16:64,32:128`, the index is built again with each `m:ef_construction` in turn
+(the migrations' is pgvector's default, 16:64) and measured after each build, on the same
+library and sources: the build's time and size beside what it finds.
+
+Run from the repository root (a million tracks: about 7 minutes on 2 cores, a build more each):
 
     .venv/bin/python bench/recall.py [--tracks 1000000] [--analyzer musicnn] [--sources 50]
+        [--builds M:EF_CONSTRUCTION,...]
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ EF_SEARCHES = (40, 100, 200, 400)  # 40: pgvector's default; 200: the API's
 LOOKS = (10, 80, 277)  # a bare top 10; a list of 20 (4 a result); a mix of 200's first look
 
 
-async def measure(db: asyncpg.Connection, table: str, tracks: int, sources: int) -> dict:
+async def exact_points(db: asyncpg.Connection, table: str, tracks: int, sources: int) -> list:
+    """Random sources with their vector and their exact 10 nearest (a full scan each)."""
     rng = random.Random(3)
     query = NEAREST.format(table=table)
     points = []
@@ -47,6 +53,11 @@ async def measure(db: asyncpg.Connection, table: str, tracks: int, sources: int)
             await db.execute("SET LOCAL enable_indexscan = off")
             exact = {row[0] for row in await db.fetch(query, vector, source, 10)}
         points.append((source, vector, exact))
+    return points
+
+
+async def measure(db: asyncpg.Connection, table: str, points: list) -> dict:
+    query = NEAREST.format(table=table)
     found = {}
     for ef_search in EF_SEARCHES:
         for look in LOOKS:
@@ -75,12 +86,25 @@ async def load_and_measure(host: BenchHost, args) -> dict:
         print(f"loading {args.tracks} tracks ...", file=sys.stderr)
         copy_s = await copy_library(db, args.tracks, MSD_TAGS, [args.analyzer], chunk=100_000)
         await db.execute(f"SET maintenance_work_mem = '{mwm_mib(args.tracks, [args.analyzer])}MB'")
-        print("HNSW build ...", file=sys.stderr)
-        build_s = await build_index(db, f"{args.analyzer}_results")
+        table = f"{args.analyzer}_results"
         await db.execute("ANALYZE")
-        print("recall ...", file=sys.stderr)
-        found = await measure(db, f"{args.analyzer}_results", args.tracks, args.sources)
-        return {"copy_s": copy_s, "build_s": build_s, "found": found}
+        print("exact answers ...", file=sys.stderr)
+        points = await exact_points(db, table, args.tracks, args.sources)
+        builds = {}
+        for build in args.builds.split(",") if args.builds else [None]:
+            options = ""
+            if build is not None:
+                m, ef_construction = (int(part) for part in build.split(":"))
+                options = f" WITH (m = {m}, ef_construction = {ef_construction})"
+                await db.execute(f"DROP INDEX IF EXISTS {args.analyzer}_results_embedding")
+            print(f"HNSW build{options} ...", file=sys.stderr)
+            build_s = await build_index(db, table, options)
+            size = await db.fetchval(
+                f"SELECT pg_relation_size('{args.analyzer}_results_embedding') / 1048576"
+            )
+            print("recall ...", file=sys.stderr)
+            builds[build or "migrations'"] = (build_s, size, await measure(db, table, points))
+        return {"copy_s": copy_s, "builds": builds}
     finally:
         await db.close()
 
@@ -90,6 +114,7 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=1_000_000)
     parser.add_argument("--analyzer", choices=("musicnn", "clap"), default="musicnn")
     parser.add_argument("--sources", type=int, default=50)
+    parser.add_argument("--builds", help="m:ef_construction of each build, e.g. 16:64,32:128")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (and its log)")
     args = parser.parse_args()
 
@@ -104,13 +129,16 @@ def main() -> None:
     finally:
         stop_and_clean(host, work, args.keep)
     print("\n== soundspan recall benchmark ==")
+    builds = f" --builds {args.builds}" if args.builds else ""
     print(f"  {sys.executable} bench/recall.py --tracks {args.tracks} --analyzer {args.analyzer}"
-          f" --sources {args.sources}")  # fmt: skip
-    print(f"  COPY {results['copy_s']:.1f} s; HNSW build {results['build_s']:.1f} s")
-    print("  ef_search  candidates  recall@10 (mean; min)  query p50")
-    for (ef_search, look), (recall, lowest, p50_ms) in results["found"].items():
-        row = f"{ef_search:9d}  {look:10d}  {recall:.3f}; {lowest:.1f}"
-        print(f"  {row:45s}  {p50_ms:.1f} ms")
+          f" --sources {args.sources}{builds}")  # fmt: skip
+    print(f"  COPY {results['copy_s']:.1f} s")
+    for build, (build_s, size_mib, found) in results["builds"].items():
+        print(f"  m:ef_construction {build}: HNSW build {build_s:.1f} s, index {size_mib} MiB")
+        print("    ef_search  candidates  recall@10 (mean; min)  query p50")
+        for (ef_search, look), (recall, lowest, p50_ms) in found.items():
+            row = f"{ef_search:9d}  {look:10d}  {recall:.3f}; {lowest:.1f}"
+            print(f"    {row:45s}  {p50_ms:.1f} ms")
 
 
 if __name__ == "__main__":
