@@ -59,6 +59,9 @@ def test_the_stack_runs_the_host_on_pgvector_with_the_music_read_only(tmp_path):
     assert db["image"] == "pgvector/pgvector:pg16"
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
     assert [volume["target"] for volume in db["volumes"]] == ["/var/lib/postgresql/data"]
+    assert db["command"] == ["postgres", "-c", "shared_buffers=512MB"]
+    larger = resolved_stack(tmp_path, POSTGRES_SHARED_BUFFERS="2GB")["db"]
+    assert larger["command"] == ["postgres", "-c", "shared_buffers=2GB"]
 
     host = services["soundspan-host"]
     assert host["depends_on"]["db"]["condition"] == "service_healthy"
