@@ -134,6 +134,67 @@ async def test_the_host_tells_a_first_start_from_the_cache_without_torch(
     assert both == ((True, True), [])
 
 
+def test_the_graph_keeps_its_weights_in_a_file_beside_it_that_the_record_vouches_for(
+    tiny_model, onnx_cache, exported
+) -> None:
+    """Exported without its weights (torch's exporter would hold them three times over in
+    memory), the weights then written one tensor at a time into a file of their own: one the
+    cache's record checks like the graph, so an altered weights file is exported again."""
+    import onnx
+
+    from soundspan_plugins.clap.inference import INPUT_NAME
+    from soundspan_plugins.clap.onnx_export import ensure_exported
+    from soundspan_plugins.clap.tower_cache import EXPORTER_VERSION, export_entry
+
+    _, graph, weights, _, _ = export_entry(tiny_model, onnx_cache)
+    assert exported.files.graph == graph
+    model = onnx.load(str(graph), load_external_data=False)
+    assert [value.name for value in model.graph.input] == [INPUT_NAME]
+    assert {tensor.data_location for tensor in model.graph.initializer} == {
+        onnx.TensorProto.EXTERNAL
+    }
+    named = {entry.value for tensor in model.graph.initializer for entry in tensor.external_data}
+    assert weights.name in named and weights.stat().st_size > 4 * graph.stat().st_size
+
+    written = weights.read_bytes()
+    middle = slice(len(written) // 2, len(written) // 2 + 64)
+    altered = bytearray(written)
+    altered[middle] = bytes(byte ^ 0xFF for byte in written[middle])  # same size
+    weights.write_bytes(bytes(altered))
+    # an older exporter's files for the same weights go with the next export; others' stay
+    older = [
+        graph.with_name(graph.name.replace(f"-e{EXPORTER_VERSION}.onnx", f"-e1{end}"))
+        for end in (".onnx", "-weights.bin", "-int8-dynamic-v1.onnx", ".json")
+    ]
+    another_model = graph.with_name("clap-audio-0123456789abcdef-e1.onnx")
+    for path in (*older, another_model):
+        path.write_bytes(b"old")
+    again = ensure_exported(tiny_model, onnx_cache)
+    assert again.files.graph == graph and weights.read_bytes() == written
+    assert not any(path.exists() for path in older) and another_model.exists()
+
+
+def choice_in_a_fresh_process(source: ModelSource, cache_dir: Path) -> tuple:
+    """Run in a process of its own: a later start's choice of tower, as the host makes it."""
+    from soundspan_plugins.clap.precision import choose_tower
+
+    choices = [choose_tower(source, cache_dir, wanted, "cpu") for wanted in ("fp32", "int8")]
+    return [choice.onnx.precision for choice in choices], heavy_modules(None)
+
+
+async def test_a_later_start_chooses_the_tower_from_the_cache_without_torch(
+    tiny_model, onnx_cache, exported
+) -> None:
+    """The host keeps no torch (nor transformers: 370 MiB) for choosing a cached tower, nor
+    for the choice a first start's export process hands it (precision.TowerChoice)."""
+    from soundspan_plugins.clap.precision import ensure_int8
+    from soundspan_plugins.shared.pool import run_in_own_process
+
+    ensure_int8(exported.files)
+    chosen = await run_in_own_process("choice", choice_in_a_fresh_process, tiny_model, onnx_cache)
+    assert chosen == (["fp32", "int8"], [])
+
+
 def test_a_second_start_reuses_the_export_and_the_int8_check(
     tiny_model, onnx_cache, exported
 ) -> None:

@@ -1,6 +1,10 @@
 """The CLAP plugin in a running host, on a tiny model the test saves in the Hugging Face layout:
-tracks get embeddings from the worker pool, text searches go through the host's text tower, the
-status never calls the random model trained, and a host with no weights keeps working."""
+tracks get embeddings from the worker pool, text searches go through the text tower's own
+process (started by a search, stopped when idle), the status never calls the random model
+trained, and a host with no weights keeps working."""
+
+import asyncio
+import logging
 
 import numpy as np
 import pytest
@@ -60,6 +64,51 @@ async def test_tracks_get_unit_embeddings_and_text_search_ranks_by_them(clap_hos
     for hit in body["results"]:
         cosine = float(stored[by_path[hit["track"]["path"]]] @ expected_text)
         assert hit["score"] == pytest.approx(cosine, abs=1e-4)
+
+
+async def test_a_search_starts_the_text_towers_process_and_idleness_stops_it(
+    fast_host, monkeypatch, tiny_clap_dir, music_dir, caplog
+):
+    caplog.set_level(logging.INFO, logger="soundspan_plugins.shared.pool")
+    monkeypatch.setenv("SOUNDSPAN_CLAP__ENABLED", "true")
+    monkeypatch.setenv("SOUNDSPAN_CLAP__MODEL", str(tiny_clap_dir))
+    monkeypatch.setenv("SOUNDSPAN_CLAP__DEVICE", "cpu")
+    write_wave(music_dir / "calm.wav", tone(12.0, 44100), 44100)
+    client = await fast_host(ONE_WORKER + "idle_minutes = 0.05\n")  # 3 s
+    engine = client.app[HOST].engine
+    await eventually(lambda: settled(engine, 1), timeout=120, what="CLAP")
+    await all_done(engine, "clap", 1)
+
+    async def clap_detail() -> str:
+        [clap] = (await (await client.get("/api/vibe/status")).json())["analyzers"]
+        assert clap["state"] == "ready"  # a search is answered whether or not it is loaded
+        return clap["detail"] or ""
+
+    async def search() -> float:
+        found = await client.post("/api/vibe/search", json={"text": "rain", "limit": 1})
+        body = await found.json()
+        assert body["analyzer"] == "clap"
+        return body["results"][0]["score"]
+
+    loaded = "the text tower is loaded (a process of its own, stopped after 0.05 min"
+    assert loaded not in await clap_detail()  # checked at start in a process that ended
+    scores = []
+    for turn in range(2):  # and a search after the rest starts it again
+        searching = asyncio.create_task(search())
+
+        async def loading() -> bool:
+            return loaded in await clap_detail()
+
+        await eventually(loading, timeout=60, what="the text tower's process in the status")
+        scores.append(await searching)
+
+        async def rested() -> bool:
+            return loaded not in await clap_detail()
+
+        await eventually(rested, what="the text tower's process stopped when idle")
+        stops = caplog.text.count("CLAP text tower: worker processes stopped after 3 s")
+        assert stops == turn + 1
+    assert scores[0] == scores[1]
 
 
 async def test_status_names_the_model_and_never_calls_it_trained(clap_host, tiny_clap_dir):

@@ -1,9 +1,8 @@
 """CLAP as the host keeps it: its state (downloading, loading, ready), its analysis in the
-pool, and text placed in its space by the text tower in the host (soundspan_hooks.EmbedsText)."""
+pool, and text placed in its space by the text tower's process (soundspan_hooks.EmbedsText)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -16,6 +15,7 @@ from soundspan_plugins.clap.runtime import (
     worker_share,
 )
 from soundspan_plugins.clap.settings import NAME
+from soundspan_plugins.clap.text_tower import embed_query, text_tower_state
 from soundspan_plugins.clap.versions import model_version
 from soundspan_plugins.shared.analyzer import PooledAnalyzer
 from soundspan_plugins.shared.pool import ModelPool
@@ -63,7 +63,7 @@ class ClapAnalyzer(PooledAnalyzer):
             workers_from=share.explained,
             poll_interval=settings.sleep_interval,
             download=download,
-            detail=_preparing(runtime) or (runtime.detail if runtime else None),
+            detail=_preparing(runtime) or _about_the_towers(runtime),
             search_rank=TRAINED_SEARCH_RANK if trained and state == "ready" else 0,
         )
 
@@ -98,11 +98,17 @@ class ClapAnalyzer(PooledAnalyzer):
         runtime = self.host.app.get(RUNTIME)
         if runtime is None or runtime.text_tower is None:
             return None
-        from soundspan_plugins.clap.embedding import embed_text
+        vector = await runtime.text_tower.run(embed_query, text)
+        return TextEmbedding(analyzer=NAME, vector=tuple(vector))
 
-        async with runtime.text_lock:  # one query at a time through the shared model
-            [vector] = await asyncio.to_thread(embed_text, runtime.text_tower, [text])
-        return TextEmbedding(analyzer=NAME, vector=tuple(float(value) for value in vector))
+
+def _about_the_towers(runtime: ClapRuntime | None) -> str | None:
+    """Why the audio tower is not the one asked for, and whether the text tower is loaded."""
+    if runtime is None:
+        return None
+    text = runtime.text_tower
+    loaded = text_tower_state(text, runtime.settings.idle_minutes) if text is not None else None
+    return "; ".join(note for note in (runtime.detail, loaded) if note) or None
 
 
 def _preparing(runtime: ClapRuntime | None) -> str | None:

@@ -1,4 +1,5 @@
-"""`soundspan doctor`'s CLAP checks: the weights, loaded as the host would, and the GPU."""
+"""`soundspan doctor`'s CLAP checks: the weights, loaded as the host would (here, in the
+doctor's own process), and the GPU."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from soundspan_hooks import Check
 from soundspan_plugins.clap.errors import INSTALL_EXTRA, missing_packages, setting
 from soundspan_plugins.clap.fetching import HubCheckpoint, hub_checkpoint, not_downloaded_reason
-from soundspan_plugins.clap.runtime import load_text_tower, make_runtime
+from soundspan_plugins.clap.runtime import accept_text_tower, make_runtime, model_source
 from soundspan_plugins.clap.settings import NAME, ClapSettings
 
 
@@ -25,7 +26,9 @@ def doctor_checks(sections, data_dir) -> list[Check]:
     if wanted is not None and (missing := wanted.missing(settings.tokenizer is None)):
         weights = _not_downloaded_check(settings, wanted, missing)
     else:
-        load_text_tower(runtime)
+        from soundspan_plugins.clap.text_tower import text_tower_facts
+
+        accept_text_tower(runtime, text_tower_facts(model_source(runtime)))
         if runtime.reason is not None:
             weights = Check("clap weights", "fail", runtime.reason)
         elif not runtime.trained:

@@ -11,23 +11,32 @@ The TorchScript exporter (`dynamo=False`) is used: it still works in torch 2.13,
 with a dynamic batch axis in seconds, and needs no extra package (the dynamo exporter wants
 onnxscript and its dependencies only for this).
 
-Memory, larger_clap_music's audio tower (276 MB of weights): the process peaks while
-torch serializes the graph, holding the weights about three times over (its protobuf, the
-serialized string, Python's bytes) beside the model. Traced without autograd, the trace keeps
-no activations for a backward pass: 1.6 GiB at the peak instead of 2.1, the same graph byte for
-byte. torch's reference embeddings are taken before the export, and the model is let go before
-onnxruntime loads the graph for the check, so the check never holds both.
+Memory, larger_clap_music's audio tower (276 MB of weights): torch's exporter writes the
+weights into the graph in memory, holding them about three times over beside the model (its
+protobuf, the serialized string, Python's bytes: 1.65 GiB at the peak), and streams them to
+files of their own only for models over 2 GB. So the graph is exported without its weights
+(they stay the graph's inputs, named as in the module's state_dict), and the weights are then
+written one tensor at a time into a file beside it (`-weights.bin`) that the graph names as
+its external data: about 1.0 GiB at the peak (the trace), the same embeddings to the last bit.
+The weights are not folded into the graph by torch (no constant folding: it would rename them
+where it cannot be followed); onnxruntime folds the same transposes when it loads the graph.
+Traced without autograd, the trace keeps no activations for a backward pass. torch's reference
+embeddings are taken before the export, and the model is let go before onnxruntime loads the
+graph for the check, so the check never holds both.
 """
 
 from __future__ import annotations
 
 import gc
+import io
 import json
 import logging
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 
@@ -43,7 +52,13 @@ from .embedding import embed_windows
 from .frontend import MelFrontEnd
 from .inference import INPUT_NAME, OUTPUT_NAME, OnnxAudioTower, OnnxTowerFiles
 from .loading import LoadedClap, load_clap
-from .tower_cache import EXPORTER_VERSION, ExportedTower, cached_export, export_entry
+from .tower_cache import (
+    EXPORTER_VERSION,
+    ExportedTower,
+    cached_export,
+    export_entry,
+    forget_older_exports,
+)
 from .windows import probe_clips
 from .worker import ModelSource
 
@@ -56,7 +71,7 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
     """The cached export of `source`'s audio tower, exporting (and checking) only if needed."""
     if (cached := cached_export(source, cache_dir)) is not None:
         return cached
-    digest, graph, filters, record_path = export_entry(source, cache_dir)
+    digest, graph, weights, filters, record_path = export_entry(source, cache_dir)
 
     log.info("CLAP: exporting the audio tower of %s to ONNX (once) ...", source.model)
     clap = load_clap(
@@ -67,36 +82,44 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
         allow_unsafe_checkpoint=source.allow_unsafe_checkpoint,
     )
     front_end = front_end_of(clap)
-    reference = embed_windows(clap, probe_clips())
+    reference = embed_windows(clap, probe_clips(), batch_size=1)  # its activations: 50 MiB less
+    return_freed_memory()
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial_graph = temporary_path(cache_dir, ".onnx")
+    partial_weights = temporary_path(cache_dir, ".bin")
     partial_filters = temporary_path(cache_dir, ".npy")
     try:
-        export_audio_tower(clap, partial_graph)
+        export_audio_tower(clap, partial_graph, partial_weights, weights.name)
         del clap  # the check below loads the graph: never both in memory at once
         gc.collect()
         return_freed_memory()
         with partial_filters.open("wb") as handle:
             np.save(handle, front_end.mel_filters)
+        # the graph names its weights file by its final name; no record trusts it before ours
+        move_into_place(partial_weights, weights)
         exported = OnnxTowerFiles(partial_graph, front_end, "fp32")
         agreement = onnx_agreement(reference, exported)
         for partial, final in ((partial_graph, graph), (partial_filters, filters)):
             move_into_place(partial, final)
     finally:
-        partial_graph.unlink(missing_ok=True)
-        partial_filters.unlink(missing_ok=True)
+        for partial in (partial_graph, partial_weights, partial_filters):
+            partial.unlink(missing_ok=True)
     record = {
         "weights_sha256": digest,
         "model": source.model,
         "exporter_version": EXPORTER_VERSION,
         "torch": torch.__version__,
-        **file_facts({"onnx_bytes": graph, "mel_filters_bytes": filters}),
+        **file_facts(
+            {"onnx_bytes": graph, "onnx_weights_bytes": weights, "mel_filters_bytes": filters}
+        ),
         "fft_size": front_end.fft_size,
         "hop_length": front_end.hop_length,
         "channels": front_end.channels,
         "agreement": agreement,
     }
     write_atomically(record_path, json.dumps(record, indent=1) + "\n")
+    if stale := forget_older_exports(digest, cache_dir):
+        log.info("CLAP: removed %d files of an older export of these weights", len(stale))
     return ExportedTower(OnnxTowerFiles(graph, front_end, "fp32"), agreement)
 
 
@@ -116,26 +139,63 @@ class _AudioTowerGraph(torch.nn.Module):
         return F.normalize(self.audio_projection(pooled), dim=-1)
 
 
-def export_audio_tower(clap: LoadedClap, path: Path) -> None:
-    """Write `clap`'s audio tower and projection to `path` as ONNX, any batch size.
+def export_audio_tower(clap: LoadedClap, graph: Path, weights: Path, weights_name: str) -> None:
+    """Write `clap`'s audio tower and projection to `graph` as ONNX, any batch size, its weights
+    to `weights`, which the graph finds beside itself as `weights_name`.
 
     Traced under no_grad: with autograd on, the traced run's output keeps every activation for
     a backward pass until the export ends (half a GiB for HTSAT); the graph is the same."""
+    tower = _AudioTowerGraph(clap).eval()
     example = torch.from_numpy(front_end_of(clap)(probe_clips()[:2]))
     with warnings.catch_warnings(), torch.no_grad():
         # the tracer's notes on HTSAT's shape checks (constant for 10-s clips) and the
         # TorchScript exporter's deprecation notice: nothing a user can act on
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _AudioTowerGraph(clap).eval(),
+            tower,
             (example,),
-            str(path),
+            str(graph),
             dynamo=False,
+            export_params=False,  # the graph alone; the weights are written below
+            do_constant_folding=False,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=OPSET,
         )
+    model = onnx.load(str(graph))
+    with weights.open("wb") as handle:
+        _write_weights(model.graph, tower.state_dict(), handle, weights_name)
+    onnx.save(model, str(graph))
+
+
+WEIGHTS_ALIGNMENT = 4096  # each tensor page-aligned: a reader may map it rather than copy it
+
+
+def _write_weights(graph: onnx.GraphProto, state: dict, handle: BinaryIO, name: str) -> None:
+    """Turn `graph`'s weight inputs (every input but the features, named as in the module's
+    `state`) into initializers kept in `handle`, written one tensor at a time."""
+    features = [value for value in graph.input if value.name == INPUT_NAME]
+    for value in graph.input:
+        if value.name == INPUT_NAME:
+            continue
+        if value.name not in state:
+            raise ValueError(f"the exported graph takes {value.name!r}, not a weight of the model")
+        array = state[value.name].detach().contiguous().numpy()
+        offset = handle.seek(0, io.SEEK_END)
+        offset += handle.write(bytes(-offset % WEIGHTS_ALIGNMENT))
+        handle.write(array.data)
+        tensor = onnx.TensorProto(
+            name=value.name,
+            dims=array.shape,
+            data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype),
+            data_location=onnx.TensorProto.EXTERNAL,
+        )
+        for key, entry in (("location", name), ("offset", offset), ("length", array.nbytes)):
+            tensor.external_data.add(key=key, value=str(entry))
+        graph.initializer.append(tensor)
+    del graph.input[:]
+    graph.input.extend(features)
 
 
 def front_end_of(clap: LoadedClap) -> MelFrontEnd:

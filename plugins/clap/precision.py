@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
 from soundspan_plugins.shared.files import (
     file_facts,
@@ -30,8 +29,7 @@ from soundspan_plugins.shared.files import (
 
 from . import versions
 from .inference import OnnxAudioTower, OnnxTowerFiles
-from .onnx_export import ensure_exported
-from .tower_cache import cached_int8, int8_entry
+from .tower_cache import cached_export, cached_int8, int8_entry
 from .versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
 from .windows import probe_clips
 from .worker import ModelSource
@@ -64,7 +62,11 @@ def choose_tower(
             note = "[clap] precision = int8 is for CPUs; running torch float16 on CUDA"
         return TowerChoice(None, note)
     try:
-        exported = ensure_exported(source, cache_dir)
+        exported = cached_export(source, cache_dir)
+        if exported is None:  # torch, only then: the host chooses from the cache without it
+            from .onnx_export import ensure_exported
+
+            exported = ensure_exported(source, cache_dir)
     except Exception as error:
         # the tracer's and onnxruntime's errors have no common base; torch still runs the tower
         return torch_instead(f"exporting the audio tower to ONNX failed ({error})")
@@ -107,13 +109,25 @@ def ensure_int8(fp32: OnnxTowerFiles) -> tuple[OnnxTowerFiles, float]:
         return cached
     int8, record_path = int8_entry(fp32)
     int8_path = int8.graph
+    # imported here: seconds and memory the host pays only where it quantizes
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     log.info("CLAP: quantizing %s to int8 (once) ...", fp32.graph.name)
     prepared = temporary_path(fp32.graph.parent, ".onnx")
+    prepared_weights = prepared.with_name(f"{prepared.name}.data")
     partial = temporary_path(fp32.graph.parent, ".onnx")
     try:
         with _quiet_quantizer():
-            quant_pre_process(str(fp32.graph), str(prepared), skip_symbolic_shape=True)
+            # the fp32 graph keeps its weights in a file of its own (onnx_export.py); so does
+            # the optimized graph the quantizer reads, which it writes beside itself
+            quant_pre_process(
+                str(fp32.graph),
+                str(prepared),
+                skip_symbolic_shape=True,
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                external_data_location=prepared_weights.name,
+            )
             quantize_dynamic(
                 str(prepared),
                 str(partial),
@@ -123,8 +137,8 @@ def ensure_int8(fp32: OnnxTowerFiles) -> tuple[OnnxTowerFiles, float]:
         agreement = probe_agreement(fp32, replace(int8, graph=partial))
         move_into_place(partial, int8_path)
     finally:
-        prepared.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+        for written in (prepared, prepared_weights, partial):
+            written.unlink(missing_ok=True)
     record = {
         "recipe": INT8_RECIPE,
         "source_onnx": fp32.graph.name,
@@ -141,8 +155,10 @@ def _quiet_quantizer() -> Iterator[None]:
     parameters for tensor ... not specified"): hundreds of INFO lines in the host's log. A
     filter on the root logger sees only what is logged on the root itself, not the host's own
     loggers' records, which pass through its handlers unfiltered."""
+    from onnxruntime import quantization
+
     root = logging.getLogger()
-    quantizer = str(Path(quantize_dynamic.__code__.co_filename).parent)
+    quantizer = str(Path(quantization.__file__).parent)
 
     def from_elsewhere(record: logging.LogRecord) -> bool:
         return not record.pathname.startswith(quantizer) or record.levelno >= logging.WARNING

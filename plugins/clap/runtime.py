@@ -1,9 +1,10 @@
 """This host's CLAP as it starts: the weights found or downloaded, the audio tower exported
-once per model, the text tower loaded in the host, and the audio tower chosen (ONNX fp32 or
-int8, or torch) and started in its worker pool.
+once per model, the text tower checked (it runs in a process of its own that searches start:
+text_tower.py), and the audio tower chosen (ONNX fp32 or int8, or torch) and started in its
+worker pool.
 
-torch and transformers are imported only once a model is there to load, so a host with CLAP
-switched off, or without weights, never pays for them.
+The host itself imports torch and transformers only for a torch audio tower (CUDA, or an
+export torch refused); on a CPU they live in the processes that need them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -32,6 +33,7 @@ from soundspan_plugins.clap.fetching import (
 )
 from soundspan_plugins.clap.model_source import locate_model
 from soundspan_plugins.clap.settings import NAME, ClapSettings
+from soundspan_plugins.clap.text_tower import TextTowerFacts, text_pool, text_tower_facts
 from soundspan_plugins.shared.pool import ModelPool, idle_seconds, run_in_own_process
 
 if TYPE_CHECKING:  # both import onnxruntime, and precision torch: not before a model is here
@@ -57,12 +59,11 @@ class ClapRuntime:
     download: DownloadProgress | None = None  # while a hub checkpoint downloads
     starting: asyncio.Task | None = None  # download, text tower, audio tower, pool
     preparing: str | None = None  # the step of starting under way, for the status
-    text_tower: Any = None  # LoadedClap with the text tower, in the host process
+    text_tower: ModelPool | None = None  # its process, started by searches (text_tower.py)
     pool: ModelPool | None = None
     reason: str | None = None
     detail: str | None = None  # why the tower running is not the one asked for
     first_choice: TowerChoice | None = None  # made in a first start's own process
-    text_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 RUNTIME = web.AppKey("soundspan_clap", ClapRuntime)
@@ -87,7 +88,7 @@ def worker_share(host: HostContext, runtime: ClapRuntime | None) -> WorkerShare:
 async def prepare(host: HostContext, runtime: ClapRuntime, wanted: HubCheckpoint | None) -> None:
     """Everything CLAP needs before it works, in the background while the host already
     answers (MusiCNN and the API serve meanwhile): the hub checkpoint `wanted` downloaded,
-    on a first start the audio tower exported (make_tower_first), the text tower loaded, the
+    on a first start the audio tower exported (make_tower_first), the text tower checked, the
     audio tower chosen and its pool started. Jobs wait meanwhile; the status names the step."""
     try:
         if wanted is not None and not await _download(runtime, wanted):
@@ -95,7 +96,7 @@ async def prepare(host: HostContext, runtime: ClapRuntime, wanted: HubCheckpoint
         if worker_share(host, runtime).workers > 0:
             await make_tower_first(runtime)
         runtime.preparing = "loading the text tower"
-        await asyncio.to_thread(load_text_tower, runtime)
+        await check_text_tower(runtime)
         workers = worker_share(host, runtime).workers
         if runtime.reason is None and workers > 0:
             await start_pool(runtime, workers)
@@ -128,52 +129,51 @@ async def _download(runtime: ClapRuntime, wanted: HubCheckpoint) -> bool:
     return True
 
 
-def load_text_tower(runtime: ClapRuntime) -> None:
-    """Load the text tower into `runtime`, or set its reason for being unavailable."""
+async def check_text_tower(runtime: ClapRuntime) -> None:
+    """Load the text tower once in a short-lived process of its own, to learn what it is, then
+    keep its pool for searches (no process runs until the first one); or set the reason CLAP
+    is unavailable."""
     settings = runtime.settings
     try:
-        # before torch and transformers: their imports cost seconds of every start
-        locate_model(runtime.model, settings.allow_download, settings.cache_dir)
-    except ClapUnavailable as error:
-        unavailable(runtime, error)
-        return
-
-    import torch
-
-    from soundspan_plugins.clap.loading import load_clap
-
-    cuda = torch.cuda.is_available()
-    log.info("CLAP: CUDA available: %s", cuda)
-    device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and cuda) else "cpu"
-    runtime.device = device
-    try:
-        text_tower = load_clap(
-            runtime.model,
-            tokenizer=runtime.tokenizer,
-            towers=("text",),
-            threads=1,
-            allow_download=settings.allow_download,
-            cache_dir=settings.cache_dir,
-            allow_unsafe_checkpoint=settings.allow_unsafe_checkpoint,
+        # before a process spawns to import torch and transformers: seconds of every start
+        await asyncio.to_thread(
+            locate_model, runtime.model, settings.allow_download, settings.cache_dir
         )
     except ClapUnavailable as error:
         unavailable(runtime, error)
         return
-    info = text_tower.info
-    if info.embedding_dim != DIMENSION:
+    source = model_source(runtime)
+    facts = await run_in_own_process("CLAP text tower", text_tower_facts, source)
+    if accept_text_tower(runtime, facts):
+        runtime.text_tower = text_pool(source, settings.idle_minutes)
+
+
+def accept_text_tower(runtime: ClapRuntime, facts: TextTowerFacts | str) -> bool:
+    """Keep in `runtime` what the text tower is (text_tower_facts), and where the audio tower
+    runs; False, with the reason set, where CLAP cannot use this model."""
+    if isinstance(facts, str):
+        runtime.reason = facts
+        log.warning("CLAP unavailable: %s", facts)
+        return False
+    settings = runtime.settings
+    log.info("CLAP: CUDA available: %s", facts.cuda)
+    cuda = settings.device == "cuda" or (settings.device == "auto" and facts.cuda)
+    runtime.device = "cuda" if cuda else "cpu"
+    if facts.embedding_dim != DIMENSION:
         runtime.reason = (
-            f"CLAP model {info.model_id} embeds in {info.embedding_dim} dimensions; "
+            f"CLAP model {facts.model_id} embeds in {facts.embedding_dim} dimensions; "
             f"only {DIMENSION}-dimensional (LAION) CLAP models are supported"
         )
-        return
-    if device == "cuda" and not cuda:
+        return False
+    if cuda and not facts.cuda:
         runtime.reason = "[clap] device = cuda, but torch sees no GPU here"
-        return
-    runtime.text_tower, runtime.trained = text_tower, info.trained
+        return False
+    runtime.trained = facts.trained
     if runtime.model == settings.model:  # a hub checkpoint keeps its hub name
-        runtime.model_id = info.model_id
-    if not info.trained:
-        log.warning("CLAP model %s is not trained: %s", info.model_id, info.untrained_reason)
+        runtime.model_id = facts.model_id
+    if not facts.trained:
+        log.warning("CLAP model %s is not trained: %s", facts.model_id, facts.untrained_reason)
+    return True
 
 
 def unavailable(runtime: ClapRuntime, error: ClapUnavailable) -> None:
@@ -183,11 +183,10 @@ def unavailable(runtime: ClapRuntime, error: ClapUnavailable) -> None:
 
 async def make_tower_first(runtime: ClapRuntime) -> None:
     """On a CPU, a first start exports the audio tower to ONNX (and quantizes it, for int8) in
-    a process of its own, before the host imports torch for the text tower: that process peaks
-    near 1.7 GiB for larger_clap_music (torch holds the weights three times over while it
-    writes the graph; int8's quantizer a little less), and the host's own 350 MiB of torch and
-    text tower would add to it, as int8's quantizer did in the host. Every later start finds
-    the tower in the cache and spawns nothing."""
+    a process of its own, before the text tower's check, which spawns a process of its own too
+    (never both at once): the export peaks near 1.0 GiB for larger_clap_music (the trace),
+    int8's quantizer near 1.4. Every later start finds the tower in the cache and spawns
+    nothing for it."""
     from soundspan_plugins.clap import versions
     from soundspan_plugins.clap.tower_cache import tower_cached
 
@@ -199,7 +198,7 @@ async def make_tower_first(runtime: ClapRuntime) -> None:
             locate_model, runtime.model, settings.allow_download, settings.cache_dir
         )
     except ClapUnavailable:
-        return  # load_text_tower says why
+        return  # check_text_tower says why
     source = model_source(runtime)
     if await asyncio.to_thread(tower_cached, source, runtime.onnx_cache, settings.precision):
         return
@@ -249,8 +248,8 @@ def model_source(runtime: ClapRuntime) -> ModelSource:
 
 
 async def _import_precision() -> ModuleType:
-    """precision.py, imported off the event loop: onnxruntime's quantizer takes seconds to
-    import (over ten on a busy NAS), and the status would not answer meanwhile."""
+    """precision.py, imported off the event loop: its onnxruntime takes seconds to import on a
+    busy NAS, and the status would not answer meanwhile."""
     return await asyncio.to_thread(importlib.import_module, "soundspan_plugins.clap.precision")
 
 
@@ -336,5 +335,6 @@ async def running(host: HostContext) -> AsyncIterator[None]:
             stopping.set()  # ends a transfer thread at its next write
             runtime.starting.cancel()
             await asyncio.gather(runtime.starting, return_exceptions=True)
-        if runtime.pool is not None:
-            await runtime.pool.close()
+        for pool in (runtime.pool, runtime.text_tower):
+            if pool is not None:
+                await pool.close()

@@ -81,4 +81,7 @@ class ClapSettings(PluginSettings):
         "8 to 16 keep it busy.",
     )
     max_audio_minutes: float = max_audio_minutes_setting()
-    idle_minutes: float = idle_minutes_setting()
+    idle_minutes: float = idle_minutes_setting(
+        "The text tower's process stops likewise after as many minutes without a text search; "
+        "the next search starts it (seconds). "
+    )

@@ -16,7 +16,9 @@ from .inference import OnnxTowerFiles
 from .versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE, weights_digest
 from .worker import ModelSource
 
-EXPORTER_VERSION = 1  # bump when the exported graph or front end changes: entries are redone
+# bump when the exported graph, its files or the front end change: entries are redone.
+# 2: the weights in a file of their own beside the graph (onnx_export.py)
+EXPORTER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,26 +33,43 @@ class ExportedTower:
         return self.agreement >= SAME_VERSION_MIN_COSINE
 
 
-def export_entry(source: ModelSource, cache_dir: Path) -> tuple[str, Path, Path, Path]:
-    """The weights' digest, and the graph, mel filters and record of their cache entry."""
+def export_entry(source: ModelSource, cache_dir: Path) -> tuple[str, Path, Path, Path, Path]:
+    """The weights' digest, and the graph, its weights, mel filters and record of their cache
+    entry."""
     digest = weights_digest(source.model)
     stem = f"clap-audio-{digest[:16]}-e{EXPORTER_VERSION}"
     return (
         digest,
         cache_dir / f"{stem}.onnx",
+        cache_dir / f"{stem}-weights.bin",
         cache_dir / f"{stem}-mel.npy",
         cache_dir / f"{stem}.json",
     )
 
 
+def forget_older_exports(digest: str, cache_dir: Path) -> list[Path]:
+    """Remove the files an older exporter version left for these weights (its graph, weights,
+    filters, int8 graph and records: hundreds of MB the cache would otherwise keep for good);
+    the files removed."""
+    current = f"clap-audio-{digest[:16]}-e{EXPORTER_VERSION}"
+    stale = [
+        path
+        for path in cache_dir.glob(f"clap-audio-{digest[:16]}-e*")
+        if not path.name.startswith((f"{current}.", f"{current}-"))
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def cached_export(source: ModelSource, cache_dir: Path) -> ExportedTower | None:
     """The export of `source`'s audio tower already in the cache, intact; None if there is
     none (then onnx_export.ensure_exported makes it: best in a process of its own)."""
-    digest, graph, filters, record_path = export_entry(source, cache_dir)
+    digest, graph, weights, filters, record_path = export_entry(source, cache_dir)
     return read_cache_record(
         record_path,
         {"weights_sha256": digest, "exporter_version": EXPORTER_VERSION},
-        {"onnx_bytes": graph, "mel_filters_bytes": filters},
+        {"onnx_bytes": graph, "onnx_weights_bytes": weights, "mel_filters_bytes": filters},
         lambda record: ExportedTower(
             OnnxTowerFiles(graph, _front_end(record, filters), "fp32"), record["agreement"]
         ),

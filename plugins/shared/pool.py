@@ -29,14 +29,15 @@ Result = TypeVar("Result")
 _loaded_model: Any = None  # in a worker process: what the pool's `load` returned
 
 
-def idle_minutes_setting() -> float:
-    """The `idle_minutes` setting of an analyzer's section: one rule, said one way."""
+def idle_minutes_setting(also: str = "") -> float:
+    """The `idle_minutes` setting of an analyzer's section: one rule, said one way; `also`
+    says what else of that analyzer stops by it."""
     return Field(
         10.0,
         ge=0,
         description="Minutes without a track to analyze after which the worker processes stop, "
         "giving the model's memory back; the next track starts them again (a few seconds). "
-        "0: keep them running.",
+        f"{also}0: keep them running.",
     )
 
 
@@ -147,6 +148,7 @@ class ModelPool:
         self._start = (load, load_args)
         self._context = _BudgetedSpawnContext(threads)
         self._pool = self._new_pool()
+        self._started = False  # pebble starts the processes at a pool's first call
         self._calls = 0  # running or waiting for a worker
         self._idle_timer: asyncio.TimerHandle | None = None
         self._resting: asyncio.Task[None] | None = None
@@ -202,7 +204,13 @@ class ModelPool:
             log.warning("%s: the worker processes were lost; starting fresh ones", self.name)
             await asyncio.to_thread(_stop, pool)
             self._pool = pool = self._new_pool()
+        self._started = True
         return await asyncio.wrap_future(pool.schedule(_run_with_model, (task, args)))
+
+    @property
+    def started(self) -> bool:
+        """Whether its processes are up (or starting): from a call until they rest or close."""
+        return self._started
 
     async def warm_up(self) -> None:
         """Start the workers and load the model now, so a bad model shows at start-up."""
@@ -214,6 +222,7 @@ class ModelPool:
             self._idle_timer.cancel()
         if self._resting is not None:
             await self._resting
+        self._started = False
         await asyncio.to_thread(_stop, self._pool)
 
     def _rest(self) -> None:
@@ -223,6 +232,7 @@ class ModelPool:
         if self._calls or self._resting is not None:
             return
         idle, self._pool = self._pool, self._new_pool()
+        self._started = False
         log.info(
             "%s: worker processes stopped after %.0f s without work; the next one starts them",
             self.name,
