@@ -23,18 +23,9 @@ from soundspan_host.doctor import check_cpu_budget
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import Plugins, load_plugins
 from soundspan_host.settings import read_settings
+from tests.harness.cgroup_files import fake_root
 
 READ_AFFINITY = "from soundspan_host.cpu_budget import read_cpu_limits; print(read_cpu_limits())"
-
-
-def fake_root(tmp_path: Path, proc_cgroup: str, files: dict[str, str]) -> Path:
-    (tmp_path / "proc/self").mkdir(parents=True)
-    (tmp_path / "proc/self/cgroup").write_text(proc_cgroup)
-    for name, content in files.items():
-        path = tmp_path / "sys/fs/cgroup" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    return tmp_path
 
 
 def test_a_v2_quota_is_read_from_the_process_cgroup_and_the_tightest_ancestor_wins(tmp_path):

@@ -7,7 +7,7 @@ import psutil
 
 from soundspan_host.cgroups import cgroup_memory_limit
 from soundspan_host.database.embedded_memory import size_shared_buffers, usable_memory
-from tests.test_cpu_budget import fake_root
+from tests.harness.cgroup_files import fake_root
 
 GIB = 1 << 30
 
