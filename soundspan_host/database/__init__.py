@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import make_url, text
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy import event, make_url, text
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from soundspan_host.database.embedded import EmbeddedPostgres
@@ -94,20 +95,51 @@ async def open_database(
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     """A second engine on the same database for reads that need no transaction, in
-    autocommit: a read is two round trips (the pool's liveness check and the statement) where
-    one on `engine` takes six (the check opens and closes a transaction of its own, and the
-    read is wrapped in BEGIN and ROLLBACK). Each round trip wakes the server and the host in
-    turn, which on a small box is most of a quick read's time (bench/RESULTS.md, issue 25)."""
+    autocommit: a read is one round trip where one on `engine` takes six (its liveness check
+    opens and closes a transaction of its own, and the read is wrapped in BEGIN and ROLLBACK).
+    Each round trip wakes the server and the host in turn, which on a small box is most of a
+    quick read's time (bench/RESULTS.md, issue 25)."""
     reader = create_async_engine(
         engine.url,
         isolation_level="AUTOCOMMIT",
-        pool_pre_ping=True,  # what lets the host outlive a restarted database
         connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
     )
+    ping_after_idle(reader)  # what lets the host outlive a restarted database
     try:
         yield reader
     finally:
         await reader.dispose()
+
+
+PING_AFTER_IDLE_SECONDS = 1.0
+RETURNED_AT = "soundspan.returned_at"  # a pooled connection's info: when it came back
+
+
+def ping_after_idle(engine: AsyncEngine) -> None:
+    """Check that a pooled connection still reaches the server before it is used, where it has
+    rested PING_AFTER_IDLE_SECONDS or more: a dead one (the database restarted) is replaced
+    before the read fails.
+
+    SQLAlchemy's `pool_pre_ping` checks at every checkout, and a request reads five or six
+    times within milliseconds, each check a round trip; its documented alternative is this
+    "checkout" event raising DisconnectionError, on which the pool connects afresh. A
+    connection lost while in use fails its read, and the pool then replaces all those older
+    than the failure."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def returned(dbapi_connection: Any, record: Any) -> None:
+        record.info[RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get(RETURNED_AT, 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            if engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise DisconnectionError(str(error)) from error
+            raise
 
 
 async def prepare_schema(engine: AsyncEngine, plugin_migrations: Sequence[Path] = ()) -> None:
