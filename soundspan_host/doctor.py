@@ -15,7 +15,6 @@ from soundspan_host.cpu_budget import host_budget
 from soundspan_host.database import async_url
 from soundspan_host.database.embedded import EmbeddedPostgres, listening_endpoints
 from soundspan_host.database.embedded_access import SUPERUSER, secret_file
-from soundspan_host.database.embedded_memory import size_shared_buffers
 from soundspan_host.database.embedded_placement import orphaned_clusters
 from soundspan_host.errors import ConfigError
 from soundspan_host.plugins import Plugins, load_plugins
@@ -173,7 +172,7 @@ async def check_database(host: HostSettings) -> list[Check]:
     server = EmbeddedPostgres(
         host.data_dir,
         port=host.embedded_database_port,
-        shared_buffers=size_shared_buffers(host.embedded_database_shared_buffers_mb),
+        shared_buffers_mb=host.embedded_database_shared_buffers_mb,
     )
     try:
         await asyncio.to_thread(server.start)

@@ -15,7 +15,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from soundspan_host.database.embedded import EmbeddedPostgres
-from soundspan_host.database.embedded_memory import size_shared_buffers
 from soundspan_host.database.migrations import missing_heads, upgrade_to_head
 from soundspan_host.errors import ConfigError
 
@@ -70,7 +69,7 @@ async def open_database(
         embedded = EmbeddedPostgres(
             data_dir,
             port=embedded_port,
-            shared_buffers=size_shared_buffers(embedded_shared_buffers_mb),
+            shared_buffers_mb=embedded_shared_buffers_mb,
         )
         url = await asyncio.to_thread(embedded.start)
     else:

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -49,7 +50,7 @@ from soundspan_host.database.embedded_access import (
     worker_url,
     write_hba,
 )
-from soundspan_host.database.embedded_memory import SharedBuffers, size_shared_buffers
+from soundspan_host.database.embedded_memory import size_shared_buffers
 from soundspan_host.database.embedded_placement import (
     place_cluster,
     reachable_binaries,
@@ -70,7 +71,8 @@ class EmbeddedPostgres:
     """One PostgreSQL server for `data_dir`, started and stopped by this process.
 
     `binaries` is the folder of initdb, pg_ctl and postgres: the wheel's, unless a test says;
-    `shared_buffers` its page cache (embedded_memory.py), by default sized from the memory.
+    `shared_buffers_mb` its page cache: the embedded_database_shared_buffers_mb setting
+    (embedded_memory.py sizes `auto` from the memory).
     """
 
     def __init__(
@@ -78,10 +80,10 @@ class EmbeddedPostgres:
         data_dir: Path,
         port: int = 0,
         binaries: Path = pg_commands.POSTGRES_BIN_PATH,
-        shared_buffers: SharedBuffers | None = None,
+        shared_buffers_mb: Literal["auto"] | int = "auto",
     ) -> None:
         self.data_dir = data_dir.resolve()
-        self.shared_buffers = shared_buffers or size_shared_buffers("auto")
+        self.shared_buffers = size_shared_buffers(shared_buffers_mb)
         self.pgdata = self.data_dir / "postgres"  # resolved at start: it may link elsewhere
         self.requested_port = port
         self.port: int | None = None  # the TCP port, while one is open for workers
