@@ -1,6 +1,6 @@
 """Vibe API benchmark (issue 5): similar-track and search latency over HTTP at 100,000 tracks.
 
-It starts the real host (`python -m soundspan_host serve`, embedded PostgreSQL + pgvector) in a
+It starts the real host (`soundspan-host serve`, embedded PostgreSQL + pgvector) in a
 temporary folder with no analysis running: the watcher disabled, `[musicnn]` and `[clap]`
 enabled with `workers = 0` (their migrations create `musicnn_results` and `clap_results`, no
 worker process starts), `[clap] model` pointing at a TINY RANDOM CLAP (random weights,

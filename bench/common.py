@@ -26,6 +26,10 @@ from soundspan_host.database.embedded_access import DATABASE_NAME, SUPERUSER, re
 from soundspan_host.database.embedded_placement import CLUSTERS
 from soundspan_host.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
 
+# the installed command, as `make run` and the images start the host: every process the host
+# spawns runs this script first (multiprocessing's spawn; `python -m` would skip that step)
+HOST_COMMAND = str(Path(sys.executable).with_name("soundspan-host"))
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -98,7 +102,7 @@ class BenchHost:
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "soundspan_host", "serve"],
+                [HOST_COMMAND, "serve"],
                 cwd=self.work,
                 env=self.env,
                 stdout=log,

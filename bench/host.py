@@ -2,7 +2,7 @@
 
 The model benchmarks (bench/musicnn.py, bench/clap.py) time a pool alone; this one times what a
 user waits for: watcher -> catalogue -> queue -> pool -> result stored. It starts a real
-`python -m soundspan_host serve` (embedded PostgreSQL, inotify watcher, vibe_api for the status)
+`soundspan-host serve` (embedded PostgreSQL, inotify watcher, vibe_api for the status)
 in a temp dir with an empty music dir and the analyzers of `--analyzer` on (`both`: MusiCNN and
 CLAP; `each`: three hosts one after the other, MusiCNN alone, CLAP alone and both, each on a
 fresh data dir, the same tracks), their workers, threads and precision as given (else the

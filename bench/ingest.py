@@ -1,6 +1,6 @@
 """Ingest benchmark (issue 4): how fast a running host indexes files dropped into its music dir.
 
-It starts the real host (`python -m soundspan_host serve`: embedded PostgreSQL, the inotify
+It starts the real host (`soundspan-host serve`: embedded PostgreSQL, the inotify
 watcher) in a temporary folder, with a no-op analyzer (bench/noop_analyzer) installed by entry
 point, so no model time is counted: what is measured is watcher + catalogue + queue + database.
 

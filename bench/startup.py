@@ -1,8 +1,8 @@
 """Start-up benchmark (issue 16): how long a second start of the host takes to answer /healthz.
 
-`make run` runs `soundspan-host serve`; this script runs the same (`python -m soundspan_host
-serve`) in a temporary folder, with the plugins settings.toml enables by default (watcher,
-musicnn, clap, vibe_api, status_page) and the embedded database. CLAP is unavailable, as on a
+`make run` runs `soundspan-host serve`; this script runs the same command in a temporary
+folder, with the plugins settings.toml enables by default (watcher, musicnn, clap, vibe_api,
+status_page) and the embedded database. CLAP is unavailable, as on a
 host without its weights: `[clap] allow_download = false` and none on disk, so nothing is
 fetched. The first start makes the data dir (initdb, migrations, the MusiCNN ONNX cache) and
 is not the one measured; then the host is started `--starts` more times on that data dir,

@@ -2,7 +2,7 @@
 keeping 10 fresh playlists on it.
 
 It starts a real supysonic server (bench/supysonic_server.py, the tests' server) and the real
-host (`python -m soundspan_host serve`, embedded PostgreSQL) in a temporary folder, with only
+host (`soundspan-host serve`, embedded PostgreSQL) in a temporary folder, with only
 the watcher, the no-op analyzer (bench/noop_analyzer, by entry point, so no model time counts),
 vibe_api and subsonic enabled:
 

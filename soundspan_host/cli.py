@@ -224,7 +224,7 @@ def command_named(arguments: list[str]) -> str | None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """The command line (the `soundspan-host` script calls it through __main__.py)."""
     try:
         command_line(sys.argv[1:])(standalone_mode=True)
     except ConfigError as error:

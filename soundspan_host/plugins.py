@@ -23,15 +23,15 @@ from soundspan_host.settings import RawSettings, Settings, validate_settings
 ENTRY_POINT_GROUP = "soundspan_host.plugins"
 
 BUILTIN_PLUGINS: dict[str, str] = {  # name in settings.toml -> module
-    "watcher": "soundspan_plugins.watcher",
-    "musicnn": "soundspan_plugins.musicnn",
-    "clap": "soundspan_plugins.clap",
-    "vibe_api": "soundspan_plugins.vibe_api",
-    "status_page": "soundspan_plugins.status_page",
-    "subsonic": "soundspan_plugins.subsonic",
-    "jellyfin": "soundspan_plugins.jellyfin",
-    "lyrion": "soundspan_plugins.lyrion",
-    "instant_mix": "soundspan_plugins.instant_mix",
+    "watcher": "soundspan_plugins.watcher.plugin",
+    "musicnn": "soundspan_plugins.musicnn.plugin",
+    "clap": "soundspan_plugins.clap.plugin",
+    "vibe_api": "soundspan_plugins.vibe_api.plugin",
+    "status_page": "soundspan_plugins.status_page.plugin",
+    "subsonic": "soundspan_plugins.subsonic.plugin",
+    "jellyfin": "soundspan_plugins.jellyfin.plugin",
+    "lyrion": "soundspan_plugins.lyrion.plugin",
+    "instant_mix": "soundspan_plugins.instant_mix.plugin",
 }
 
 

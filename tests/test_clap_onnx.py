@@ -48,7 +48,7 @@ def onnx_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tiny_model, onnx_cache):
-    from soundspan_plugins.clap.onnx_export import ensure_exported
+    from soundspan_plugins.clap.export_check import ensure_exported
 
     return ensure_exported(tiny_model, onnx_cache)
 
@@ -142,8 +142,8 @@ def test_the_graph_keeps_its_weights_in_a_file_beside_it_that_the_record_vouches
     cache's record checks like the graph, so an altered weights file is exported again."""
     import onnx
 
+    from soundspan_plugins.clap.export_check import ensure_exported
     from soundspan_plugins.clap.inference import INPUT_NAME
-    from soundspan_plugins.clap.onnx_export import ensure_exported
     from soundspan_plugins.clap.tower_cache import EXPORTER_VERSION, export_entry
 
     _, graph, weights, _, _ = export_entry(tiny_model, onnx_cache)
@@ -193,6 +193,63 @@ async def test_a_later_start_chooses_the_tower_from_the_cache_without_torch(
     ensure_int8(exported.files)
     chosen = await run_in_own_process("choice", choice_in_a_fresh_process, tiny_model, onnx_cache)
     assert chosen == (["fp32", "int8"], [])
+
+
+def check_in_a_fresh_process(source: ModelSource, cache_dir: Path) -> tuple:
+    """Run in a process of its own: a first start's check of the export torch left."""
+    from soundspan_plugins.clap.export_check import check_export
+
+    checked = check_export(source, cache_dir)
+    return checked.agreement, heavy_modules(None)
+
+
+async def test_the_export_awaits_a_check_that_runs_without_torch(tiny_model, tmp_path) -> None:
+    """A first start exports in one process (torch) and checks in another (onnxruntime alone:
+    beside torch's imports the check was the export's peak). Until the check records it, no
+    one trusts the export; the check removes what only it needed."""
+    from soundspan_plugins.clap.export_check import awaits_check
+    from soundspan_plugins.clap.onnx_export import export_unchecked
+    from soundspan_plugins.clap.tower_cache import cached_export, export_entry, unchecked_entry
+    from soundspan_plugins.shared.pool import run_in_own_process
+
+    export_unchecked(tiny_model, tmp_path)
+    assert cached_export(tiny_model, tmp_path) is None and awaits_check(tiny_model, tmp_path)
+    agreement, imported = await run_in_own_process(
+        "check", check_in_a_fresh_process, tiny_model, tmp_path
+    )
+    assert imported == [] and agreement >= SAME_VERSION_MIN_COSINE
+    cached = cached_export(tiny_model, tmp_path)
+    assert cached is not None and cached.agreement == agreement
+    _, graph, _, _, _ = export_entry(tiny_model, tmp_path)
+    assert not any(path.exists() for path in unchecked_entry(graph))
+    assert not awaits_check(tiny_model, tmp_path)
+
+
+def test_an_altered_export_awaiting_its_check_is_exported_again(tiny_model, tmp_path) -> None:
+    from soundspan_plugins.clap.export_check import awaits_check, ensure_exported
+    from soundspan_plugins.clap.onnx_export import export_unchecked
+    from soundspan_plugins.clap.tower_cache import export_entry, unchecked_entry
+
+    export_unchecked(tiny_model, tmp_path)
+    _, graph, _, _, _ = export_entry(tiny_model, tmp_path)
+    reference, _ = unchecked_entry(graph)
+    np.save(reference, -np.load(reference))  # torch's embeddings, not what it computed
+    assert not awaits_check(tiny_model, tmp_path)
+    assert ensure_exported(tiny_model, tmp_path).accepted
+
+
+def test_a_first_export_that_fails_says_why(tiny_model, tmp_path, monkeypatch) -> None:
+    """The export process hands the host its error (the tracer's have no common base, and may
+    not pickle): the host then runs the torch tower and the status says why (runtime.py)."""
+    from soundspan_plugins.clap.precision import FirstExport, export_first
+
+    def fail(source, cache_dir):
+        raise RuntimeError("the tracer met an op it cannot export")
+
+    monkeypatch.setattr("soundspan_plugins.clap.onnx_export.export_unchecked", fail)
+    assert export_first(tiny_model, tmp_path, "cpu") == FirstExport(
+        failed="the tracer met an op it cannot export"
+    )
 
 
 def test_a_second_start_reuses_the_export_and_the_int8_check(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from soundspan_plugins import instant_mix
+from soundspan_plugins.instant_mix import plugin as instant_mix
 from tests.harness.instant_mix_library import TOKEN, mix_host, server_song_ids, serving
 
 

@@ -36,6 +36,14 @@ def test_a_plugin_imports_no_other_plugin_and_not_the_host(plugin):
             assert owner in allowed, f"{plugin} imports {module}"
 
 
+@pytest.mark.parametrize("plugin", PLUGIN_NAMES)
+def test_a_plugin_package_says_what_it_is_and_imports_nothing(plugin):
+    """Its hooks are in plugin.py: every process the plugin spawns imports the package."""
+    [docstring] = ast.parse((PLUGINS / plugin / "__init__.py").read_text()).body
+    assert isinstance(docstring, ast.Expr) and isinstance(docstring.value, ast.Constant)
+    assert "hookimpl" in (PLUGINS / plugin / "plugin.py").read_text()
+
+
 def test_the_shared_library_has_no_hooks_and_imports_no_plugin():
     """It may use the contract's types (an analyzer skeleton is built of them), never its
     hook markers: a hook implementation belongs to the plugin that registers it."""

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from soundspan_host.database import async_url, prepare_schema
-from soundspan_plugins import clap, subsonic
+from soundspan_plugins.clap import plugin as clap
+from soundspan_plugins.subsonic import plugin as subsonic
 from tests.harness.library import eventually, jobs, rows, scalar, stores_per_content, write_wav
 from tests.harness.processes import start_host_process, wait_healthy
 

@@ -1,11 +1,14 @@
 """Export a CLAP audio tower (and its projection) to ONNX once per model.
 
-The export runs in a process of its own (runtime.py) that ends with it, is checked against
-torch on the probe clips, and is cached under the data dir keyed by the weights' content
-hash: `clap-audio-<hash>-e<version>.onnx`, the mel filter bank beside it (`-mel.npy`), and a JSON
-record written last, so an entry without its record (a crash mid-write) is rebuilt, never
-trusted. An export whose embeddings are not within SAME_VERSION_MIN_COSINE of torch's is
-recorded and refused: the workers then run torch.
+The export runs in a process of its own (runtime.py) that ends with it, and is cached under
+the data dir keyed by the weights' content hash: `clap-audio-<hash>-e<version>.onnx`, its
+weights (`-weights.bin`) and mel filter bank (`-mel.npy`) beside it, with torch's embeddings of
+the probe clips (`-reference.npy`) and a record that the entry awaits its check
+(`-unchecked.json`). The check runs in a process without torch (export_check.py): it
+compares the graph's embeddings with torch's and writes the entry's record, so an entry
+without that record (a crash mid-write, a check never run) is never trusted. An export whose
+embeddings are not within SAME_VERSION_MIN_COSINE of torch's is recorded and refused: the
+workers then run torch.
 
 The TorchScript exporter (`dynamo=False`) is used: it still works in torch 2.13, traces HTSAT
 with a dynamic batch axis in seconds, and needs no extra package (the dynamo exporter wants
@@ -17,17 +20,16 @@ protobuf, the serialized string, Python's bytes: 1.65 GiB at the peak), and stre
 files of their own only for models over 2 GB. So the graph is exported without its weights
 (they stay the graph's inputs, named as in the module's state_dict), and the weights are then
 written one tensor at a time into a file beside it (`-weights.bin`) that the graph names as
-its external data: about 1.0 GiB at the peak (the trace), the same embeddings to the last bit.
-The weights are not folded into the graph by torch (no constant folding: it would rename them
-where it cannot be followed); onnxruntime folds the same transposes when it loads the graph.
-Traced without autograd, the trace keeps no activations for a backward pass. torch's reference
-embeddings are taken before the export, and the model is let go before onnxruntime loads the
-graph for the check, so the check never holds both.
+its external data: about 0.87 GiB at the peak (the trace), the same embeddings to the last
+bit. The weights are not folded into the graph by torch (no constant folding: it would rename
+them where it cannot be followed); onnxruntime folds the same transposes when it loads the
+graph. Traced without autograd, the trace keeps no activations for a backward pass. The check
+loads the graph in onnxruntime (the weights again, and its arena): in this process, beside
+torch's imports, that was the peak (0.92 GiB); in its own it is about half.
 """
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import logging
@@ -50,15 +52,9 @@ from soundspan_plugins.shared.memory import return_freed_memory
 
 from .embedding import embed_windows
 from .frontend import MelFrontEnd
-from .inference import INPUT_NAME, OUTPUT_NAME, OnnxAudioTower, OnnxTowerFiles
+from .inference import INPUT_NAME, OUTPUT_NAME
 from .loading import LoadedClap, load_clap
-from .tower_cache import (
-    EXPORTER_VERSION,
-    ExportedTower,
-    cached_export,
-    export_entry,
-    forget_older_exports,
-)
+from .tower_cache import EXPORTER_VERSION, export_entry, unchecked_entry
 from .windows import probe_clips
 from .worker import ModelSource
 
@@ -67,12 +63,12 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
-def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
-    """The cached export of `source`'s audio tower, exporting (and checking) only if needed."""
-    if (cached := cached_export(source, cache_dir)) is not None:
-        return cached
-    digest, graph, weights, filters, record_path = export_entry(source, cache_dir)
-
+def export_unchecked(source: ModelSource, cache_dir: Path) -> None:
+    """Export `source`'s audio tower into its cache entry, with torch's embeddings of the probe
+    clips beside it and the record that says the entry awaits its check (export_check.py, in a
+    process without torch, compares the graph's embeddings with them and vouches for it)."""
+    digest, graph, weights, filters, _ = export_entry(source, cache_dir)
+    reference_path, unchecked_path = unchecked_entry(graph)
     log.info("CLAP: exporting the audio tower of %s to ONNX (once) ...", source.model)
     clap = load_clap(
         source.model,
@@ -85,42 +81,39 @@ def ensure_exported(source: ModelSource, cache_dir: Path) -> ExportedTower:
     reference = embed_windows(clap, probe_clips(), batch_size=1)  # its activations: 50 MiB less
     return_freed_memory()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial_graph = temporary_path(cache_dir, ".onnx")
-    partial_weights = temporary_path(cache_dir, ".bin")
-    partial_filters = temporary_path(cache_dir, ".npy")
+    partials = {
+        path: temporary_path(cache_dir, path.suffix)
+        for path in (graph, weights, filters, reference_path)
+    }
     try:
-        export_audio_tower(clap, partial_graph, partial_weights, weights.name)
-        del clap  # the check below loads the graph: never both in memory at once
-        gc.collect()
-        return_freed_memory()
-        with partial_filters.open("wb") as handle:
-            np.save(handle, front_end.mel_filters)
         # the graph names its weights file by its final name; no record trusts it before ours
-        move_into_place(partial_weights, weights)
-        exported = OnnxTowerFiles(partial_graph, front_end, "fp32")
-        agreement = onnx_agreement(reference, exported)
-        for partial, final in ((partial_graph, graph), (partial_filters, filters)):
+        export_audio_tower(clap, partials[graph], partials[weights], weights.name)
+        for path, array in ((filters, front_end.mel_filters), (reference_path, reference)):
+            with partials[path].open("wb") as handle:
+                np.save(handle, array)
+        for final, partial in partials.items():
             move_into_place(partial, final)
     finally:
-        for partial in (partial_graph, partial_weights, partial_filters):
+        for partial in partials.values():
             partial.unlink(missing_ok=True)
-    record = {
+    unchecked = {
         "weights_sha256": digest,
         "model": source.model,
         "exporter_version": EXPORTER_VERSION,
         "torch": torch.__version__,
         **file_facts(
-            {"onnx_bytes": graph, "onnx_weights_bytes": weights, "mel_filters_bytes": filters}
+            {
+                "onnx_bytes": graph,
+                "onnx_weights_bytes": weights,
+                "mel_filters_bytes": filters,
+                "reference_bytes": reference_path,
+            }
         ),
         "fft_size": front_end.fft_size,
         "hop_length": front_end.hop_length,
         "channels": front_end.channels,
-        "agreement": agreement,
     }
-    write_atomically(record_path, json.dumps(record, indent=1) + "\n")
-    if stale := forget_older_exports(digest, cache_dir):
-        log.info("CLAP: removed %d files of an older export of these weights", len(stale))
-    return ExportedTower(OnnxTowerFiles(graph, front_end, "fp32"), agreement)
+    write_atomically(unchecked_path, json.dumps(unchecked, indent=1) + "\n")
 
 
 class _AudioTowerGraph(torch.nn.Module):
@@ -146,7 +139,9 @@ def export_audio_tower(clap: LoadedClap, graph: Path, weights: Path, weights_nam
     Traced under no_grad: with autograd on, the traced run's output keeps every activation for
     a backward pass until the export ends (half a GiB for HTSAT); the graph is the same."""
     tower = _AudioTowerGraph(clap).eval()
-    example = torch.from_numpy(front_end_of(clap)(probe_clips()[:2]))
+    # one clip (two held ~25 MiB more at the peak); the batch axis stays free, and the check
+    # embeds the three probe clips in one batch, so a graph tied to 1 would be refused
+    example = torch.from_numpy(front_end_of(clap)(probe_clips()[:1]))
     with warnings.catch_warnings(), torch.no_grad():
         # the tracer's notes on HTSAT's shape checks (constant for 10-s clips) and the
         # TorchScript exporter's deprecation notice: nothing a user can act on
@@ -210,10 +205,3 @@ def front_end_of(clap: LoadedClap) -> MelFrontEnd:
         hop_length=extractor.hop_length,
         channels=4 if fused else 1,
     )
-
-
-def onnx_agreement(reference: np.ndarray, files: OnnxTowerFiles) -> float:
-    """The lowest cosine between torch's embeddings of the probe clips (`reference`) and the
-    ONNX graph's."""
-    candidate = OnnxAudioTower(files).embed_windows(probe_clips())
-    return float(np.sum(reference * candidate, axis=1).min())

@@ -28,6 +28,7 @@ from soundspan_plugins.shared.files import (
 )
 
 from . import versions
+from .export_check import awaits_check, ensure_exported
 from .inference import OnnxAudioTower, OnnxTowerFiles
 from .tower_cache import cached_export, cached_int8, int8_entry
 from .versions import INT8_RECIPE, SAME_VERSION_MIN_COSINE
@@ -62,11 +63,7 @@ def choose_tower(
             note = "[clap] precision = int8 is for CPUs; running torch float16 on CUDA"
         return TowerChoice(None, note)
     try:
-        exported = cached_export(source, cache_dir)
-        if exported is None:  # torch, only then: the host chooses from the cache without it
-            from .onnx_export import ensure_exported
-
-            exported = ensure_exported(source, cache_dir)
+        exported = ensure_exported(source, cache_dir)  # torch only where no export is cached
     except Exception as error:
         # the tracer's and onnxruntime's errors have no common base; torch still runs the tower
         return torch_instead(f"exporting the audio tower to ONNX failed ({error})")
@@ -94,6 +91,33 @@ def choose_tower(
         return TowerChoice(exported.files, note)
     log.info("CLAP: int8 within cosine %.4f of fp32 on the probe clips", agreement)
     return TowerChoice(int8)
+
+
+@dataclass(frozen=True)
+class FirstExport:
+    """What a first start's export process (export_first) found."""
+
+    on_gpu: bool = False  # `auto` found a GPU: the workers run torch there, nothing to check
+    failed: str | None = None  # the export's error: the workers run torch
+
+
+def export_first(source: ModelSource, cache_dir: Path, device: str) -> FirstExport:
+    """On a first start, in a process of its own that ends before the check: export the audio
+    tower unless an export is cached (checked or awaiting its check), for `[clap] device` =
+    `device`. choose_tower then checks it (and quantizes it, for int8) in a process without
+    torch (runtime.py): the check beside torch's imports made the export's peak."""
+    import torch
+
+    if device == "auto" and torch.cuda.is_available():
+        return FirstExport(on_gpu=True)
+    if cached_export(source, cache_dir) is None and not awaits_check(source, cache_dir):
+        from .onnx_export import export_unchecked
+
+        try:
+            export_unchecked(source, cache_dir)
+        except Exception as error:  # the tracer's errors have no common base
+            return FirstExport(failed=str(error))
+    return FirstExport()
 
 
 def torch_instead(why: str) -> TowerChoice:

@@ -182,11 +182,11 @@ def unavailable(runtime: ClapRuntime, error: ClapUnavailable) -> None:
 
 
 async def make_tower_first(runtime: ClapRuntime) -> None:
-    """On a CPU, a first start exports the audio tower to ONNX (and quantizes it, for int8) in
-    a process of its own, before the text tower's check, which spawns a process of its own too
-    (never both at once): the export peaks near 1.0 GiB for larger_clap_music (the trace),
-    int8's quantizer near 1.4. Every later start finds the tower in the cache and spawns
-    nothing for it."""
+    """On a CPU, a first start exports the audio tower to ONNX in a process of its own, then
+    checks it (and quantizes it, for int8) in another that imports no torch, before the text
+    tower's check, which spawns a process too (one at a time): the export peaks near 0.87 GiB
+    for larger_clap_music (the trace), the check near half of it. Every later start finds the
+    tower in the cache and spawns nothing for it."""
     from soundspan_plugins.clap import versions
     from soundspan_plugins.clap.tower_cache import tower_cached
 
@@ -204,34 +204,29 @@ async def make_tower_first(runtime: ClapRuntime) -> None:
         return
     runtime.preparing = "exporting the audio tower to ONNX (once per model)"
     log.info("CLAP: exporting the audio tower of %s to ONNX (once) ...", runtime.model)
+    precision = await _import_precision()
+    failed = "exporting the audio tower to ONNX failed ({})"
     try:
+        export = await run_in_own_process(
+            "CLAP export", precision.export_first, source, runtime.onnx_cache, settings.device
+        )
+        if export.on_gpu:
+            return
+        if export.failed is not None:
+            runtime.first_choice = precision.torch_instead(failed.format(export.failed))
+            return
+        runtime.preparing = "checking the exported audio tower (once per model)"
         runtime.first_choice = await run_in_own_process(
-            "CLAP export",
-            _choose_cpu_tower,
+            "CLAP export's check",
+            precision.choose_tower,
             source,
             runtime.onnx_cache,
             settings.precision,
-            settings.device,
+            "cpu",
             versions.INT8_MIN_COSINE,
         )
-    except Exception as error:  # the process's end: killed, out of memory
-        precision = await _import_precision()
-        why = f"exporting the audio tower to ONNX failed ({error})"
-        runtime.first_choice = precision.torch_instead(why)
-
-
-def _choose_cpu_tower(
-    source: ModelSource, cache_dir: Path, setting: str, device: str, min_cosine: float
-) -> TowerChoice | None:
-    """precision.choose_tower in the first start's own process, for `[clap] device` = `device`:
-    None where "auto" finds a GPU (the workers run torch there: nothing to export)."""
-    import torch
-
-    from soundspan_plugins.clap.precision import choose_tower
-
-    if device == "auto" and torch.cuda.is_available():
-        return None
-    return choose_tower(source, cache_dir, setting, "cpu", min_cosine)
+    except Exception as error:  # a process's end: killed, out of memory
+        runtime.first_choice = precision.torch_instead(failed.format(error))
 
 
 def model_source(runtime: ClapRuntime) -> ModelSource:

@@ -47,6 +47,15 @@ def export_entry(source: ModelSource, cache_dir: Path) -> tuple[str, Path, Path,
     )
 
 
+def unchecked_entry(graph: Path) -> tuple[Path, Path]:
+    """Beside an export's `graph` while it awaits its check: torch's embeddings of the probe
+    clips, and the record of what was exported (onnx_export.export_unchecked writes both,
+    export_check.check_export reads and then removes them)."""
+    return graph.with_name(f"{graph.stem}-reference.npy"), graph.with_name(
+        f"{graph.stem}-unchecked.json"
+    )
+
+
 def forget_older_exports(digest: str, cache_dir: Path) -> list[Path]:
     """Remove the files an older exporter version left for these weights (its graph, weights,
     filters, int8 graph and records: hundreds of MB the cache would otherwise keep for good);
@@ -63,8 +72,8 @@ def forget_older_exports(digest: str, cache_dir: Path) -> list[Path]:
 
 
 def cached_export(source: ModelSource, cache_dir: Path) -> ExportedTower | None:
-    """The export of `source`'s audio tower already in the cache, intact; None if there is
-    none (then onnx_export.ensure_exported makes it: best in a process of its own)."""
+    """The export of `source`'s audio tower already in the cache, intact and checked; None if
+    there is none (then export_check.ensure_exported makes it: best in processes of their own)."""
     digest, graph, weights, filters, record_path = export_entry(source, cache_dir)
     return read_cache_record(
         record_path,

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing.context import SpawnContext, SpawnProcess
@@ -71,11 +71,12 @@ class _BudgetedProcess(SpawnProcess):
     """
 
     thread_budget = 1
+    environment: Mapping[str, str] = {}  # more variables it must have from its first line
 
     @staticmethod
     def _Popen(process_obj: _BudgetedProcess):  # noqa: N802 - multiprocessing's hook name
         budget = {variable: str(process_obj.thread_budget) for variable in THREAD_VARIABLES}
-        with _environment(budget):
+        with _environment({**budget, **process_obj.environment}):
             return SpawnProcess._Popen(process_obj)
 
 
@@ -83,13 +84,15 @@ class _BudgetedSpawnContext(SpawnContext):
     """The spawn start method (a fork would copy the host's threads, event loop and database
     connections), with every process started under `threads`' budget."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, environment: Mapping[str, str]) -> None:
         super().__init__()
         self.threads = threads
+        self.environment = environment
 
     def Process(self, *args: Any, **kwargs: Any) -> _BudgetedProcess:  # noqa: N802
         process = _BudgetedProcess(*args, **kwargs)
         process.thread_budget = self.threads
+        process.environment = self.environment
         return process
 
 
@@ -140,13 +143,14 @@ class ModelPool:
         threads: int = 1,
         doing: str = "analyzing",
         idle_seconds: float | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.workers = workers
         self.doing = doing  # what a crash message says the worker was doing
         self.idle_seconds = idle_seconds
         self._start = (load, load_args)
-        self._context = _BudgetedSpawnContext(threads)
+        self._context = _BudgetedSpawnContext(threads, environment or {})
         self._pool = self._new_pool()
         self._started = False  # pebble starts the processes at a pool's first call
         self._calls = 0  # running or waiting for a worker
@@ -247,10 +251,23 @@ class ModelPool:
             self._resting = None
 
 
+# glibc's malloc serves a block of 64 KiB or more from a mapping of its own, given back when
+# freed, instead of from its heap, which a model trace's many mid-size temporaries fragment:
+# CLAP's export peaks at 0.82 GiB every time with it, 0.86 to 1.04 without (bench/RESULTS.md).
+# Read by glibc as the process starts; other C libraries ignore it.
+ONE_OFF_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
 async def run_in_own_process(name: str, step: Callable[..., Result], *args: Any) -> Result:
     """Run a one-off step that needs much memory (a model export) in a process of its own:
     its memory goes back to the system when it ends, and cancelling stops it."""
-    pool = ModelPool(name, 1, _no_model, threads=len(os.sched_getaffinity(0)))
+    pool = ModelPool(
+        name,
+        1,
+        _no_model,
+        threads=len(os.sched_getaffinity(0)),
+        environment=ONE_OFF_ENVIRONMENT,
+    )
     try:
         return await pool.run(_call_without_model, step, args)
     finally:

@@ -78,3 +78,8 @@ def hang_reading(model: dict, fifo: str, pid_file: str) -> None:
     os.rename(pid_file + ".partial", pid_file)
     with open(fifo, "rb") as never:
         never.read()
+
+
+def environment_variable(name: str) -> str | None:
+    """A one-off step (run_in_own_process): what its process's environment holds for `name`."""
+    return os.environ.get(name)
