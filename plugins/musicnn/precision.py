@@ -159,18 +159,33 @@ def choose_model(
     return ModelChoice(int8_path, "int8")
 
 
-def ensure_int8(onnx_path: Path, card: ModelCard) -> tuple[Path, Int8Check]:
-    """The cached int8 model beside ``onnx_path`` and its check, quantizing only if needed."""
+def must_quantize(onnx_path: Path, setting: str, device: str) -> bool:
+    """Whether choose_model would quantize (int8 wanted, none cached): the host then runs it
+    in a process of its own, whose memory (about 1 GiB at the peak) goes back when it ends."""
+    if wanted_precision(setting, device) == "fp32":
+        return False
+    return _cached_int8(onnx_path) is None
+
+
+def _int8_entry(onnx_path: Path) -> tuple[Path, Path]:
     stem = f"{onnx_path.stem}-int8-q{QUANTIZER_VERSION}"
-    int8_path = onnx_path.with_name(f"{stem}.onnx")
-    record_path = onnx_path.with_name(f"{stem}.json")
-    check = read_cache_record(
+    return onnx_path.with_name(f"{stem}.onnx"), onnx_path.with_name(f"{stem}.json")
+
+
+def _cached_int8(onnx_path: Path) -> Int8Check | None:
+    int8_path, record_path = _int8_entry(onnx_path)
+    return read_cache_record(
         record_path,
         {"quantizer_version": QUANTIZER_VERSION},
         {"source_onnx_bytes": onnx_path, "int8_onnx_bytes": int8_path},
         lambda record: Int8Check(**record["check"]),
     )
-    if check is not None:
+
+
+def ensure_int8(onnx_path: Path, card: ModelCard) -> tuple[Path, Int8Check]:
+    """The cached int8 model beside ``onnx_path`` and its check, quantizing only if needed."""
+    int8_path, record_path = _int8_entry(onnx_path)
+    if (check := _cached_int8(onnx_path)) is not None:
         return int8_path, check
 
     log.info("MusiCNN: quantizing %s to int8 (once) ...", onnx_path.name)

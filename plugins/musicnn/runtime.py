@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from soundspan_hooks import HostContext
+from soundspan_plugins.musicnn import precision as quantization
 from soundspan_plugins.musicnn.checkpoint import CheckpointError
 from soundspan_plugins.musicnn.inference import cuda_available
 from soundspan_plugins.musicnn.network import (
@@ -23,10 +24,9 @@ from soundspan_plugins.musicnn.network import (
     checkpoint_sha256,
 )
 from soundspan_plugins.musicnn.onnx_export import CONVERTER_VERSION, ensure_onnx
-from soundspan_plugins.musicnn.precision import choose_model, version_suffix
 from soundspan_plugins.musicnn.settings import NAME, MusicnnSettings
 from soundspan_plugins.musicnn.worker import load_tagger
-from soundspan_plugins.shared.pool import ModelPool, idle_seconds
+from soundspan_plugins.shared.pool import ModelPool, idle_seconds, run_in_own_process
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def model_version(model: str, precision: str = "fp32") -> str:
     (quantization.version_suffix): a speed-up that changes nothing re-analyzes nothing.
     """
     digest = checkpoint_sha256(checkpoint_index(model))
-    suffix = version_suffix(precision)
+    suffix = quantization.version_suffix(precision)
     return f"{model}-{digest[:12]}-c{CONVERTER_VERSION}-f{FRONTEND_VERSION}{suffix}"
 
 
@@ -113,9 +113,15 @@ async def _load_model(host: HostContext, runtime: MusicnnRuntime) -> None:
         runtime.reason = str(error)
         log.error("MusiCNN unavailable: %s", error)
         return
-    choice = await asyncio.to_thread(
-        choose_model, onnx_path, card, settings.precision, runtime.device
-    )
+    # the bound as the host reads it now: a quantizing process of its own would read its own
+    choice_args = (onnx_path, card, settings.precision, runtime.device, quantization.MAX_TAG_DIFF)
+    if await asyncio.to_thread(
+        quantization.must_quantize, onnx_path, settings.precision, runtime.device
+    ):
+        log.info("MusiCNN: quantizing the model to int8 (once, in a process of its own) ...")
+        choice = await run_in_own_process("MusiCNN int8", quantization.choose_model, *choice_args)
+    else:
+        choice = await asyncio.to_thread(quantization.choose_model, *choice_args)
     pool = ModelPool(
         "MusiCNN",
         host.worker_share(NAME, on_gpu=runtime.device == "cuda").workers,
