@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
+from soundspan_hooks.waiting import wait_until_set
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,7 @@ class Clock:
 
     async def wait(self, wake: asyncio.Event, seconds: float) -> None:
         """Until `wake` is set or `seconds` have passed (math.inf: until `wake`)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), None if math.isinf(seconds) else seconds)
+        await wait_until_set(wake, None if math.isinf(seconds) else seconds)
 
 
 SYSTEM_CLOCK = Clock()

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from soundspan_hooks import Analyzer, HostContext, TrackFile, UnreadableTrack
+from soundspan_hooks.waiting import wait_until_set
 from soundspan_host.metrics import Metrics
 from soundspan_host.queue import AnalysisQueue, Job, LeaseLost
 from soundspan_host.worker_registry import WorkerRegistry
@@ -138,8 +139,7 @@ class AnalysisFeed:
         self._versions_waiting = waiting
 
     async def _wait_for_work(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), self.info.poll_interval)
+        await wait_until_set(self.wake, self.info.poll_interval)
         self.wake.clear()
 
     def _job_finished(self, task: asyncio.Task[None]) -> None:
@@ -188,8 +188,10 @@ class AnalysisFeed:
     async def _analyze_and_store(self, job: Job, track: TrackFile) -> None:
         deadline = self.queue.policy.deadline(job.audio_seconds)
         try:
-            # cancelling the analysis stops the worker process running it
-            result = await asyncio.wait_for(self.analyzer.analyze(track), deadline)
+            # cancelling the analysis stops the worker process running it (asyncio.timeout,
+            # not wait_for: see soundspan_hooks.waiting)
+            async with asyncio.timeout(deadline):
+                result = await self.analyzer.analyze(track)
         except TimeoutError:
             raise AnalysisOverdue(job, deadline) from None
         except OSError as error:  # the file's, not the database's: nothing is stored yet

@@ -10,7 +10,6 @@ emitted together, up to `batch_files` at a time, so the catalogue can record the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from soundspan_hooks import LibraryEvent, LibraryEventKind
+from soundspan_hooks.waiting import wait_until_set
 from soundspan_plugins.watcher.files import AudioFiles
 from soundspan_plugins.watcher.reading import FileReads, Unread
 
@@ -186,8 +186,7 @@ class LibraryWatcher:
             self._wake.clear()
             next_due = min((p.due for p in self._pending.values()), default=None)
             timeout = None if next_due is None else max(next_due - time.monotonic(), 0.01)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_until_set(self._wake, timeout)
 
     async def _emit_in_order(self) -> None:
         """Read and emit the changes waiting, up to `batch_files` at a time, in order; the
