@@ -20,12 +20,13 @@ protobuf, the serialized string, Python's bytes: 1.65 GiB at the peak), and stre
 files of their own only for models over 2 GB. So the graph is exported without its weights
 (they stay the graph's inputs, named as in the module's state_dict), and the weights are then
 written one tensor at a time into a file beside it (`-weights.bin`) that the graph names as
-its external data: about 0.87 GiB at the peak (the trace), the same embeddings to the last
-bit. The weights are not folded into the graph by torch (no constant folding: it would rename
-them where it cannot be followed); onnxruntime folds the same transposes when it loads the
-graph. Traced without autograd, the trace keeps no activations for a backward pass. The check
-loads the graph in onnxruntime (the weights again, and its arena): in this process, beside
-torch's imports, that was the peak (0.92 GiB); in its own it is about half.
+its external data: about 0.82 GiB at the peak (the trace, its process's malloc set as
+shared.pool.ONE_OFF_ENVIRONMENT sets it), the same embeddings to the last bit. The weights
+are not folded into the graph by torch (no constant folding: it would rename them where it
+cannot be followed); onnxruntime folds the same transposes when it loads the graph. Traced
+without autograd, the trace keeps no activations for a backward pass. The check loads the
+graph in onnxruntime (the weights again, and its arena): in this process, beside torch's
+imports, that was the peak (0.92 GiB); in its own it is about half.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def unavailable(runtime: ClapRuntime, error: ClapUnavailable) -> None:
 async def make_tower_first(runtime: ClapRuntime) -> None:
     """On a CPU, a first start exports the audio tower to ONNX in a process of its own, then
     checks it (and quantizes it, for int8) in another that imports no torch, before the text
-    tower's check, which spawns a process too (one at a time): the export peaks near 0.87 GiB
+    tower's check, which spawns a process too (one at a time): the export peaks near 0.82 GiB
     for larger_clap_music (the trace), the check near half of it. Every later start finds the
     tower in the cache and spawns nothing for it."""
     from soundspan_plugins.clap import versions
