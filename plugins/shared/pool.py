@@ -122,7 +122,8 @@ def _run_with_model(task: Callable[..., Result], args: tuple[Any, ...]) -> Resul
 
 class ModelPool:
     """`workers` processes, each holding the model `load(*load_args)` returned, each limited to
-    `threads` threads in every thread pool it loads.
+    `threads` threads in every thread pool it loads, with `environment` added to its
+    environment from its first line (run_in_own_process sets glibc's malloc that way).
 
     Built on pebble's ProcessPool rather than the standard library's executor: pebble tells a
     crashed worker's own call apart from its neighbours' (the standard pool breaks and fails
